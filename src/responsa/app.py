@@ -1,0 +1,128 @@
+"""Composition root: builds the store, backends, service and routes; renders errors once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from .config import Settings
+from .endpoints import Auth, Endpoints, JSONResponse
+from .errors import APIError
+from .jobs import Jobs
+from .router import Router
+from .service import ResponsesService
+from .store import open_store
+
+log = logging.getLogger("responsa")
+access_log = logging.getLogger("responsa.access")
+
+# Both URL forms: OpenAI's /v1, Azure's /openai/v1 (api-version accepted and ignored) and the
+# older Azure /openai form that `AzureOpenAI(azure_endpoint=...)` uses for /responses.
+PREFIXES = ("/v1", "/openai/v1", "/openai")
+
+
+def error_response(error: APIError) -> Response:
+    headers = {**error.headers}
+    if error.should_retry is not None:
+        headers["x-should-retry"] = "true" if error.should_retry else "false"
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kinds = {404: ("not_found_error", "Unknown path: " + request.url.path),
+             405: ("invalid_request_error", f"Method {request.method} is not allowed on {request.url.path}.")}
+    kind, message = kinds.get(exc.status_code, ("invalid_request_error", str(exc.detail)))
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"message": "The server had an internal error.", "type": "server_error", "param": None,
+                      "code": "server_error"}}
+    return JSONResponse(body, status_code=500)
+
+
+class RequestIds:
+    """ASGI wrapper: an `x-request-id` on every answer, and one access-log line per request."""
+
+    def __init__(self, app: Any, log_access: bool) -> None:
+        self.app = app
+        self.log_access = log_access
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.log_access:
+                access_log.info('%s "%s %s" %d %.1fms', scope.get("client", ("-",))[0], scope["method"],
+                                scope["path"], status, (time.perf_counter() - started) * 1000)
+
+
+def create_app(settings: Settings) -> Any:
+    """The ASGI application for these settings."""
+    os.makedirs(settings.data_dir, exist_ok=True)
+    store = open_store(settings.database_url, settings.data_dir)
+    router = Router(settings)
+    instance = uuid.uuid4().hex
+    service = ResponsesService(store, router, settings, instance=instance)
+    jobs = Jobs(service, store, max_runs=settings.max_background_runs, instance=instance,
+                take_all_orphans=settings.database_url is None)
+    endpoints = Endpoints(service, Auth(settings.api_key), max_body_size=settings.max_body_size)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        await router.start()
+        await jobs.start()
+        log.info("responsa ready on http://%s:%d (store: %s)", settings.host, settings.port,
+                 "postgresql" if settings.database_url else os.path.join(settings.data_dir, "responsa.db"))
+        try:
+            yield
+        finally:
+            await jobs.stop()
+            await service.shutdown()
+            await router.aclose()
+            await store.close()
+
+    routes: list[Any] = [Mount(prefix, routes=endpoints.routes()) for prefix in PREFIXES]
+    routes.append(Route("/health", endpoints.health, methods=["GET"]))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.service = service
+    app.state.settings = settings
+    return RequestIds(app, settings.access_log)

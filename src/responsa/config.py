@@ -1,0 +1,314 @@
+"""Settings: the only module that reads the environment and the config file.
+
+Every `responsa serve` option is declared once in `OPTIONS`; the CLI builds its parser from
+it, each option can also come from `RESPONSA_<NAME>` or the `[server]` table of the TOML
+config file, and a test checks that each one is documented. Precedence: command line, then
+environment, then config file, then the default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DAY = 86400
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or inconsistent; the CLI prints it and exits 2."""
+
+
+def parse_duration(text: str | int | float) -> int:
+    """Seconds from `90`, `90s`, `15m`, `12h`, `30d`."""
+    if isinstance(text, int | float):
+        return int(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"invalid duration {text!r} (use e.g. 3600, 90s, 15m, 12h, 30d)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY}[m.group(2)]
+    return int(float(m.group(1)) * unit)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `1048576`, `512k`, `64m`, `1g`."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)[bB]?\s*", str(text))
+    if not m:
+        raise ConfigError(f"invalid size {text!r} (use e.g. 1048576, 512k, 64m, 1g)")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"invalid boolean {text!r}")
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "responsa")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `responsa serve` setting: flag, environment variable and config-file key."""
+
+    name: str  # python name; flag is --name-with-dashes, env is RESPONSA_NAME
+    help: str
+    default: Any = None
+    parse: Callable[[Any], Any] = str
+    repeatable: bool = False
+    flag_only: bool = False  # a switch (store_true) on the command line
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "RESPONSA_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "Interface to listen on. Without --api-key only a loopback host is allowed.", "127.0.0.1"),
+    Option("port", "TCP port to listen on.", 8080, int),
+    Option("data_dir", "Directory for the SQLite database, uploaded files and the reasoning encryption key.",
+           None, str, metavar="DIR"),
+    Option("database_url", "Database to use instead of SQLite in --data-dir: postgresql://user@host/db.",
+           None, str, metavar="URL"),
+    Option("config", "TOML file mapping model / deployment names to backends (see docs/configuration.md).",
+           None, str, metavar="FILE"),
+    Option("upstream_base_url", "OpenAI-compatible Chat Completions engine that serves every model name "
+           "(for example http://127.0.0.1:8000/v1).", None, str, metavar="URL"),
+    Option("upstream_api_key", "API key sent to the upstream engine as `Authorization: Bearer`.",
+           None, str, metavar="KEY"),
+    Option("upstream_timeout", "Longest wait for the upstream engine, per turn and between streamed chunks.",
+           600, parse_duration, metavar="DURATION"),
+    Option("model_file", "Serve a GGUF file with the embedded engine under a model name (repeatable).",
+           (), str, repeatable=True, metavar="NAME=PATH"),
+    Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
+           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
+           (), str, repeatable=True, metavar="KEY"),
+    Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
+           "loopback and link-local addresses.", False, parse_bool, flag_only=True),
+    Option("retention", "How long stored responses, their items and events are kept.", 30 * DAY,
+           parse_duration, metavar="DURATION"),
+    Option("max_body_size", "Largest accepted JSON request body.", 64 * 1024**2, parse_size, metavar="SIZE"),
+    Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
+           32, int, metavar="N"),
+    Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.", 15,
+           parse_duration, metavar="DURATION"),
+    Option("log_level", "Log level: debug, info, warning or error.", "info"),
+    Option("access_log", "Log one line per request.", True, parse_bool),
+)
+
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One engine from the config file, or made from the command line."""
+
+    name: str
+    kind: str  # "chat_completions" | "embedded" | "scripted"
+    base_url: str | None = None
+    api_key: str | None = None
+    auth: str = "bearer"  # or "api-key" (Azure)
+    timeout: int = 600
+    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
+    model_file: str | None = None
+    context_window: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model name clients use, the backend that serves it, and the engine's own name for it."""
+
+    backend: str
+    model: str | None = None  # None: pass the client's name through
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    upstream_base_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_timeout: int = 600
+    model_file: tuple[str, ...] = ()
+    api_key: tuple[str, ...] = ()
+    allow_private_network: bool = False
+    retention: int = 30 * DAY
+    max_body_size: int = 64 * 1024**2
+    max_background_runs: int = 32
+    keepalive_interval: int = 15
+    log_level: str = "info"
+    access_log: bool = True
+    config: str | None = None
+    backends: tuple[BackendConfig, ...] = ()
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    default_route: Route | None = None
+
+    @property
+    def is_loopback_host(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def _parse_option(opt: Option, raw: Any, source: str) -> Any:
+    try:
+        if opt.repeatable:
+            if isinstance(raw, str):
+                raw = [p.strip() for p in raw.split(",") if p.strip()]
+            return tuple(opt.parse(v) for v in raw)
+        return opt.parse(raw)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{source}: invalid value for {opt.flag}: {e}") from e
+
+
+def load_settings(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge command line, environment and config file into Settings, and check them."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = cli.get("config") or environ.get("RESPONSA_CONFIG")
+    file_data: dict[str, Any] = {}
+    if config_path:
+        try:
+            with open(config_path, "rb") as f:
+                file_data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_path}: {e}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_path}: {e}") from e
+    server = file_data.get("server", {})
+    unknown = set(server) - set(OPTIONS_BY_NAME)
+    if unknown:
+        raise ConfigError(f"config file [server]: unknown keys {sorted(unknown)}")
+    for opt in OPTIONS:
+        raw = cli.get(opt.name)
+        if raw is not None and raw != () and raw is not False:
+            values[opt.name] = _parse_option(opt, raw, "command line")
+        elif opt.env in environ:
+            values[opt.name] = _parse_option(opt, environ[opt.env], opt.env)
+        elif opt.name in server:
+            values[opt.name] = _parse_option(opt, server[opt.name], f"{config_path} [server]")
+        elif opt.default is not None:
+            values[opt.name] = opt.default
+    if not values.get("data_dir"):
+        values["data_dir"] = default_data_dir()
+    values["config"] = config_path
+    backends, routes, default_route = _backends_and_routes(values, file_data, config_path)
+    settings = Settings(**values, backends=backends, routes=routes, default_route=default_route)
+    check(settings)
+    return settings
+
+
+def _backends_and_routes(
+    values: Mapping[str, Any], file_data: Mapping[str, Any], path: str | None
+) -> tuple[tuple[BackendConfig, ...], dict[str, Route], Route | None]:
+    backends: dict[str, BackendConfig] = {}
+    routes: dict[str, Route] = {}
+    default_route: Route | None = None
+    timeout = values.get("upstream_timeout", 600)
+    for name, spec in (file_data.get("backends") or {}).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: [backends.{name}] must be a table")
+        spec = dict(spec)
+        kind = spec.pop("kind", "chat_completions")
+        if kind not in ("chat_completions", "embedded", "scripted"):
+            raise ConfigError(f"{path}: [backends.{name}] kind must be chat_completions, embedded or scripted")
+        api_key = spec.pop("api_key", None)
+        key_env = spec.pop("api_key_env", None)
+        if key_env:
+            api_key = os.environ.get(key_env)
+            if api_key is None:
+                raise ConfigError(f"{path}: [backends.{name}] api_key_env {key_env} is not set")
+        known = {"base_url", "auth", "timeout", "reasoning_input", "model_file", "context_window"}
+        fields = {k: spec.pop(k) for k in list(spec) if k in known}
+        if "timeout" in fields:
+            fields["timeout"] = parse_duration(fields["timeout"])
+        else:
+            fields["timeout"] = timeout
+        if kind == "chat_completions" and not fields.get("base_url"):
+            raise ConfigError(f"{path}: [backends.{name}] needs base_url")
+        if kind == "embedded" and not fields.get("model_file"):
+            raise ConfigError(f"{path}: [backends.{name}] needs model_file")
+        if fields.get("auth", "bearer") not in ("bearer", "api-key"):
+            raise ConfigError(f"{path}: [backends.{name}] auth must be 'bearer' or 'api-key'")
+        if fields.get("reasoning_input", "drop") not in ("drop", "reasoning_content", "reasoning"):
+            raise ConfigError(
+                f"{path}: [backends.{name}] reasoning_input must be drop, reasoning_content or reasoning")
+        backends[name] = BackendConfig(name=name, kind=kind, api_key=api_key, options=spec, **fields)
+    for model, spec in (file_data.get("models") or {}).items():
+        if isinstance(spec, str):
+            spec = {"backend": spec}
+        if not isinstance(spec, dict) or "backend" not in spec:
+            raise ConfigError(f'{path}: [models] "{model}" needs a backend')
+        if spec["backend"] not in backends:
+            raise ConfigError(f'{path}: [models] "{model}" names unknown backend {spec["backend"]!r}')
+        route = Route(backend=spec["backend"], model=spec.get("model"))
+        if model == "*":
+            default_route = route
+        else:
+            routes[model] = route
+    for entry in values.get("model_file", ()):
+        name, sep, file = entry.partition("=")
+        if not sep or not name or not file:
+            raise ConfigError(f"--model-file wants NAME=PATH.gguf, got {entry!r}")
+        if not os.path.isfile(file):
+            raise ConfigError(f"--model-file {name}: no such file {file}")
+        backends[f"file:{name}"] = BackendConfig(name=f"file:{name}", kind="embedded", model_file=file)
+        routes[name] = Route(backend=f"file:{name}", model=name)
+    if values.get("upstream_base_url"):
+        backends["upstream"] = BackendConfig(
+            name="upstream",
+            kind="chat_completions",
+            base_url=values["upstream_base_url"],
+            api_key=values.get("upstream_api_key"),
+            timeout=timeout,
+        )
+        if default_route is None:
+            default_route = Route(backend="upstream")
+    return tuple(backends.values()), routes, default_route
+
+
+def check(settings: Settings) -> None:
+    if not settings.api_key and not settings.is_loopback_host:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without an API key: pass --api-key (or "
+            "RESPONSA_API_KEY), or listen on a loopback host such as 127.0.0.1"
+        )
+    if settings.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("--log-level must be debug, info, warning or error")
+    if settings.retention < 60:
+        raise ConfigError("--retention must be at least 60 seconds")
+    if settings.max_background_runs < 1:
+        raise ConfigError("--max-background-runs must be at least 1")
+    if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("--database-url must be a postgresql:// URL (SQLite is the default, in --data-dir)")
+    if settings.upstream_base_url and not settings.upstream_base_url.startswith(("http://", "https://")):
+        raise ConfigError("--upstream-base-url must be an http(s) URL")
+
+
+def data_path(settings: Settings, *parts: str) -> Path:
+    return Path(settings.data_dir).joinpath(*parts)

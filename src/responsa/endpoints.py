@@ -1,0 +1,220 @@
+"""HTTP glue: authenticate, parse, call the service, answer JSON or SSE. Nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from . import checks as c
+from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from .protocol import INCLUDABLE, parse_create
+from .service import ResponsesService
+from .tools import ignored_tool_types
+
+ANONYMOUS = "local"
+# Request headers that tools may read.
+FORWARDED_HEADERS = ("x-ms-oai-image-generation-deployment",)
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def owner_for_key(key: str) -> str:
+    """The owner id of an API key: a hash, so keys themselves are never stored."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Auth:
+    """API keys -> owners. Without configured keys every caller is the one local owner."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.owners = {k: owner_for_key(k) for k in keys}
+
+    def __call__(self, request: Request) -> str:
+        if not self.owners:
+            return ANONYMOUS
+        headers = request.headers
+        key = headers.get("api-key")
+        if key is None:
+            auth = headers.get("authorization")
+            if auth is not None and auth[:7].lower() == "bearer ":
+                key = auth[7:].strip()
+        if key is None:
+            raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or "
+                               "'api-key: KEY'.", code="missing_api_key")
+        owner = self.owners.get(key)
+        if owner is None:
+            raise Unauthorized("Incorrect API key provided.")
+        return owner
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"We could not parse the JSON body of your request ({e.msg} at position {e.pos}).",
+                             code="invalid_json") from e
+
+
+def query_include(request: Request) -> tuple[str, ...]:
+    values = request.query_params.getlist("include[]") + request.query_params.getlist("include")
+    for i, value in enumerate(values):
+        if value not in INCLUDABLE:
+            raise c.bad_value(f"include[{i}]", value, INCLUDABLE)
+    return tuple(values)
+
+
+def query_bool(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise InvalidRequest(f"Invalid value for '{name}': expected true or false.", param=name, code="invalid_value")
+
+
+def query_int(request: Request, name: str, lo: int, hi: int | None = None, default: int | None = None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"Invalid value for '{name}': expected an integer.", param=name,
+                             code="invalid_type") from None
+    if number < lo or (hi is not None and number > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise InvalidRequest(f"Invalid value for '{name}': expected an integer {bounds}, got {number}.",
+                             param=name, code="invalid_value")
+    return number
+
+
+def sse(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+class Endpoints:
+    """The API's routes, bound to one service."""
+
+    def __init__(self, service: ResponsesService, auth: Auth, *, max_body_size: int) -> None:
+        self.service = service
+        self.auth = auth
+        self.max_body_size = max_body_size
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/responses", self.create_response, methods=["POST"]),
+            Route("/responses/{response_id}", self.get_response, methods=["GET"]),
+            Route("/responses/{response_id}", self.delete_response, methods=["DELETE"]),
+            Route("/responses/{response_id}/cancel", self.cancel_response, methods=["POST"]),
+            Route("/responses/{response_id}/input_items", self.list_input_items, methods=["GET"]),
+            Route("/models", self.list_models, methods=["GET"]),
+            Route("/models/{model:path}", self.get_model, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+        ]
+
+    async def create_response(self, request: Request) -> Response:
+        owner = self.auth(request)
+        body = await read_json(request, self.max_body_size)
+        req = parse_create(body)
+        headers = request.headers
+        for name in FORWARDED_HEADERS:
+            if name in headers:
+                req.headers[name] = headers[name]
+        result = await self.service.create(req, owner)
+        extra = {}
+        ignored = ignored_tool_types(req.tools)
+        if ignored:
+            extra["x-responsa-ignored-tools"] = ",".join(ignored)
+        if isinstance(result, dict):
+            return JSONResponse(result, headers=extra)
+        response = sse(result)
+        response.headers.update(extra)
+        return response
+
+    async def get_response(self, request: Request) -> Response:
+        owner = self.auth(request)
+        rid = request.path_params["response_id"]
+        include = query_include(request)
+        if query_bool(request, "stream"):
+            after = query_int(request, "starting_after", lo=-1)
+            record = await self.service.store.get_record(rid, owner)
+            if record is None:
+                from .errors import not_found
+
+                raise not_found("Response", rid)
+            if not record.background:
+                raise InvalidRequest("Only background responses can be streamed again: create the response "
+                                     "with background=true.", param="stream", code="invalid_request")
+            return sse(self.service.jobs.follow(rid, owner, after))
+        return JSONResponse(await self.service.retrieve(rid, owner, include))
+
+    async def delete_response(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.service.delete(request.path_params["response_id"], owner))
+
+    async def cancel_response(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.service.jobs.cancel(request.path_params["response_id"], owner))
+
+    async def list_input_items(self, request: Request) -> Response:
+        owner = self.auth(request)
+        query_include(request)
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise c.bad_value("order", order, ("asc", "desc"))
+        limit = query_int(request, "limit", lo=1, hi=100, default=20)
+        assert limit is not None
+        page = await self.service.input_items(
+            request.path_params["response_id"], owner, after=request.query_params.get("after"),
+            before=request.query_params.get("before"), limit=limit, order=order)
+        return JSONResponse(page)
+
+    async def list_models(self, request: Request) -> Response:
+        self.auth(request)
+        names = await self.service.router.models()
+        return JSONResponse({"object": "list", "data": [_model(n) for n in names]})
+
+    async def get_model(self, request: Request) -> Response:
+        self.auth(request)
+        name = request.path_params["model"]
+        self.service.router.resolve(name)
+        return JSONResponse(_model(name))
+
+    async def health(self, request: Request) -> Response:
+        model_ready = await self.service.router.ready()
+        database = await self.service.store.ping()
+        ready = model_ready and database
+        body = {"status": "ok" if ready else "starting" if database else "unavailable",
+                "model_ready": model_ready, "database": database}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _model(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "responsa"}

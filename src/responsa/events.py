@@ -1,0 +1,310 @@
+"""The stream-event grammar of one response: numbering and the added -> delta -> done order.
+
+`ResponseEvents` owns the Response object while it is produced. The loop and the tools call
+its methods (`text_delta`, `function_call_start`, `add_item`, ...); it keeps the output items
+and, when someone listens, queues the matching events with `sequence_number`s from 0.
+`flush()` hands the queued events to the sink: an SSE stream, a background run's event log,
+or nobody (a non-streamed request, which then builds no events at all).
+
+Every event holds copies of what it shows, so it can be serialised later without seeing
+later changes. The canonical orders come from `shared/spec/responses-wire.md` §6.3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .ids import function_call_id, message_id, new_id, reasoning_id
+
+Sink = Callable[[list[dict]], Awaitable[None]]
+TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+# Raw reasoning text events: the SDKs' names, or the Open Responses specification's.
+REASONING_EVENT_NAMES = {
+    "openai": ("response.reasoning_text.delta", "response.reasoning_text.done"),
+    "open-responses": ("response.reasoning.delta", "response.reasoning.done"),
+}
+
+
+def empty_usage() -> dict:
+    return {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
+
+
+class ResponseEvents:
+    """Builds one Response and, if anyone listens, its stream events."""
+
+    def __init__(self, response: dict, sink: Sink | None = None, *, dialect: str = "openai",
+                 first_sequence_number: int = 0) -> None:
+        self.response = response
+        self.output: list[dict] = response["output"]
+        self.sink = sink
+        self.live = sink is not None
+        self.seq = first_sequence_number
+        self.pending: list[dict] = []
+        self._reasoning_names = REASONING_EVENT_NAMES[dialect]
+        # Open items being streamed: index of the message / reasoning item, or None.
+        self._message: int | None = None
+        self._message_chunks: list[str] = []
+        self._message_part: str = "output_text"
+        self._reasoning: int | None = None
+        self._reasoning_chunks: list[str] = []
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def emit(self, type_: str, **fields: Any) -> None:
+        """Queue one event (callers pass copies of anything they will change later)."""
+        if self.live:
+            fields["type"] = type_
+            fields["sequence_number"] = self.seq
+            self.pending.append(fields)
+        self.seq += 1
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = self.pending, []
+            await self.sink(batch)  # type: ignore[misc]
+
+    def snapshot(self) -> dict:
+        snap = dict(self.response)
+        snap["output"] = list(self.output)
+        return snap
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def created(self) -> None:
+        if self.live:
+            self.emit("response.created", response=self.snapshot())
+        else:
+            self.seq += 1
+
+    def queued(self) -> None:
+        self.response["status"] = "queued"
+        if self.live:
+            self.emit("response.queued", response=self.snapshot())
+        else:
+            self.seq += 1
+
+    def in_progress(self) -> None:
+        self.response["status"] = "in_progress"
+        if self.live:
+            self.emit("response.in_progress", response=self.snapshot())
+        else:
+            self.seq += 1
+
+    def _finish(self, status: str, event: str | None) -> None:
+        self.close_open_items("completed" if status == "completed" else "incomplete")
+        self.response["status"] = status
+        if status == "completed":
+            self.response["completed_at"] = int(time.time())
+        if event is not None and self.live:
+            self.emit(event, response=self.snapshot())
+        elif event is not None:
+            self.seq += 1
+
+    def completed(self, usage: dict) -> None:
+        self.response["usage"] = usage
+        self._finish("completed", "response.completed")
+
+    def incomplete(self, reason: str, usage: dict) -> None:
+        self.response["usage"] = usage
+        self.response["incomplete_details"] = {"reason": reason}
+        self._finish("incomplete", "response.incomplete")
+
+    def failed(self, code: str, message: str, usage: dict | None = None) -> None:
+        """A failure after the response exists: an `error` event, then `response.failed`."""
+        self.response["usage"] = usage
+        self.response["error"] = {"code": code, "message": message}
+        self.emit("error", code=code, message=message, param=None)
+        self._finish("failed", "response.failed")
+
+    def cancelled(self, usage: dict | None = None) -> None:
+        """Cancelled or abandoned: there is no `response.cancelled` event; streams just end."""
+        self.response["usage"] = usage
+        self._finish("cancelled", None)
+
+    @property
+    def done(self) -> bool:
+        return self.response["status"] in TERMINAL
+
+    # ---- generic items (server-side tools use these) ------------------------------------------
+
+    def add_item(self, item: dict) -> int:
+        """Append an output item and announce it (`response.output_item.added`)."""
+        self.close_open_items()
+        index = len(self.output)
+        self.output.append(item)
+        if self.live:
+            self.emit("response.output_item.added", output_index=index, item=_copy_item(item))
+        else:
+            self.seq += 1
+        return index
+
+    def item_event(self, type_: str, index: int, **fields: Any) -> None:
+        """An event about an added item (`item_id` and `output_index` filled in)."""
+        if self.live:
+            self.emit(type_, item_id=self.output[index]["id"], output_index=index, **fields)
+        else:
+            self.seq += 1
+
+    def done_item(self, index: int) -> None:
+        if self.live:
+            self.emit("response.output_item.done", output_index=index, item=_copy_item(self.output[index]))
+        else:
+            self.seq += 1
+
+    def close_open_items(self, status: str = "completed") -> None:
+        if self._reasoning is not None:
+            self._close_reasoning(status)
+        if self._message is not None:
+            self._close_message(status)
+
+    # ---- assistant text --------------------------------------------------------------------
+
+    def text_delta(self, text: str) -> None:
+        self._message_delta(text, "output_text")
+
+    def refusal_delta(self, text: str) -> None:
+        self._message_delta(text, "refusal")
+
+    def _message_delta(self, text: str, part_type: str) -> None:
+        if self._reasoning is not None:
+            self._close_reasoning("completed")
+        if self._message is not None and self._message_part != part_type:
+            self._close_message("completed")
+        if self._message is None:
+            index = self.add_item({"id": message_id(), "type": "message", "role": "assistant",
+                                   "status": "in_progress", "content": []})
+            self._message, self._message_part, self._message_chunks = index, part_type, []
+            part = ({"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                    if part_type == "output_text" else {"type": "refusal", "refusal": ""})
+            self.output[index]["content"].append(part)
+            self.item_event("response.content_part.added", index, content_index=0, part=dict(part))
+        self._message_chunks.append(text)
+        if self.live:
+            if part_type == "output_text":
+                self.item_event("response.output_text.delta", self._message, content_index=0, delta=text,
+                                logprobs=[])
+            else:
+                self.item_event("response.refusal.delta", self._message, content_index=0, delta=text)
+        else:
+            self.seq += 1
+
+    def _close_message(self, status: str) -> None:
+        index = self._message
+        assert index is not None
+        self._message = None
+        item = self.output[index]
+        text = "".join(self._message_chunks)
+        part = item["content"][0]
+        if part["type"] == "output_text":
+            part["text"] = text
+            self.item_event("response.output_text.done", index, content_index=0, text=text, logprobs=[])
+        else:
+            part["refusal"] = text
+            self.item_event("response.refusal.done", index, content_index=0, refusal=text)
+        self.item_event("response.content_part.done", index, content_index=0, part=dict(part))
+        item["status"] = status
+        self.done_item(index)
+
+    # ---- reasoning -------------------------------------------------------------------------
+
+    def reasoning_delta(self, text: str) -> None:
+        if self._message is not None:
+            # Reasoning after text starts a new reasoning item; close the message first.
+            self._close_message("completed")
+        if self._reasoning is None:
+            index = self.add_item({"id": reasoning_id(), "type": "reasoning", "summary": [], "content": [],
+                                   "status": "in_progress"})
+            self._reasoning, self._reasoning_chunks = index, []
+            part = {"type": "reasoning_text", "text": ""}
+            self.output[index]["content"].append(part)
+            self.item_event("response.content_part.added", index, content_index=0, part=dict(part))
+        self._reasoning_chunks.append(text)
+        if self.live:
+            self.item_event(self._reasoning_names[0], self._reasoning, content_index=0, delta=text)
+        else:
+            self.seq += 1
+
+    def _close_reasoning(self, status: str) -> None:
+        index = self._reasoning
+        assert index is not None
+        self._reasoning = None
+        item = self.output[index]
+        text = "".join(self._reasoning_chunks)
+        part = item["content"][0]
+        part["text"] = text
+        self.item_event(self._reasoning_names[1], index, content_index=0, text=text)
+        self.item_event("response.content_part.done", index, content_index=0, part=dict(part))
+        item["status"] = status
+        self.done_item(index)
+
+    def reasoning_item(self, item: dict) -> int:
+        """A complete reasoning item (for example one with summaries), announced whole."""
+        index = self.add_item({**item, "summary": [], "content": [] if item.get("content") else None})
+        if item.get("content") is None:
+            self.output[index].pop("content")
+        for k, part in enumerate(item.get("summary", [])):
+            self.item_event("response.reasoning_summary_part.added", index, summary_index=k,
+                            part={"type": "summary_text", "text": ""})
+            self.item_event("response.reasoning_summary_text.delta", index, summary_index=k, delta=part["text"])
+            self.item_event("response.reasoning_summary_text.done", index, summary_index=k, text=part["text"])
+            self.item_event("response.reasoning_summary_part.done", index, summary_index=k, part=dict(part))
+        for k, part in enumerate(item.get("content") or []):
+            self.item_event("response.content_part.added", index, content_index=k,
+                            part={"type": "reasoning_text", "text": ""})
+            self.item_event(self._reasoning_names[0], index, content_index=k, delta=part["text"])
+            self.item_event(self._reasoning_names[1], index, content_index=k, text=part["text"])
+            self.item_event("response.content_part.done", index, content_index=k, part=dict(part))
+        self.output[index] = dict(item)
+        self.done_item(index)
+        return index
+
+    # ---- function calls ----------------------------------------------------------------------
+
+    def function_call_start(self, call_id: str, name: str) -> int:
+        return self.add_item({"id": function_call_id(), "type": "function_call", "status": "in_progress",
+                              "call_id": call_id, "name": name, "arguments": ""})
+
+    def function_call_delta(self, index: int, delta: str) -> None:
+        self.output[index]["arguments"] += delta
+        self.item_event("response.function_call_arguments.delta", index, delta=delta)
+
+    def function_call_done(self, index: int, status: str = "completed") -> None:
+        item = self.output[index]
+        self.item_event("response.function_call_arguments.done", index, arguments=item["arguments"],
+                        name=item["name"])
+        item["status"] = status
+        self.done_item(index)
+
+    def function_call(self, call_id: str, name: str, arguments: str) -> int:
+        index = self.function_call_start(call_id, name)
+        if arguments:
+            self.function_call_delta(index, arguments)
+        self.function_call_done(index)
+        return index
+
+    def custom_tool_call(self, call_id: str, name: str, input_: str) -> int:
+        index = self.add_item({"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
+                               "call_id": call_id, "name": name, "input": ""})
+        if input_:
+            self.item_event("response.custom_tool_call_input.delta", index, delta=input_)
+        self.item_event("response.custom_tool_call_input.done", index, input=input_)
+        item = self.output[index]
+        item["input"] = input_
+        item["status"] = "completed"
+        self.done_item(index)
+        return index
+
+
+def _copy_item(item: dict) -> dict:
+    out = dict(item)
+    content = out.get("content")
+    if isinstance(content, list):
+        out["content"] = [dict(p) for p in content]
+    summary = out.get("summary")
+    if isinstance(summary, list):
+        out["summary"] = [dict(p) for p in summary]
+    return out

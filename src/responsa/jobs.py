@@ -1,0 +1,349 @@
+"""Background runs: queued, leased, cancellable, and replayable from their stored events.
+
+A background response is stored `queued` with its first two events (`response.created`,
+`response.queued`) before the client hears back. A run task then waits for a slot (at most
+`--max-background-runs` at once per process), takes the response's lease, runs the same
+loop as any response and stores every event with its `sequence_number` before telling
+followers (`store.notify`), so a stream resumed with `starting_after` on any replica sees
+no gap and no duplicate.
+
+Leases: every process renews the leases of the runs (and live streams) it holds. A
+response whose lease ran out belongs to a process that died: at start-up and then
+periodically, the others take it over. A queued run that never started is started again
+(when its request could be stored: requests carrying secrets are not); anything that was
+already running is finished as `failed`, with a terminal event that resumed streams see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import InvalidRequest, not_found
+from .events import TERMINAL, ResponseEvents
+from .service import KEEPALIVE, Prepared, ResponsesService
+from .store import RunClaim, Store
+
+log = logging.getLogger("responsa.jobs")
+
+LEASE_SECONDS = 30
+RENEW_EVERY = 5
+TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
+                               "finished. Start it again.")
+
+
+@dataclass
+class _Watch:
+    """Followers of one response, woken whenever its events or status change."""
+
+    waiters: set[asyncio.Event] = field(default_factory=set)
+
+
+class Hub:
+    """In-process wake-ups for stream followers and running tasks, fed by `store.notify`."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, _Watch] = {}
+        self.cancel_callbacks: list[Any] = []
+
+    def deliver(self, channel: str, response_id: str) -> None:
+        if channel == "cancel":
+            for cb in self.cancel_callbacks:
+                cb(response_id)
+        watch = self._watches.get(response_id)
+        if watch:
+            for ev in watch.waiters:
+                ev.set()
+
+    @contextlib.contextmanager
+    def watch(self, response_id: str):
+        ev = asyncio.Event()
+        w = self._watches.setdefault(response_id, _Watch())
+        w.waiters.add(ev)
+        try:
+            yield ev
+        finally:
+            w.waiters.discard(ev)
+            if not w.waiters:
+                self._watches.pop(response_id, None)
+
+
+class Jobs:
+    """Runs background responses in this process and recovers orphaned ones."""
+
+    def __init__(self, service: ResponsesService, store: Store, *, max_runs: int, instance: str | None = None,
+                 take_all_orphans: bool = False) -> None:
+        self.service = service
+        self.store = store
+        self.instance = instance or uuid.uuid4().hex
+        self.slots = asyncio.Semaphore(max_runs)
+        self.hub = Hub()
+        self.running: dict[str, asyncio.Task] = {}
+        self.cancelling: set[str] = set()
+        self.stopping = False
+        # SQLite: one process owns the database, so every unfinished run at start is an orphan.
+        self.take_all_orphans = take_all_orphans
+        self._maintenance: asyncio.Task | None = None
+        store.on_notify(self.hub.deliver)
+        self.hub.cancel_callbacks.append(self._cancel_local)
+        service.jobs = self
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover(take_all=self.take_all_orphans)
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _maintain(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                now = int(time.time())
+                for rid in await self.store.renew_leases(self.instance, now + LEASE_SECONDS):
+                    self._cancel_local(rid)
+                await self.recover(take_all=False)
+                if time.monotonic() - last_purge > 3600:
+                    purged = await self.store.purge_expired(now)
+                    last_purge = time.monotonic()
+                    if purged:
+                        log.info("purged %d expired responses and files", purged)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background maintenance failed; retrying")
+
+    # ---- submit and run -----------------------------------------------------------------------
+
+    async def submit(self, p: Prepared) -> dict | AsyncIterator[bytes]:
+        """Store the queued response with its first events, start the run, answer at once."""
+        first: list[dict] = []
+
+        async def collect(batch: list[dict]) -> None:
+            first.extend(batch)
+
+        events = self.service.make_events(p, collect)
+        p.response["status"] = "queued"
+        events.created()
+        events.queued()
+        await events.flush()
+        record = p.save_record(lease_owner=self.instance, lease_until=int(time.time()) + LEASE_SECONDS)
+        record.run_request = storable_request(p.request.raw)
+        await self.store.save_response(record, [], p.input_items)
+        await self.store.append_events(p.response["id"], [(e["sequence_number"], orjson.dumps(e)) for e in first])
+        snapshot = dict(p.response, output=[])
+        self._launch(p, events)
+        if p.request.stream:
+            return self.follow(p.response["id"], p.owner, after=None)
+        return snapshot
+
+    def _launch(self, p: Prepared, events: ResponseEvents) -> None:
+        rid = p.response["id"]
+        task = self.service.spawn(self._run(p, events))
+        self.running[rid] = task
+        task.add_done_callback(lambda _t: self.running.pop(rid, None))
+
+    async def _run(self, p: Prepared, events: ResponseEvents) -> None:
+        rid = p.response["id"]
+        store = self.store
+
+        async def persist(batch: list[dict]) -> None:
+            await store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
+            await store.notify("events", rid)
+
+        events.sink = persist
+        events.live = True
+        started = False
+        try:
+            async with self.slots:
+                if await store.cancel_requested(rid):
+                    raise asyncio.CancelledError
+                started = True
+                events.in_progress()
+                await store.save_response(p.save_record(lease_owner=self.instance,
+                                                        lease_until=int(time.time()) + LEASE_SECONDS),
+                                          p.response["output"])
+                await events.flush()
+                await self.service.drive(p, events)
+        except asyncio.CancelledError:
+            if self.stopping and rid not in self.cancelling:
+                # Server shutdown: a run that never started can start again elsewhere.
+                if not started:
+                    await store.release_run(rid, self.instance)
+                    return
+                events.pending.clear()
+                events.failed(*INTERRUPTED, p.spec.total_usage())
+            elif not events.done:
+                events.cancelled(p.spec.total_usage())
+        finally:
+            if events.done:
+                from .service import _close_items
+
+                _close_items(events)
+                await store.save_response(p.save_record(), p.response["output"])
+                if events.pending:
+                    await events.flush()
+                await store.notify("events", rid)
+            self.cancelling.discard(rid)
+
+    # ---- cancel ---------------------------------------------------------------------------------
+
+    def _cancel_local(self, rid: str) -> None:
+        task = self.running.get(rid)
+        if task is not None and not task.done():
+            self.cancelling.add(rid)
+            task.cancel()
+
+    async def cancel(self, rid: str, owner: str) -> dict:
+        record = await self.store.get_record(rid, owner)
+        if record is None:
+            raise not_found("Response", rid)
+        if not record.background:
+            raise InvalidRequest("Only responses created with background=true can be cancelled.",
+                                 param="response_id", code="invalid_request")
+        if record.status not in TERMINAL:
+            await self.store.request_cancel(rid, owner)
+            self._cancel_local(rid)
+            await self.store.notify("cancel", rid)
+            await self._wait_terminal(rid, owner, timeout=30)
+        return await self.service.retrieve(rid, owner)
+
+    async def _wait_terminal(self, rid: str, owner: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.hub.watch(rid) as woken:
+            while time.monotonic() < deadline:
+                record = await self.store.get_record(rid, owner)
+                if record is None or record.status in TERMINAL:
+                    return
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(1.0, deadline - time.monotonic())):
+                        await woken.wait()
+
+    # ---- follow -----------------------------------------------------------------------------------
+
+    async def follow(self, rid: str, owner: str, after: int | None) -> AsyncIterator[bytes]:
+        """Stored events after `after`, then live ones, until the run ends."""
+        last = -1 if after is None else after
+        interval = self.service.settings.keepalive_interval
+        with self.hub.watch(rid) as woken:
+            quiet = 0.0
+            while True:
+                woken.clear()
+                rows = await self.store.load_events(rid, last)
+                for seq, data in rows:
+                    last = seq
+                    ev_type = orjson.loads(data)["type"]
+                    yield b"event: " + ev_type.encode() + b"\ndata: " + bytes(data) + b"\n\n"
+                    if ev_type in TERMINAL_EVENTS:
+                        return
+                if not rows:
+                    record = await self.store.get_record(rid, owner)
+                    if record is None or record.status in TERMINAL:
+                        # Ended without a terminal event (cancelled): drain once more, then stop.
+                        if not await self.store.load_events(rid, last):
+                            return
+                        continue
+                # Woken by a notification, or poll now and then (another replica without notify).
+                try:
+                    async with asyncio.timeout(1.0):
+                        await woken.wait()
+                    quiet = 0.0
+                except TimeoutError:
+                    quiet += 1.0
+                    if quiet >= interval:
+                        quiet = 0.0
+                        yield KEEPALIVE
+
+    # ---- recovery -----------------------------------------------------------------------------------
+
+    async def recover(self, take_all: bool) -> None:
+        """Take over runs and streams whose process died."""
+        claims = await self.store.orphaned_runs(int(time.time()), self.instance, take_all=take_all)
+        for claim in claims:
+            try:
+                await self._recover_one(claim)
+            except Exception:
+                log.exception("could not recover response %s", claim.id)
+
+    async def _recover_one(self, claim: RunClaim) -> None:
+        if claim.background and claim.status == "queued" and claim.run_request is not None:
+            resumed = await self._resume(claim)
+            if resumed:
+                return
+        response = await self.store.get_response(claim.id, claim.owner)
+        record = await self.store.get_record(claim.id, claim.owner)
+        if response is None or record is None:
+            return
+        stored = await self.store.load_events(claim.id, -1)
+        next_seq = stored[-1][0] + 1 if stored else 0
+        events = ResponseEvents(response, self._persist_to(claim.id), first_sequence_number=next_seq)
+        from .service import _close_items
+
+        _close_items(events)
+        events.failed(*INTERRUPTED, response.get("usage"))
+        record.status = response["status"]
+        record.body = {k: v for k, v in response.items() if k != "output"}
+        record.lease_owner = record.lease_until = None
+        await self.store.save_response(record, response["output"])
+        if claim.background:
+            await events.flush()
+        await self.store.notify("events", claim.id)
+        log.warning("response %s was left %s by a stopped server; marked failed", claim.id, claim.status)
+
+    def _persist_to(self, rid: str):
+        async def persist(batch: list[dict]) -> None:
+            await self.store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
+
+        return persist
+
+    async def _resume(self, claim: RunClaim) -> bool:
+        from .protocol import parse_create
+
+        record = await self.store.get_record(claim.id, claim.owner)
+        if record is None or claim.run_request is None:
+            return False
+        try:
+            req = parse_create(claim.run_request)
+            p = await self.service.prepare(req, claim.owner, rid=claim.id, created_at=record.created_at)
+        except Exception as e:
+            log.warning("cannot resume queued run %s: %s", claim.id, e)
+            return False
+        stored = await self.store.load_events(claim.id, -1)
+        next_seq = stored[-1][0] + 1 if stored else 0
+        p.response["status"] = "queued"
+        events = self.service.make_events(p, None, first_sequence_number=next_seq)
+        self._launch(p, events)
+        log.info("resumed queued background response %s", claim.id)
+        return True
+
+
+def storable_request(raw: dict | None) -> dict | None:
+    """The request body kept to restart a queued run, or None if it carries secrets."""
+    if raw is None:
+        return None
+    for tool in raw.get("tools") or ():
+        if isinstance(tool, dict) and (tool.get("headers") or tool.get("authorization")):
+            return None
+    return raw

@@ -1,0 +1,211 @@
+"""The turn loop: a backend turn, then tool calls, then the next turn, until an answer.
+
+No HTTP and no database here: the loop sees the `Backend` and `Tool` protocols and writes
+everything it produces through `ResponseEvents`. It raises `APIError`s and lets the
+service decide whether they become an HTTP error or a `failed` response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .backends import (
+    Backend,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    merge_usage,
+    usage_json,
+)
+from .errors import InvalidRequest
+from .events import ResponseEvents
+from .ids import call_id as new_call_id
+from .tools import Outcome, ToolCall, ToolContext, ToolSet, chat_tool_choice
+
+MAX_TURNS = 16
+
+
+@dataclass
+class RunSpec:
+    """One response's run: what to ask, of whom, with which tools."""
+
+    backend: Backend
+    model: str  # the engine's own model name
+    history: Sequence[dict]  # the conversation before this response's output
+    toolset: ToolSet
+    tool_ctx: ToolContext
+    instructions: str | None = None
+    tool_choice: str | dict = "auto"
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    response_format: dict | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+    truncation: str = "disabled"
+    stream: bool = True
+    usage: list[Usage | None] = field(default_factory=list)
+
+    def total_usage(self) -> dict:
+        return usage_json(merge_usage(self.usage))
+
+
+@dataclass
+class _Call:
+    call_id: str
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    index: int | None = None  # output index once a streamed function_call item is open
+
+
+async def run(spec: RunSpec, events: ResponseEvents) -> None:
+    """Produce the response's output and finish it (completed / incomplete / failed)."""
+    ctx = spec.tool_ctx
+    await spec.toolset.prepare(ctx)
+    await events.flush()
+    server_calls = 0
+    history = list(spec.history)
+    for turn in range(MAX_TURNS):
+        budget_left = spec.max_tool_calls is None or server_calls < spec.max_tool_calls
+        last_turn = turn == MAX_TURNS - 1
+        offer_tools = budget_left and not last_turn
+        functions: list[dict] = []
+        choice: str | dict | None = None
+        if offer_tools and spec.toolset.tools:
+            # After the first turn a forced choice has been honoured; let the model answer.
+            requested = spec.tool_choice if turn == 0 or spec.tool_choice in ("none", "auto") else "auto"
+            choice, allowed = chat_tool_choice(requested, spec.toolset)
+            functions = spec.toolset.functions(allowed)
+            if not functions:
+                choice = None
+        max_tokens = None
+        if spec.max_output_tokens is not None:
+            used = sum(u.output_tokens for u in spec.usage if u is not None)
+            max_tokens = spec.max_output_tokens - used
+            if max_tokens <= 0:
+                events.incomplete("max_output_tokens", spec.total_usage())
+                return
+        request = TurnRequest(
+            model=spec.model, items=[*history, *events.output], instructions=spec.instructions,
+            tools=functions, tool_choice=choice if functions else None,
+            parallel_tool_calls=spec.parallel_tool_calls if functions else None,
+            response_format=spec.response_format, temperature=spec.temperature, top_p=spec.top_p,
+            max_output_tokens=max_tokens, reasoning_effort=spec.reasoning_effort, user=spec.user,
+            stream=spec.stream, truncation=spec.truncation,
+        )
+        finish, calls = await _turn(spec, request, events, history)
+        events.close_open_items("incomplete" if finish == "length" else "completed")
+        if finish == "length" or finish == "content_filter":
+            for call in calls:
+                if call.index is not None:
+                    events.function_call_done(call.index, status="incomplete")
+            events.incomplete("max_output_tokens" if finish == "length" else "content_filter",
+                              spec.total_usage())
+            return
+        if not calls:
+            events.completed(spec.total_usage())
+            return
+        stop = False
+        for call in calls:
+            tool = spec.toolset.owner(call.name)
+            arguments = "".join(call.arguments)
+            if call.index is not None:
+                events.function_call_done(call.index)
+                stop = True
+            elif tool is None:
+                # A name the model invented: hand it to the client like any function call.
+                events.function_call(call.call_id, call.name, arguments)
+                stop = True
+            else:
+                outcome = await tool.invoke(ToolCall(call.call_id, call.name, arguments), ctx)
+                if outcome is Outcome.STOP:
+                    stop = True
+                else:
+                    server_calls += 1
+            await events.flush()
+        if stop:
+            events.completed(spec.total_usage())
+            return
+    events.completed(spec.total_usage())
+
+
+async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
+                history: list[dict]) -> tuple[str, list[_Call]]:
+    """One backend turn, retried with fewer items if it overflows and truncation is auto."""
+    while True:
+        calls: dict[int, _Call] = {}
+        finish = "stop"
+        emitted = events.seq
+        try:
+            async for ev in spec.backend.turn(request):
+                if isinstance(ev, TextDelta):
+                    events.text_delta(ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    _tool_delta(spec, events, calls, ev)
+                elif isinstance(ev, ReasoningDelta):
+                    events.reasoning_delta(ev.text)
+                elif isinstance(ev, RefusalDelta):
+                    events.refusal_delta(ev.text)
+                elif isinstance(ev, TurnEnd):
+                    finish = ev.finish_reason
+                    spec.usage.append(ev.usage)
+                if events.pending:
+                    await events.flush()
+        except InvalidRequest as e:
+            if e.code != "context_length_exceeded" or spec.truncation != "auto" or events.seq != emitted:
+                raise
+            dropped = truncate_oldest(history)
+            if not dropped:
+                raise
+            request = _replace_items(request, [*history, *events.output])
+            continue
+        return finish, [calls[i] for i in sorted(calls)]
+
+
+def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], ev: ToolCallDelta) -> None:
+    call = calls.get(ev.index)
+    if call is None:
+        call = calls[ev.index] = _Call(call_id=ev.call_id or new_call_id())
+    if ev.name:
+        call.name += ev.name
+    if ev.arguments:
+        call.arguments.append(ev.arguments)
+    tool = spec.toolset.owner(call.name) if call.name else None
+    if call.index is None and tool is not None and getattr(tool, "streams_arguments", False):
+        # A client function: open its item now and stream the arguments as they come.
+        call.index = events.function_call_start(call.call_id, call.name)
+        if call.arguments:
+            events.function_call_delta(call.index, "".join(call.arguments))
+    elif call.index is not None and ev.arguments:
+        events.function_call_delta(call.index, ev.arguments)
+
+
+def truncate_oldest(history: list[dict]) -> bool:
+    """Drop the oldest part of the conversation, keeping tool calls with their outputs.
+
+    Removes about a quarter of the items, then up to the next user message so that no
+    tool output loses its call. Returns False when nothing more can go.
+    """
+    if len(history) <= 1:
+        return False
+    cut = max(1, len(history) // 4)
+    while cut < len(history) - 1 and not (history[cut].get("type") == "message"
+                                          and history[cut].get("role") == "user"):
+        cut += 1
+    if cut >= len(history):
+        return False
+    del history[:cut]
+    return True
+
+
+def _replace_items(request: TurnRequest, items: list[dict]) -> TurnRequest:
+    from dataclasses import replace
+
+    return replace(request, items=items)

@@ -1,0 +1,201 @@
+"""The `POST /responses` request: parsed, checked, and the Response object's echo of it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import checks as c
+from .errors import InvalidRequest
+from .items import normalize_input
+from .tools import check_tool_choice, check_tools
+
+INCLUDABLE = (
+    "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+    "message.input_image.image_url", "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs", "reasoning.encrypted_content", "message.output_text.logprobs",
+)
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+VERBOSITY = ("low", "medium", "high")
+_SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+@dataclass
+class CreateRequest:
+    """A checked create request. `input` holds normalised items (item references unresolved)."""
+
+    model: str
+    input: list[dict]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    background: bool = False
+    stream: bool = False
+    include: tuple[str, ...] = ()
+    tools: list[dict] = field(default_factory=list)
+    tool_choice: str | dict = "auto"
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
+    text_format: dict = field(default_factory=lambda: {"type": "text"})
+    verbosity: str = "medium"
+    reasoning: dict | None = None
+    truncation: str = "disabled"
+    metadata: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    service_tier: str = "default"
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stream_options: dict | None = None
+    # Request headers that tools may read (for example Azure's image deployment header).
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: dict | None = None  # the body as sent (kept to restart queued background runs)
+
+    def echo(self) -> dict[str, Any]:
+        """The request fields a Response object repeats, with effective defaults filled in."""
+        return {
+            "instructions": self.instructions,
+            "metadata": self.metadata,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": 1.0 if self.top_p is None else self.top_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "top_logprobs": self.top_logprobs or 0,
+            "tool_choice": self.tool_choice,
+            "tools": self.tools,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "max_output_tokens": self.max_output_tokens,
+            "max_tool_calls": self.max_tool_calls,
+            "previous_response_id": self.previous_response_id,
+            "reasoning": self.reasoning or {"effort": None, "summary": None},
+            "text": {"format": self.text_format, "verbosity": self.verbosity},
+            "truncation": self.truncation,
+            "store": self.store,
+            "background": self.background,
+            "service_tier": self.service_tier,
+            "user": self.user,
+            "safety_identifier": self.safety_identifier,
+            "prompt_cache_key": self.prompt_cache_key,
+            "prompt_cache_retention": self.prompt_cache_retention,
+        }
+
+
+def parse_create(body: Any) -> CreateRequest:
+    """Check a decoded JSON body. Unknown top-level keys are tolerated (clients send their own)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    model = c.string(body, "model", "model", required=True, allow_empty=False)
+    assert model is not None
+    for unsupported in ("prompt", "conversation"):
+        if body.get(unsupported) is not None:
+            raise InvalidRequest(
+                f"'{unsupported}' is not supported by this server yet (see docs/unsupported.md).",
+                param=unsupported, code="unsupported_parameter")
+    req = CreateRequest(model=model, input=normalize_input(body.get("input")), raw=body)
+    req.instructions = _instructions(body)
+    req.previous_response_id = c.string(body, "previous_response_id", "previous_response_id",
+                                        allow_empty=False)
+    req.store = c.boolean(body, "store", "store", True)  # type: ignore[assignment]
+    req.background = c.boolean(body, "background", "background", False)  # type: ignore[assignment]
+    req.stream = c.boolean(body, "stream", "stream", False)  # type: ignore[assignment]
+    if req.background and not req.store:
+        raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
+                             code="invalid_value")
+    req.stream_options = c.mapping(body, "stream_options", "stream_options")
+    include = c.string_list(body, "include", "include") or []
+    for i, value in enumerate(include):
+        if value not in INCLUDABLE:
+            raise c.bad_value(f"include[{i}]", value, INCLUDABLE)
+    req.include = tuple(dict.fromkeys(include))
+    req.tools = check_tools(c.array(body, "tools", "tools") or [])
+    req.tool_choice = check_tool_choice(body.get("tool_choice"), req.tools)
+    req.parallel_tool_calls = c.boolean(body, "parallel_tool_calls", "parallel_tool_calls", True)  # type: ignore[assignment]
+    req.max_tool_calls = c.integer(body, "max_tool_calls", "max_tool_calls", lo=1)
+    req.max_output_tokens = c.integer(body, "max_output_tokens", "max_output_tokens", lo=16)
+    req.temperature = c.number(body, "temperature", "temperature", 0, 2)
+    req.top_p = c.number(body, "top_p", "top_p", 0, 1)
+    req.top_logprobs = c.integer(body, "top_logprobs", "top_logprobs", lo=0, hi=20)
+    req.presence_penalty = c.number(body, "presence_penalty", "presence_penalty", -2, 2) or 0.0
+    req.frequency_penalty = c.number(body, "frequency_penalty", "frequency_penalty", -2, 2) or 0.0
+    _text(body, req)
+    req.reasoning = _reasoning(body)
+    req.truncation = c.choice(body, "truncation", "truncation", ("auto", "disabled")) or "disabled"
+    req.metadata = _metadata(body)
+    req.user = c.string(body, "user", "user", max_len=256)
+    req.safety_identifier = c.string(body, "safety_identifier", "safety_identifier", max_len=128)
+    req.prompt_cache_key = c.string(body, "prompt_cache_key", "prompt_cache_key")
+    req.prompt_cache_retention = c.choice(body, "prompt_cache_retention", "prompt_cache_retention",
+                                          ("in_memory", "24h"))
+    tier = c.choice(body, "service_tier", "service_tier", SERVICE_TIERS)
+    req.service_tier = "default" if tier in (None, "auto") else tier
+    return req
+
+
+def _instructions(body: dict) -> str | None:
+    value = body.get("instructions")
+    if value is None or isinstance(value, str):
+        return value
+    raise c.wrong_type("instructions", "a string", value)
+
+
+def _text(body: dict, req: CreateRequest) -> None:
+    text = c.mapping(body, "text", "text") or {}
+    fmt = c.mapping(text, "format", "text.format")
+    if fmt is not None:
+        kind = c.choice(fmt, "type", "text.format.type", ("text", "json_object", "json_schema"), required=True)
+        if kind == "json_schema":
+            name = c.string(fmt, "name", "text.format.name", required=True)
+            if not _SCHEMA_NAME.match(name or ""):
+                raise InvalidRequest("Invalid 'text.format.name': use 1-64 characters a-z, A-Z, 0-9, _ or -.",
+                                     param="text.format.name", code="invalid_value")
+            schema = c.mapping(fmt, "schema", "text.format.schema", required=True)
+            out: dict[str, Any] = {"type": "json_schema", "name": name, "schema": schema,
+                                   "strict": c.boolean(fmt, "strict", "text.format.strict", False)}
+            description = c.string(fmt, "description", "text.format.description")
+            if description is not None:
+                out["description"] = description
+            req.text_format = out
+        else:
+            req.text_format = {"type": kind}
+    verbosity = c.choice(text, "verbosity", "text.verbosity", VERBOSITY)
+    # openai-python 3.x's responses.parse() sends verbosity at the top level.
+    verbosity = verbosity or c.choice(body, "verbosity", "verbosity", VERBOSITY)
+    req.verbosity = verbosity or "medium"
+
+
+def _reasoning(body: dict) -> dict | None:
+    value = c.mapping(body, "reasoning", "reasoning")
+    if value is None:
+        return None
+    effort = c.choice(value, "effort", "reasoning.effort", EFFORTS)
+    summary = c.choice(value, "summary", "reasoning.summary", ("auto", "concise", "detailed"))
+    summary = summary or c.choice(value, "generate_summary", "reasoning.generate_summary",
+                                  ("auto", "concise", "detailed"))
+    return {"effort": effort, "summary": summary}
+
+
+def _metadata(body: dict) -> dict[str, str]:
+    value = c.mapping(body, "metadata", "metadata")
+    if value is None:
+        return {}
+    if len(value) > 16:
+        raise InvalidRequest("Invalid 'metadata': too many properties. Expected at most 16 properties, "
+                             f"but got {len(value)} instead.", param="metadata", code="object_above_max_properties")
+    for key, v in value.items():
+        if len(key) > 64:
+            raise InvalidRequest(f"Invalid 'metadata': key '{key[:20]}...' is longer than 64 characters.",
+                                 param="metadata", code="invalid_value")
+        if not isinstance(v, str):
+            raise c.wrong_type(f"metadata.{key}", "a string", v)
+        if len(v) > 512:
+            raise InvalidRequest(f"Invalid 'metadata.{key}': value is longer than 512 characters.",
+                                 param=f"metadata.{key}", code="string_above_max_length")
+    return value

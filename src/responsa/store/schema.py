@@ -1,0 +1,119 @@
+"""The versioned schema, one list of migrations per database engine.
+
+A migration is applied once, in order, inside a transaction, and recorded in
+`schema_version`. Add new steps at the end of both lists; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+SQLITE: list[str] = [
+    # 1: responses, items, events, files, secrets
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        background INTEGER NOT NULL DEFAULT 0,
+        previous_response_id TEXT,
+        body BLOB NOT NULL,
+        run_request BLOB,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX responses_expires ON responses (expires_at);
+    CREATE INDEX responses_running ON responses (lease_owner) WHERE status IN ('queued', 'in_progress');
+    CREATE TABLE items (
+        response_id TEXT NOT NULL,
+        kind INTEGER NOT NULL,          -- 0 input, 1 output
+        position INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (response_id, kind, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX items_by_id ON items (owner, item_id);
+    CREATE TABLE events (
+        response_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (response_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        mime_type TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX files_owner ON files (owner, created_at);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
+]
+
+POSTGRES: list[str] = [
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        background BOOLEAN NOT NULL DEFAULT FALSE,
+        previous_response_id TEXT,
+        body BYTEA NOT NULL,
+        run_request BYTEA,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX responses_expires ON responses (expires_at);
+    CREATE INDEX responses_running ON responses (lease_owner) WHERE status IN ('queued', 'in_progress');
+    CREATE TABLE items (
+        response_id TEXT NOT NULL,
+        kind SMALLINT NOT NULL,
+        position INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (response_id, kind, position)
+    );
+    CREATE INDEX items_by_id ON items (owner, item_id);
+    CREATE TABLE events (
+        response_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (response_id, seq)
+    );
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes BIGINT NOT NULL,
+        mime_type TEXT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE INDEX files_owner ON files (owner, created_at);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    """,
+]
+
+assert len(SQLITE) == len(POSTGRES), "every migration needs both dialects"
+LATEST = len(SQLITE)

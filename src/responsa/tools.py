@@ -1,0 +1,410 @@
+"""Tools: what the request offers, what the model sees as functions, and how calls are run.
+
+Every `tools[]` entry has a kind, looked up by its `type`. A kind checks the entry and
+builds a `Tool` for one run. The model sees each tool as one or more Chat Completions
+function definitions; when it calls one, the loop hands the call to the tool that owns the
+function name. Client-side tools (functions, custom tools, computer use) end the response
+with a call item for the client to run; server-side tools (MCP, image generation) run here
+and the loop continues with their output.
+
+Tool types the server cannot run (hosted web search, file search, code interpreter, ...)
+are accepted and echoed so that clients like Codex keep working, but are not offered to
+the model; `ignored_tool_types` names them for a warning header.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import checks as c
+from .errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from .events import ResponseEvents
+
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+# Tool types accepted and echoed but not offered to the model (see docs/unsupported.md).
+IGNORED_TYPES = frozenset({
+    "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
+    "file_search", "code_interpreter", "local_shell", "shell", "apply_patch", "namespace", "tool_search",
+    "programmatic_tool_calling",
+})
+
+
+class Outcome(enum.Enum):
+    CONTINUE = "continue"  # the call ran here; give the model its output and run another turn
+    STOP = "stop"  # the client must act (run a function, approve a call): end the response
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made, in Chat Completions terms."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ToolContext:
+    """What a tool may use during a run. The loop never sees where these come from."""
+
+    events: ResponseEvents
+    history: Sequence[dict]  # every item of the conversation so far (chain, input, output)
+    request_headers: dict[str, str] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    owner: str = ""
+    allow_private_network: bool = False
+    # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
+    load_file: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class Tool(Protocol):
+    """One request tool entry, ready for a run."""
+
+    def functions(self) -> list[dict]:
+        """Chat Completions `tools[]` entries offered to the model."""
+        ...
+
+    def owns(self, name: str) -> bool: ...
+
+    async def prepare(self, ctx: ToolContext) -> None:
+        """Work before the first turn (for example listing an MCP server's tools)."""
+        ...
+
+    async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
+        """Run or hand out one call, emitting its output items."""
+        ...
+
+
+class ToolKind(Protocol):
+    types: tuple[str, ...]
+
+    def check(self, entry: dict, param: str) -> dict:
+        """The entry checked and normalised, as echoed (secrets already removed by `public`)."""
+        ...
+
+    def public(self, entry: dict) -> dict:
+        """The entry as stored and returned: without secrets."""
+        ...
+
+    def build(self, entry: dict, ctx: ToolContext) -> Tool: ...
+
+
+# ---- function tools ------------------------------------------------------------------
+
+class FunctionTool:
+    """A client function: the call becomes a `function_call` item for the client to run."""
+
+    streams_arguments = True
+
+    def __init__(self, entry: dict) -> None:
+        self.entry = entry
+        self.name = entry["name"]
+
+    def functions(self) -> list[dict]:
+        fn: dict[str, Any] = {"name": self.name,
+                              "parameters": self.entry.get("parameters") or {"type": "object", "properties": {}}}
+        if self.entry.get("description"):
+            fn["description"] = self.entry["description"]
+        if self.entry.get("strict"):
+            fn["strict"] = True
+        return [{"type": "function", "function": fn}]
+
+    def owns(self, name: str) -> bool:
+        return name == self.name
+
+    async def prepare(self, ctx: ToolContext) -> None:
+        return None
+
+    async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
+        ctx.events.function_call(call.call_id, call.name, call.arguments)
+        return Outcome.STOP
+
+
+class FunctionKind:
+    types = ("function",)
+
+    def check(self, entry: dict, param: str) -> dict:
+        name = c.string(entry, "name", f"{param}.name", required=True)
+        if not FUNCTION_NAME.match(name or ""):
+            raise InvalidRequest(
+                f"Invalid '{param}.name': string does not match pattern. Expected a string that matches the "
+                "pattern '^[a-zA-Z0-9_-]+$' of at most 64 characters.", param=f"{param}.name",
+                code="invalid_value")
+        parameters = entry.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise c.wrong_type(f"{param}.parameters", "an object", parameters)
+        out: dict[str, Any] = {
+            "type": "function", "name": name,
+            "description": c.string(entry, "description", f"{param}.description"),
+            "parameters": parameters,
+            "strict": c.boolean(entry, "strict", f"{param}.strict"),
+        }
+        return out
+
+    def public(self, entry: dict) -> dict:
+        return entry
+
+    def build(self, entry: dict, ctx: ToolContext) -> Tool:
+        return FunctionTool(entry)
+
+
+class CustomTool:
+    """A free-form client tool: offered as a function taking one `input` string."""
+
+    streams_arguments = False
+
+    def __init__(self, entry: dict) -> None:
+        self.entry = entry
+        self.name = entry["name"]
+
+    def functions(self) -> list[dict]:
+        fmt = self.entry.get("format") or {"type": "text"}
+        description = self.entry.get("description") or ""
+        if fmt.get("type") == "grammar":
+            description += (f"\nThe input must match this {fmt.get('syntax')} grammar:\n{fmt.get('definition')}")
+        return [{"type": "function", "function": {
+            "name": self.name,
+            "description": description.strip() or f"Call {self.name} with free-form text input.",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string"}},
+                           "required": ["input"], "additionalProperties": False},
+        }}]
+
+    def owns(self, name: str) -> bool:
+        return name == self.name
+
+    async def prepare(self, ctx: ToolContext) -> None:
+        return None
+
+    async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
+        ctx.events.custom_tool_call(call.call_id, call.name, custom_input(call.arguments))
+        return Outcome.STOP
+
+
+def custom_input(arguments: str) -> str:
+    """The `input` string of a custom tool call made as a function call."""
+    import json
+
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("input"), str):
+        return parsed["input"]
+    return arguments
+
+
+class CustomKind:
+    types = ("custom",)
+
+    def check(self, entry: dict, param: str) -> dict:
+        name = c.string(entry, "name", f"{param}.name", required=True)
+        if not FUNCTION_NAME.match(name or ""):
+            raise InvalidRequest(f"Invalid '{param}.name': use 1-64 characters a-z, A-Z, 0-9, _ or -.",
+                                 param=f"{param}.name", code="invalid_value")
+        fmt = c.mapping(entry, "format", f"{param}.format")
+        if fmt is not None:
+            kind = c.choice(fmt, "type", f"{param}.format.type", ("text", "grammar"), required=True)
+            if kind == "grammar":
+                c.choice(fmt, "syntax", f"{param}.format.syntax", ("lark", "regex"), required=True)
+                c.string(fmt, "definition", f"{param}.format.definition", required=True)
+        out = {k: v for k, v in entry.items() if v is not None}
+        out["type"] = "custom"
+        return out
+
+    def public(self, entry: dict) -> dict:
+        return entry
+
+    def build(self, entry: dict, ctx: ToolContext) -> Tool:
+        return CustomTool(entry)
+
+
+# ---- the registry ----------------------------------------------------------------------
+
+_KINDS: dict[str, ToolKind] | None = None
+
+
+def tool_kinds() -> dict[str, ToolKind]:
+    """Every tool kind by `type`. Imported lazily: kinds live beside the code that runs them."""
+    global _KINDS
+    if _KINDS is None:
+        kinds: list[ToolKind] = [FunctionKind(), CustomKind()]
+        kinds.extend(_optional_kinds())
+        _KINDS = {t: k for k in kinds for t in k.types}
+    return _KINDS
+
+
+def _optional_kinds() -> list[ToolKind]:
+    found: list[ToolKind] = []
+    for module, attr in (("mcp", "MCPKind"), ("images", "ImageGenerationKind"), ("computer", "ComputerKind")):
+        try:
+            mod = __import__(f"responsa.{module}", fromlist=[attr])
+        except ModuleNotFoundError as e:
+            if e.name != f"responsa.{module}":
+                raise
+            continue
+        found.append(getattr(mod, attr)())
+    return found
+
+
+def check_tools(entries: list[Any]) -> list[dict]:
+    kinds = tool_kinds()
+    out = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        param = f"tools[{i}]"
+        if not isinstance(entry, dict):
+            raise c.wrong_type(param, "an object", entry)
+        kind = c.string(entry, "type", f"{param}.type", required=True)
+        assert kind is not None
+        if kind in kinds:
+            checked = kinds[kind].check(entry, param)
+            name = checked.get("name") if kind in ("function", "custom") else None
+            if name:
+                if name in names:
+                    raise InvalidRequest(f"Invalid 'tools': duplicate function name '{name}'.",
+                                         param=f"{param}.name", code="invalid_value")
+                names.add(name)
+            out.append(checked)
+        elif kind in IGNORED_TYPES:
+            out.append({k: v for k, v in entry.items()})
+        else:
+            raise c.bad_value(f"{param}.type", kind, sorted([*kinds, *IGNORED_TYPES]))
+    return out
+
+
+def public_tools(entries: list[dict]) -> list[dict]:
+    """The tool entries as stored and echoed, with secrets (MCP headers) removed."""
+    kinds = tool_kinds()
+    return [kinds[e["type"]].public(e) if e["type"] in kinds else e for e in entries]
+
+
+def ignored_tool_types(entries: list[dict]) -> list[str]:
+    return sorted({e["type"] for e in entries if e["type"] in IGNORED_TYPES})
+
+
+def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
+    if value is None:
+        return "auto"
+    if isinstance(value, str):
+        if value not in ("none", "auto", "required"):
+            raise c.bad_value("tool_choice", value, ("none", "auto", "required"))
+        return value
+    if not isinstance(value, dict):
+        raise c.wrong_type("tool_choice", "a string or an object", value)
+    kind = c.string(value, "type", "tool_choice.type", required=True)
+    if kind in ("function", "custom"):
+        name = c.string(value, "name", "tool_choice.name", required=True)
+        if not any(t["type"] == kind and t.get("name") == name for t in tools):
+            raise InvalidRequest(f"Tool choice '{name}' not found in 'tools' parameter.", param="tool_choice",
+                                 code="invalid_value")
+        return {"type": kind, "name": name}
+    if kind == "allowed_tools":
+        mode = c.choice(value, "mode", "tool_choice.mode", ("auto", "required"), required=True)
+        allowed = c.array(value, "tools", "tool_choice.tools", required=True) or []
+        for i, ref in enumerate(allowed):
+            if not isinstance(ref, dict) or not isinstance(ref.get("type"), str):
+                raise c.wrong_type(f"tool_choice.tools[{i}]", "an object with a 'type'", ref)
+        return {"type": "allowed_tools", "mode": mode, "tools": allowed}
+    if kind == "mcp":
+        label = c.string(value, "server_label", "tool_choice.server_label", required=True)
+        if not any(t["type"] == "mcp" and t.get("server_label") == label for t in tools):
+            raise InvalidRequest(f"Tool choice MCP server '{label}' not found in 'tools' parameter.",
+                                 param="tool_choice", code="invalid_value")
+        out = {"type": "mcp", "server_label": label}
+        name = c.string(value, "name", "tool_choice.name")
+        if name:
+            out["name"] = name
+        return out
+    if not any(t["type"] == kind or (kind == "computer_use_preview" and t["type"] == "computer") for t in tools):
+        raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param="tool_choice",
+                             code="invalid_value")
+    if kind in IGNORED_TYPES:
+        raise InvalidRequest(f"Tool choice '{kind}' forces a tool this server does not run.",
+                             param="tool_choice", code="unsupported_value")
+    return {"type": kind}
+
+
+# ---- one run's tools -------------------------------------------------------------------
+
+class ToolSet:
+    """The tools of one run: the functions offered to the model and who runs each call."""
+
+    def __init__(self, tools: list[Tool]) -> None:
+        self.tools = tools
+        self._owner: dict[str, Tool] = {}
+        for tool in tools:
+            for fn in tool.functions():
+                name = fn["function"]["name"]
+                if name in self._owner:
+                    raise InvalidRequest(f"Two tools offer a function named '{name}'.", param="tools",
+                                         code="invalid_value")
+                self._owner[name] = tool
+
+    @classmethod
+    def build(cls, entries: list[dict], ctx: ToolContext) -> ToolSet:
+        kinds = tool_kinds()
+        return cls([kinds[e["type"]].build(e, ctx) for e in entries if e["type"] in kinds])
+
+    def functions(self, allowed: set[str] | None = None) -> list[dict]:
+        out = []
+        for tool in self.tools:
+            for fn in tool.functions():
+                if allowed is None or fn["function"]["name"] in allowed:
+                    out.append(fn)
+        return out
+
+    def owner(self, name: str) -> Tool | None:
+        return self._owner.get(name)
+
+    async def prepare(self, ctx: ToolContext) -> None:
+        for tool in self.tools:
+            await tool.prepare(ctx)
+        # Preparing may change what a tool offers (an MCP server's listing).
+        self.__init__(self.tools)  # type: ignore[misc]
+
+
+def chat_tool_choice(choice: str | dict, toolset: ToolSet) -> tuple[str | dict, set[str] | None]:
+    """Map the request's `tool_choice` to Chat Completions' and the function names to offer."""
+    if isinstance(choice, str):
+        return choice, None
+    kind = choice["type"]
+    if kind == "allowed_tools":
+        names: set[str] = set()
+        for ref in choice["tools"]:
+            names.update(_functions_for(ref, toolset))
+        return choice["mode"], names
+    names_for = _functions_for(choice, toolset)
+    if len(names_for) == 1:
+        return {"type": "function", "function": {"name": next(iter(names_for))}}, None
+    if names_for:
+        return "required", set(names_for)
+    raise InvalidRequest(f"Tool choice '{kind}' matches no tool the model can call.", param="tool_choice",
+                         code="invalid_value")
+
+
+def _functions_for(ref: dict, toolset: ToolSet) -> set[str]:
+    """The function names that a tool reference (`{type, name?, server_label?}`) stands for."""
+    out: set[str] = set()
+    for tool in toolset.tools:
+        entry = getattr(tool, "entry", {})
+        if ref.get("type") not in (entry.get("type"), *(() if ref.get("type") != "computer_use_preview"
+                                                         else ("computer",))):
+            continue
+        if "name" in ref and ref.get("type") in ("function", "custom") and entry.get("name") != ref["name"]:
+            continue
+        if ref.get("server_label") and entry.get("server_label") != ref["server_label"]:
+            continue
+        for fn in tool.functions():
+            name = fn["function"]["name"]
+            if ref.get("type") == "mcp" and ref.get("name") and not name.endswith("__" + ref["name"]):
+                continue
+            out.add(name)
+    return out
