@@ -114,10 +114,13 @@ class ResponseEvents:
         self._finish("incomplete", "response.incomplete")
 
     def failed(self, code: str, message: str, usage: dict | None = None) -> None:
-        """A failure after the response exists: an `error` event, then `response.failed`."""
+        """A failure after the response exists: `response.failed` carrying the error.
+
+        No `error` event precedes it: the SDKs and the Open Responses schema disagree on its
+        shape (top-level fields versus a nested `error`, which the SDKs raise on), and the
+        terminal event already says everything."""
         self.response["usage"] = usage
         self.response["error"] = {"code": code, "message": message}
-        self.emit("error", code=code, message=message, param=None)
         self._finish("failed", "response.failed")
 
     def cancelled(self, usage: dict | None = None) -> None:
