@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import os
+import threading
+
+# Random bytes are drawn from the OS in blocks: one getrandom() call per ~170 ids instead of
+# one per id (a measurable share of a streamed request's CPU time otherwise).
+_BLOCK = 4096
+_pool = b""
+_pos = _BLOCK
+_lock = threading.Lock()
+
+
+def random_hex(nbytes: int) -> str:
+    """`nbytes` bytes from the OS's cryptographic generator, as hex."""
+    global _pool, _pos
+    with _lock:
+        if _pos + nbytes > len(_pool):
+            _pool, _pos = os.urandom(_BLOCK), 0
+        chunk = _pool[_pos:_pos + nbytes]
+        _pos += nbytes
+    return chunk.hex()
 
 
 def new_id(prefix: str) -> str:
     """`prefix_` + 48 hex characters (192 random bits)."""
-    return f"{prefix}_{os.urandom(24).hex()}"
+    return f"{prefix}_{random_hex(24)}"
 
 
 def response_id() -> str:
@@ -32,4 +51,4 @@ def reasoning_id() -> str:
 
 def file_id() -> str:
     # Files use a dash, as the hosted API does (`file-...`).
-    return "file-" + os.urandom(16).hex()
+    return "file-" + random_hex(16)
