@@ -177,12 +177,12 @@ class Store(Protocol):
         ...
 
 
-def open_store(database_url: str | None, data_dir: str) -> Store:
-    """SQLite in the data dir, or PostgreSQL when a URL is given."""
+def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) -> Store:
+    """SQLite in the data dir, or PostgreSQL when a URL is given (at most `pool_size` connections)."""
     if database_url:
         from .postgres import PostgresStore
 
-        return PostgresStore(database_url)
+        return PostgresStore(database_url, pool_size=pool_size)
     import os
 
     from .sqlite import SQLiteStore

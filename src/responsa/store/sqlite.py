@@ -404,8 +404,9 @@ class SQLiteStore:
     # ---- secrets ------------------------------------------------------------------------------
 
     async def get_secrets(self, prefix: str) -> dict[str, bytes]:
-        rows = self._read().execute("SELECT name, value FROM secrets WHERE name LIKE ? ORDER BY created_at",
-                                    (prefix.replace("%", r"\%") + "%",)).fetchall()
+        # substr, not LIKE: `_` and `%` in a prefix are no wildcards.
+        rows = self._read().execute("SELECT name, value FROM secrets WHERE substr(name, 1, length(?1)) = ?1 "
+                                    "ORDER BY created_at, name", (prefix,)).fetchall()
         return {name: bytes(value) for name, value in rows}
 
     async def add_secret(self, name: str, value: bytes) -> bool:

@@ -1,0 +1,474 @@
+"""PostgreSQL store: one database shared by any number of replicas.
+
+Every operation is one SQL statement on a pooled connection (one round trip; data-modifying
+CTEs where several tables change), so no transaction is ever left open across an await.
+Live notifications go through LISTEN/NOTIFY on one dedicated connection that reconnects
+after an outage; callers of `notify` in this process are told at once, without waiting for
+the database to echo. Losing the database turns every call into a 503 (ServiceUnavailable)
+until it answers again: the pool reconnects on the next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..errors import ServiceUnavailable
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from .schema import LATEST, POSTGRES
+from .sqlite import _chain_from_rows
+
+log = logging.getLogger("responsa.store")
+
+CHANNEL = "responsa"
+# pg_advisory_xact_lock key serialising migrations of replicas starting at once ("responsa").
+MIGRATION_LOCK = 0x726573706F6E7361
+CONNECT_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 30.0
+LISTEN_CHECK_EVERY = 10.0
+# SQLSTATE classes that mean "the database is not there right now", not "the query is wrong":
+# connection exception, insufficient resources, operator intervention (shutdown, terminate),
+# transaction rollback (serialization failure, deadlock: worth a retry).
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "40")
+_ACTIVE = "status IN ('queued','in_progress')"
+
+
+def _is_outage(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.DataError | asyncpg.exceptions.ClientConfigurationError):
+        return False
+    if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        return (error.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
+    return False
+
+
+def _unavailable(error: BaseException) -> ServiceUnavailable:
+    log.warning("database unavailable: %s: %s", type(error).__name__, error)
+    return ServiceUnavailable("The database is unavailable; try again shortly.", headers={"retry-after": "1"})
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply pending migrations in one transaction, serialised between replicas; returns the version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if current > LATEST:
+            raise RuntimeError(f"database schema version {current} is newer than this Responsa ({LATEST})")
+        for version in range(current + 1, LATEST + 1):
+            await conn.execute(POSTGRES[version - 1])
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return LATEST
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pool release hook: nothing to reset (no session state is ever set), saving a round trip."""
+
+
+class PostgresStore:
+    """The store shared by replicas (`--database-url postgresql://...`)."""
+
+    def __init__(self, url: str, pool_size: int = 10, *,
+                 query_logger: Callable[[str], None] | None = None) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
+        self._token = uuid.uuid4().hex[:12]  # tells this process's own notifications apart
+        self._listen_task: asyncio.Task | None = None
+        self._listening = asyncio.Event()
+        self._query_logger = query_logger  # tests count round trips with it
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=300, reset=_no_reset,
+            init=self._init_connection, server_settings={"application_name": "responsa"})
+        self._listening = asyncio.Event()
+        self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._listening.wait()
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        if self._query_logger is not None:
+            logger = self._query_logger
+            conn.add_query_logger(lambda record: logger(record.query))
+
+    async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(10):
+                    await pool.close()
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                async with self._conn() as conn:
+                    return await conn.fetchval("SELECT 1") == 1
+        except (ServiceUnavailable, TimeoutError):
+            return False
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if pool is None:
+            raise ServiceUnavailable("The store is not open.")
+        try:
+            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
+        except Exception as e:  # any failure to get a connection is an outage for the caller
+            raise _unavailable(e) from e
+        try:
+            yield conn
+        except Exception as e:
+            if _is_outage(e):
+                raise _unavailable(e) from e
+            raise
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception as e:  # a connection that died is dropped by the pool
+                log.debug("releasing a database connection failed: %s", e)
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._conn() as conn:
+            return await conn.fetch(query, *args)
+
+    async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self._conn() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        async with self._conn() as conn:
+            return await conn.execute(query, *args)
+
+    # ---- notifications ---------------------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT,
+                                             server_settings={"application_name": "responsa-listen"})
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_pg_notify)
+                self._listening.set()
+                delay = 0.2
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(LISTEN_CHECK_EVERY):
+                            await lost.wait()
+                    if not lost.is_set():  # a silent network partition shows only when asked
+                        await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT)
+                log.warning("lost the database notification connection; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("database notification connection failed (%s: %s); retrying in %.1fs",
+                            type(e).__name__, e, delay)
+            finally:
+                self._listening.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _on_pg_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        token, _, rest = payload.partition(":")
+        if token == self._token:
+            return  # already delivered in process
+        channel, _, response_id = rest.partition(":")
+        self._deliver(channel, response_id)
+
+    def _deliver(self, channel: str, response_id: str) -> None:
+        for callback in self._listeners:
+            try:
+                callback(channel, response_id)
+            except Exception:
+                log.exception("notification callback failed")
+
+    async def notify(self, channel: str, response_id: str) -> None:
+        self._deliver(channel, response_id)
+        await self._execute("SELECT pg_notify($1, $2)", CHANNEL, f"{self._token}:{channel}:{response_id}")
+
+    def on_notify(self, callback: Callable[[str, str], None]) -> None:
+        self._listeners.append(callback)
+
+    # ---- responses -----------------------------------------------------------------------------
+
+    async def save_response(self, record: ResponseRecord, output: Sequence[dict],
+                            input_items: Sequence[dict] | None = None) -> None:
+        kinds: list[int] = []
+        positions: list[int] = []
+        item_ids: list[str] = []
+        data: list[bytes] = []
+        for kind, items in ((0, input_items or ()), (1, output)):
+            for i, item in enumerate(items):
+                kinds.append(kind)
+                positions.append(i)
+                item_ids.append(item.get("id", ""))
+                data.append(orjson.dumps(item))
+        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+        await self._execute(
+            """
+            WITH r AS (
+                INSERT INTO responses (id, owner, created_at, expires_at, status, background,
+                                       previous_response_id, body, run_request, lease_owner, lease_until)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body,
+                    run_request = excluded.run_request, lease_owner = excluded.lease_owner,
+                    lease_until = excluded.lease_until
+            ), d AS (
+                DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $12
+            )
+            INSERT INTO items (response_id, kind, position, item_id, owner, data)
+            SELECT $1, t.kind, t.position, t.item_id, $2, t.data
+              FROM unnest($13::smallint[], $14::int[], $15::text[], $16::bytea[])
+                   AS t(kind, position, item_id, data)
+            ON CONFLICT (response_id, kind, position)
+            DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
+            """,
+            record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
+            record.previous_response_id, orjson.dumps(record.body), run_request, record.lease_owner,
+            record.lease_until, len(output), kinds, positions, item_ids, data)
+
+    async def get_response(self, response_id: str, owner: str) -> dict | None:
+        row = await self._fetchrow(
+            "SELECT r.body, (SELECT array_agg(i.data ORDER BY i.position) FROM items i "
+            "                 WHERE i.response_id = r.id AND i.kind = 1) "
+            "FROM responses r WHERE r.id = $1 AND r.owner = $2 AND r.expires_at > $3",
+            response_id, owner, int(time.time()))
+        if row is None:
+            return None
+        response = orjson.loads(row[0])
+        response["output"] = [orjson.loads(d) for d in row[1] or ()]
+        return response
+
+    async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
+        row = await self._fetchrow(
+            "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
+            "run_request, lease_owner, lease_until FROM responses "
+            "WHERE id = $1 AND owner = $2 AND expires_at > $3", response_id, owner, int(time.time()))
+        if row is None:
+            return None
+        return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
+                              body=orjson.loads(row[5]), background=row[6], previous_response_id=row[7],
+                              run_request=orjson.loads(row[8]) if row[8] is not None else None,
+                              lease_owner=row[9], lease_until=row[10])
+
+    async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
+        rows = await self._fetch(
+            """
+            WITH RECURSIVE chain(id, prev, status, depth) AS (
+                SELECT id, previous_response_id, status, 0 FROM responses
+                 WHERE id = $1 AND owner = $2 AND expires_at > $3
+                UNION ALL
+                SELECT r.id, r.previous_response_id, r.status, chain.depth + 1
+                  FROM responses r JOIN chain ON r.id = chain.prev
+                 WHERE r.owner = $2 AND r.expires_at > $3
+            )
+            SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data
+              FROM chain LEFT JOIN items i ON i.response_id = chain.id
+             ORDER BY chain.depth DESC, i.kind, i.position
+            """, response_id, owner, int(time.time()))
+        return _chain_from_rows(response_id, rows)
+
+    async def delete_response(self, response_id: str, owner: str) -> bool:
+        deleted = await self._fetchval(
+            """
+            WITH r AS (DELETE FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING id),
+                 i AS (DELETE FROM items WHERE response_id IN (SELECT id FROM r)),
+                 e AS (DELETE FROM events WHERE response_id IN (SELECT id FROM r))
+            SELECT count(*) FROM r
+            """, response_id, owner, int(time.time()))
+        return deleted == 1
+
+    async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
+                               limit: int, order: str) -> ItemPage | None:
+        async with self._conn() as conn:
+            head = await conn.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3), "
+                "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $4 LIMIT 1), "
+                "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $5 LIMIT 1)",
+                response_id, owner, int(time.time()), after, before)
+            if not head[0]:
+                return None
+            if (after is not None and head[1] is None) or (before is not None and head[2] is None):
+                return ItemPage([], False)
+            asc = order == "asc"
+            where = ["response_id = $1", "kind = 0"]
+            args: list[Any] = [response_id]
+            for pos, op in ((head[1], ">" if asc else "<"), (head[2], "<" if asc else ">")):
+                if pos is not None:
+                    args.append(pos)
+                    where.append(f"position {op} ${len(args)}")
+            args.append(limit + 1)
+            rows = await conn.fetch(f"SELECT data FROM items WHERE {' AND '.join(where)} "
+                                    f"ORDER BY position {'ASC' if asc else 'DESC'} LIMIT ${len(args)}", *args)
+        return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
+
+    async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
+        if not item_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT i.item_id, i.data FROM items i JOIN responses r ON r.id = i.response_id "
+            "WHERE i.owner = $1 AND i.item_id = ANY($2::text[]) AND r.expires_at > $3 "
+            "ORDER BY r.created_at, i.kind", owner, list(item_ids), int(time.time()))
+        return {r[0]: orjson.loads(r[1]) for r in rows}
+
+    async def purge_expired(self, now: int) -> int:
+        return await self._fetchval(
+            """
+            WITH r AS (DELETE FROM responses WHERE id IN
+                         (SELECT id FROM responses WHERE expires_at <= $1 LIMIT 5000) RETURNING id),
+                 i AS (DELETE FROM items WHERE response_id IN (SELECT id FROM r)),
+                 e AS (DELETE FROM events WHERE response_id IN (SELECT id FROM r)),
+                 f AS (DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING id)
+            SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM f)
+            """, now)
+
+    # ---- background runs -------------------------------------------------------------------------
+
+    async def append_events(self, response_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        if not events:
+            return
+        await self._execute(
+            "INSERT INTO events (response_id, seq, data) SELECT $1, s, d FROM unnest($2::int[], $3::bytea[]) "
+            "AS t(s, d) ON CONFLICT DO NOTHING",
+            response_id, [seq for seq, _ in events], [bytes(data) for _, data in events])
+
+    async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:
+        rows = await self._fetch("SELECT seq, data FROM events WHERE response_id = $1 AND seq > $2 "
+                                 "ORDER BY seq", response_id, after)
+        return [(r[0], r[1]) for r in rows]
+
+    async def claim_run(self, response_id: str, instance: str, lease_until: int) -> bool:
+        status = await self._execute(
+            f"UPDATE responses SET lease_owner = $2, lease_until = $3 "
+            f"WHERE id = $1 AND background AND {_ACTIVE} "
+            "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $4)",
+            response_id, instance, lease_until, int(time.time()))
+        return status == "UPDATE 1"
+
+    async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
+        rows = await self._fetch(
+            f"UPDATE responses SET lease_until = $2 WHERE lease_owner = $1 AND {_ACTIVE} "
+            "RETURNING id, cancel_requested", instance, lease_until)
+        return [r[0] for r in rows if r[1]]
+
+    async def release_run(self, response_id: str, instance: str) -> None:
+        await self._execute("UPDATE responses SET lease_owner = NULL, lease_until = NULL "
+                            "WHERE id = $1 AND lease_owner = $2", response_id, instance)
+
+    async def orphaned_runs(self, now: int, instance: str, take_all: bool = False) -> list[RunClaim]:
+        # SKIP LOCKED: replicas recovering at the same moment each take different runs.
+        cond = "(lease_owner IS NULL OR lease_owner <> $2)" if take_all else \
+            "(lease_owner IS NULL OR lease_until < $1)"
+        rows = await self._fetch(
+            f"""
+            UPDATE responses SET lease_owner = $2, lease_until = $1 + 60
+             WHERE id IN (SELECT id FROM responses WHERE {_ACTIVE} AND {cond} FOR UPDATE SKIP LOCKED)
+               AND {_ACTIVE}
+            RETURNING id, owner, status, background, run_request
+            """, now, instance)
+        return [RunClaim(r[0], r[1], r[2], r[3], orjson.loads(r[4]) if r[4] is not None else None)
+                for r in rows]
+
+    async def request_cancel(self, response_id: str, owner: str) -> bool:
+        status = await self._execute(
+            "UPDATE responses SET cancel_requested = TRUE WHERE id = $1 AND owner = $2", response_id, owner)
+        return status == "UPDATE 1"
+
+    async def cancel_requested(self, response_id: str) -> bool:
+        return bool(await self._fetchval("SELECT cancel_requested FROM responses WHERE id = $1", response_id))
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    _FILE_COLUMNS = "id, owner, created_at, filename, purpose, bytes, mime_type, expires_at"
+
+    async def put_file(self, record: FileRecord, data: bytes) -> None:
+        await self._execute(
+            "INSERT INTO files (id, owner, created_at, expires_at, filename, purpose, bytes, mime_type, "
+            "data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            record.id, record.owner, record.created_at, record.expires_at, record.filename, record.purpose,
+            record.bytes, record.mime_type, data)
+
+    async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        row = await self._fetchrow(
+            f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = $1 AND owner = $2 "
+            "AND (expires_at IS NULL OR expires_at > $3)", file_id, owner, int(time.time()))
+        return FileRecord(*row) if row else None
+
+    async def file_content(self, file_id: str, owner: str) -> bytes | None:
+        data = await self._fetchval(
+            "SELECT data FROM files WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > $3)",
+            file_id, owner, int(time.time()))
+        return bytes(data) if data is not None else None
+
+    async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[FileRecord], bool]:
+        asc = order == "asc"
+        where = ["owner = $1", "(expires_at IS NULL OR expires_at > $2)"]
+        args: list[Any] = [owner, int(time.time())]
+        if purpose:
+            args.append(purpose)
+            where.append(f"purpose = ${len(args)}")
+        if after:
+            args.append(after)
+            n = len(args)
+            cursor = f"(SELECT created_at FROM files WHERE id = ${n} AND owner = $1)"
+            # An unknown cursor compares with NULL: no rows, as in SQLite.
+            where.append(f"(created_at, id) {'>' if asc else '<'} ({cursor}, ${n})")
+        args.append(limit + 1)
+        direction = "ASC" if asc else "DESC"
+        rows = await self._fetch(
+            f"SELECT {self._FILE_COLUMNS} FROM files WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at {direction}, id {direction} LIMIT ${len(args)}", *args)
+        return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
+
+    async def delete_file(self, file_id: str, owner: str) -> bool:
+        status = await self._execute("DELETE FROM files WHERE id = $1 AND owner = $2", file_id, owner)
+        return status == "DELETE 1"
+
+    # ---- secrets ------------------------------------------------------------------------------
+
+    async def get_secrets(self, prefix: str) -> dict[str, bytes]:
+        rows = await self._fetch("SELECT name, value FROM secrets WHERE starts_with(name, $1) "
+                                 "ORDER BY created_at, name", prefix)
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def add_secret(self, name: str, value: bytes) -> bool:
+        status = await self._execute("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) "
+                                     "ON CONFLICT (name) DO NOTHING", name, value, int(time.time()))
+        return status == "INSERT 0 1"

@@ -1,0 +1,466 @@
+"""The Store protocol's contract, run against SQLiteStore and PostgresStore alike.
+
+PostgreSQL runs in a throwaway database of this session (see pg.py); its tests skip when
+PostgreSQL is unreachable, which CI turns into a failure (RESPONSA_REQUIRE_ALL=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pg
+import pytest
+
+from responsa.errors import NotFound, ServiceUnavailable
+from responsa.store import FileRecord, ResponseRecord, Store
+from responsa.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+TABLES = "responses, items, events, files, secrets"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = pg.create_database()
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """Builds stores of one kind on one database (several stores = several processes)."""
+    if request.param == "sqlite":
+        return lambda **_kw: SQLiteStore(str(tmp_path / "responsa.db"))
+    url = request.getfixturevalue("pg_url")
+    from responsa.store.postgres import PostgresStore
+
+    if _migrated(url):
+        pg.admin_on(url, f"TRUNCATE {TABLES}")
+    return lambda **kw: PostgresStore(url, pool_size=4, **kw)
+
+
+def _migrated(url: str) -> bool:
+    return bool(pg.admin_on(url, "SELECT to_regclass('responses') IS NOT NULL")[0][0])
+
+
+@pytest.fixture
+async def store(make_store: Callable[..., Store], anyio_backend: str) -> AsyncIterator[Store]:
+    s = make_store()
+    await s.open()
+    yield s
+    await s.close()
+
+
+def is_pg(store: Store) -> bool:
+    return type(store).__name__ == "PostgresStore"
+
+
+NOW = int(time.time())
+
+
+def record(rid: str, owner: str = "alice", *, created: int | None = None, ttl: int = 3600,
+           status: str = "completed", prev: str | None = None, background: bool = False,
+           run_request: dict | None = None, lease_owner: str | None = None,
+           lease_until: int | None = None) -> ResponseRecord:
+    created = created or int(time.time())
+    return ResponseRecord(id=rid, owner=owner, created_at=created, expires_at=created + ttl, status=status,
+                          body={"id": rid, "object": "response", "status": status, "metadata": {"n": rid}},
+                          background=background, previous_response_id=prev, run_request=run_request,
+                          lease_owner=lease_owner, lease_until=lease_until)
+
+
+def msg(item_id: str, text: str, role: str = "user") -> dict:
+    kind = "input_text" if role == "user" else "output_text"
+    return {"id": item_id, "type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+
+
+def texts(items: list[dict]) -> list[str]:
+    return [i["content"][0]["text"] for i in items]
+
+
+async def expired(store: Store, rid: str, owner: str = "alice", **kw: Any) -> None:
+    await store.save_response(record(rid, owner, created=NOW - 1000, ttl=100, **kw), [msg(rid + "_o", "old",
+                                                                                          "assistant")],
+                              [msg(rid + "_i", "old")])
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+async def test_save_get_round_trip(store: Store) -> None:
+    r = record("resp_1", run_request={"model": "m", "input": "hi"}, prev=None, background=True,
+               status="in_progress")
+    await store.save_response(r, [msg("o1", "a", "assistant"), msg("o2", "b", "assistant")], [msg("i1", "q")])
+    got = await store.get_response("resp_1", "alice")
+    assert got is not None
+    assert got["metadata"] == {"n": "resp_1"} and got["status"] == "in_progress"
+    assert texts(got["output"]) == ["a", "b"]
+    rec = await store.get_record("resp_1", "alice")
+    assert rec is not None
+    assert (rec.id, rec.owner, rec.status, rec.background, rec.previous_response_id) == \
+        ("resp_1", "alice", "in_progress", True, None)
+    assert rec.run_request == {"model": "m", "input": "hi"}
+    assert rec.created_at == r.created_at and rec.expires_at == r.expires_at
+    assert rec.body["metadata"] == {"n": "resp_1"}
+
+    # A later save replaces the output (shorter here) and status, and keeps the input items.
+    r.status = "completed"
+    r.body = {**r.body, "status": "completed"}
+    await store.save_response(r, [msg("o1", "final", "assistant")])
+    got = await store.get_response("resp_1", "alice")
+    assert got is not None and got["status"] == "completed" and texts(got["output"]) == ["final"]
+    page = await store.list_input_items("resp_1", "alice", after=None, before=None, limit=10, order="asc")
+    assert page is not None and texts(page.items) == ["q"]
+
+    assert await store.get_response("resp_1", "bob") is None
+    assert await store.get_record("resp_1", "bob") is None
+    assert await store.get_response("resp_unknown", "alice") is None
+
+
+async def test_response_without_items(store: Store) -> None:
+    await store.save_response(record("resp_e"), [])
+    got = await store.get_response("resp_e", "alice")
+    assert got is not None and got["output"] == []
+
+
+async def test_expired_is_invisible(store: Store) -> None:
+    await expired(store, "resp_x")
+    assert await store.get_response("resp_x", "alice") is None
+    assert await store.get_record("resp_x", "alice") is None
+    assert await store.list_input_items("resp_x", "alice", after=None, before=None, limit=9,
+                                        order="asc") is None
+    assert await store.find_items("alice", ["resp_x_i", "resp_x_o"]) == {}
+    assert await store.delete_response("resp_x", "alice") is False
+
+
+async def _chain(store: Store, owner: str = "alice") -> None:
+    await store.save_response(record("r1", owner), [msg("b1", "one", "assistant")], [msg("a1", "first")])
+    await store.save_response(record("r2", owner, prev="r1"), [], [])  # a link without items
+    await store.save_response(record("r3", owner, prev="r2", status="in_progress"),
+                              [msg("b3", "three", "assistant")], [msg("a3", "third"), msg("a3b", "more")])
+
+
+async def test_load_chain_in_one_round_trip(make_store: Callable[..., Store], anyio_backend: str) -> None:
+    queries: list[str] = []
+    store = make_store(query_logger=queries.append)
+    await store.open()
+    try:
+        await _chain(store)
+        if isinstance(store, SQLiteStore):
+            store._reader.set_trace_callback(queries.append)  # type: ignore[union-attr]
+        queries.clear()
+        chain = await store.load_chain("r3", "alice")
+        assert len(queries) == 1, queries
+        assert [c.id for c in chain] == ["r1", "r2", "r3"]
+        assert [c.status for c in chain] == ["completed", "completed", "in_progress"]
+        assert texts(chain[0].input) == ["first"] and texts(chain[0].output) == ["one"]
+        assert chain[1].input == [] and chain[1].output == []
+        assert texts(chain[2].input) == ["third", "more"] and texts(chain[2].output) == ["three"]
+        assert [c.id for c in await store.load_chain("r1", "alice")] == ["r1"]
+    finally:
+        await store.close()
+
+
+async def test_load_chain_unknown_or_foreign(store: Store) -> None:
+    await _chain(store)
+    for rid, owner in (("r_missing", "alice"), ("r3", "bob")):
+        with pytest.raises(NotFound) as e:
+            await store.load_chain(rid, owner)
+        assert rid in e.value.message and e.value.param == "previous_response_id"
+        assert e.value.code == "previous_response_not_found"
+
+
+async def test_load_chain_broken_or_expired(store: Store) -> None:
+    await _chain(store)
+    assert await store.delete_response("r2", "alice")
+    with pytest.raises(NotFound) as e:
+        await store.load_chain("r3", "alice")
+    assert "'r2'" in e.value.message and "r3" in e.value.message
+
+    await expired(store, "x1")
+    await store.save_response(record("x2", prev="x1"), [], [])
+    with pytest.raises(NotFound) as e:
+        await store.load_chain("x2", "alice")
+    assert "'x1'" in e.value.message
+
+
+async def test_delete_response(store: Store) -> None:
+    await store.save_response(record("resp_d", background=True), [msg("od", "x", "assistant")],
+                              [msg("id", "q")])
+    await store.append_events("resp_d", [(0, b'{"type":"response.created"}')])
+    assert await store.delete_response("resp_d", "bob") is False
+    assert await store.delete_response("resp_d", "alice") is True
+    assert await store.get_response("resp_d", "alice") is None
+    assert await store.load_events("resp_d", -1) == []
+    assert await store.find_items("alice", ["od", "id"]) == {}
+    assert await store.delete_response("resp_d", "alice") is False
+
+
+async def test_input_item_pages(store: Store) -> None:
+    await store.save_response(record("resp_p"), [], [msg(f"i{n}", f"t{n}") for n in range(1, 6)])
+
+    async def page(**kw: Any) -> tuple[list[str], bool]:
+        args = {"after": None, "before": None, "limit": 20, "order": "desc", **kw}
+        p = await store.list_input_items("resp_p", "alice", **args)
+        assert p is not None
+        return [i["id"] for i in p.items], p.has_more
+
+    assert await page(limit=2) == (["i5", "i4"], True)
+    assert await page(limit=2, after="i4") == (["i3", "i2"], True)
+    assert await page(limit=2, after="i2") == (["i1"], False)
+    assert await page(order="asc", after="i2") == (["i3", "i4", "i5"], False)
+    assert await page(order="asc", before="i3") == (["i1", "i2"], False)
+    assert await page(order="asc", after="i1", before="i4") == (["i2", "i3"], False)
+    assert await page(order="desc", before="i3") == (["i5", "i4"], False)
+    assert await page(after="nope") == ([], False)
+    assert await store.list_input_items("resp_p", "bob", after=None, before=None, limit=5,
+                                        order="asc") is None
+
+
+async def test_find_items(store: Store) -> None:
+    await store.save_response(record("f1", created=NOW - 20), [msg("shared", "older", "assistant")],
+                              [msg("in1", "q1")])
+    await store.save_response(record("f2", created=NOW - 10), [msg("shared", "newer", "assistant")], [])
+    await store.save_response(record("f3", owner="bob"), [msg("bobs", "b", "assistant")], [])
+    found = await store.find_items("alice", ["shared", "in1", "bobs", "missing"])
+    assert set(found) == {"shared", "in1"}
+    assert texts([found["shared"]]) == ["newer"]
+    assert await store.find_items("alice", []) == {}
+
+
+async def test_purge_expired(store: Store) -> None:
+    await expired(store, "old", background=True)
+    await store.append_events("old", [(0, b"{}")])
+    await store.save_response(record("live"), [msg("lo", "x", "assistant")], [])
+    await store.put_file(FileRecord("file_old", "alice", NOW - 100, "a.txt", "user_data", 1, "text/plain",
+                                    expires_at=NOW - 1), b"a")
+    await store.put_file(FileRecord("file_new", "alice", NOW, "b.txt", "user_data", 1, "text/plain"), b"b")
+    assert await store.purge_expired(int(time.time())) == 2
+    assert await store.load_events("old", -1) == []
+    assert await store.get_response("live", "alice") is not None
+    assert await store.get_file("file_new", "alice") is not None
+    assert await store.purge_expired(int(time.time())) == 0
+
+
+# ---- background runs ------------------------------------------------------------------------------
+
+
+async def test_events_append_and_load(store: Store) -> None:
+    await store.save_response(record("ev", background=True), [])
+    await store.append_events("ev", [(0, b'{"a":0}'), (1, b'{"a":1}')])
+    await store.append_events("ev", [(1, b'{"dup":1}'), (2, b'{"a":2}')])  # a replayed batch: ignored
+    await store.append_events("ev", [])
+    rows = await store.load_events("ev", -1)
+    assert [(s, bytes(d)) for s, d in rows] == [(0, b'{"a":0}'), (1, b'{"a":1}'), (2, b'{"a":2}')]
+    assert [s for s, _ in await store.load_events("ev", 0)] == [1, 2]
+    assert await store.load_events("ev", 2) == []
+
+
+async def test_claim_and_release(store: Store) -> None:
+    now = int(time.time())
+    await store.save_response(record("run", status="queued", background=True, lease_owner="A",
+                                     lease_until=now + 30), [])
+    assert await store.claim_run("run", "B", now + 30) is False
+    assert await store.claim_run("run", "A", now + 40) is True
+    await store.release_run("run", "B")  # not B's: no effect
+    assert await store.claim_run("run", "B", now + 30) is False
+    await store.release_run("run", "A")
+    assert await store.claim_run("run", "B", now + 30) is True
+
+    await store.save_response(record("stale", status="in_progress", background=True, lease_owner="A",
+                                     lease_until=now - 5), [])
+    assert await store.claim_run("stale", "B", now + 30) is True
+    await store.save_response(record("fg", status="in_progress", lease_owner="A", lease_until=now - 5), [])
+    assert await store.claim_run("fg", "B", now + 30) is False  # not a background run
+    await store.save_response(record("done", status="completed", background=True), [])
+    assert await store.claim_run("done", "B", now + 30) is False
+
+
+async def test_renew_and_cancel(store: Store) -> None:
+    now = int(time.time())
+    for rid in ("c1", "c2"):
+        await store.save_response(record(rid, status="in_progress", background=True, lease_owner="A",
+                                         lease_until=now + 2), [])
+    assert await store.request_cancel("c2", "bob") is False
+    assert await store.cancel_requested("c2") is False
+    assert await store.request_cancel("c2", "alice") is True
+    assert await store.cancel_requested("c2") is True
+    assert await store.cancel_requested("c1") is False
+    assert await store.cancel_requested("unknown") is False
+    assert await store.renew_leases("A", now + 100) == ["c2"]
+    assert await store.renew_leases("B", now + 100) == []
+    # Renewed: not orphaned at now + 50, orphaned after now + 100.
+    assert await store.orphaned_runs(now + 50, "C") == []
+    assert {c.id for c in await store.orphaned_runs(now + 101, "C")} == {"c1", "c2"}
+
+
+async def test_orphaned_runs(store: Store) -> None:
+    now = int(time.time())
+    await store.save_response(record("o_expired", status="in_progress", background=True, lease_owner="A",
+                                     lease_until=now - 1, run_request={"input": "x"}), [])
+    await store.save_response(record("o_unowned", status="queued", background=True), [])
+    await store.save_response(record("o_live", status="in_progress", background=True, lease_owner="B",
+                                     lease_until=now + 30), [])
+    await store.save_response(record("o_stream", status="in_progress", lease_owner="A",
+                                     lease_until=now - 1), [])
+    await store.save_response(record("o_done", status="completed", background=True, lease_owner="A",
+                                     lease_until=now - 1), [])
+    claims = {c.id: c for c in await store.orphaned_runs(now, "C")}
+    assert set(claims) == {"o_expired", "o_unowned", "o_stream"}
+    c = claims["o_expired"]
+    assert (c.owner, c.status, c.background, c.run_request) == ("alice", "in_progress", True, {"input": "x"})
+    assert claims["o_unowned"].status == "queued" and claims["o_unowned"].run_request is None
+    assert claims["o_stream"].background is False
+    assert await store.orphaned_runs(now, "D") == []  # now leased to C
+    # take_all (one process owns the database): every unfinished run not held by the caller.
+    assert {c.id for c in await store.orphaned_runs(now, "B", take_all=True)} == \
+        {"o_expired", "o_unowned", "o_stream"}
+    assert {c.id for c in await store.orphaned_runs(now, "C", take_all=True)} == {"o_expired", "o_unowned",
+                                                                                 "o_stream", "o_live"}
+
+
+async def test_orphans_are_claimed_once(make_store: Callable[..., Store], anyio_backend: str) -> None:
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    try:
+        now = int(time.time())
+        ids = {f"orphan{n}" for n in range(30)}
+        for rid in ids:
+            await a.save_response(record(rid, status="in_progress", background=True, lease_owner="dead",
+                                         lease_until=now - 1), [])
+        got = await asyncio.gather(*[s.orphaned_runs(now, name) for s, name in
+                                     ((a, "X"), (b, "Y"), (a, "Z"), (b, "W"))])
+        claimed = [c.id for claims in got for c in claims]
+        assert sorted(claimed) == sorted(ids)  # every one taken, none twice
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_notify_reaches_this_process_once(store: Store) -> None:
+    seen: list[tuple[str, str]] = []
+    store.on_notify(lambda channel, rid: seen.append((channel, rid)))
+    await store.notify("events", "resp_n")
+    await store.notify("cancel", "resp_n")
+    await asyncio.sleep(0.3)  # give a database echo the time to arrive: it must not
+    assert seen == [("events", "resp_n"), ("cancel", "resp_n")]
+
+
+async def _received(seen: asyncio.Queue, within: float = 5) -> tuple[str, str]:
+    async with asyncio.timeout(within):
+        return await seen.get()
+
+
+async def test_notify_reaches_other_processes(make_store: Callable[..., Store], anyio_backend: str) -> None:
+    a, b = make_store(), make_store()
+    if not is_pg(a):
+        pytest.skip("optional: a SQLite database belongs to one process")
+    await a.open()
+    await b.open()
+    try:
+        seen: asyncio.Queue = asyncio.Queue()
+        b.on_notify(lambda channel, rid: seen.put_nowait((channel, rid)))
+        await a.notify("cancel", "resp_x")
+        assert await _received(seen) == ("cancel", "resp_x")
+
+        # The listening connection is cut (a database restart, a failover): it comes back.
+        assert pg.terminate(b.url, "responsa-listen") >= 1  # type: ignore[attr-defined]
+        assert await _received_after_retries(a, seen, "resp_y") == ("events", "resp_y")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _received_after_retries(a: Store, seen: asyncio.Queue, rid: str) -> tuple[str, str]:
+    """Notify until the other side hears it: notifications sent while it reconnects are lost."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        await a.notify("events", rid)
+        try:
+            return await _received(seen, within=0.5)
+        except TimeoutError:
+            continue
+    raise AssertionError("the listener did not reconnect")
+
+
+# ---- files and secrets ----------------------------------------------------------------------------
+
+
+async def test_files(store: Store) -> None:
+    for n, purpose in enumerate(("user_data", "assistants", "user_data")):
+        await store.put_file(FileRecord(f"file_{n}", "alice", NOW + n, f"f{n}.txt", purpose, n + 1,
+                                        "text/plain"), b"x" * (n + 1))
+    await store.put_file(FileRecord("file_gone", "alice", NOW, "g.txt", "user_data", 1, "text/plain",
+                                    expires_at=NOW - 1), b"g")
+    f = await store.get_file("file_1", "alice")
+    assert f is not None and (f.filename, f.purpose, f.bytes, f.mime_type) == \
+        ("f1.txt", "assistants", 2, "text/plain")
+    assert f.wire()["object"] == "file"
+    assert await store.file_content("file_1", "alice") == b"xx"
+    assert await store.get_file("file_1", "bob") is None
+    assert await store.file_content("file_1", "bob") is None
+    assert await store.get_file("file_gone", "alice") is None
+    assert await store.file_content("file_gone", "alice") is None
+
+    async def ids(**kw: Any) -> tuple[list[str], bool]:
+        args = {"purpose": None, "after": None, "limit": 20, "order": "desc", **kw}
+        files, more = await store.list_files("alice", **args)
+        return [f.id for f in files], more
+
+    assert await ids(limit=2) == (["file_2", "file_1"], True)
+    assert await ids(limit=2, after="file_1") == (["file_0"], False)
+    assert await ids(order="asc", after="file_0") == (["file_1", "file_2"], False)
+    assert await ids(purpose="user_data") == (["file_2", "file_0"], False)
+    assert await ids(after="file_unknown") == ([], False)
+    assert await store.list_files("bob", purpose=None, after=None, limit=5, order="asc") == ([], False)
+    assert await store.delete_file("file_1", "bob") is False
+    assert await store.delete_file("file_1", "alice") is True
+    assert await store.delete_file("file_1", "alice") is False
+    assert await store.get_file("file_1", "alice") is None
+
+
+async def test_secrets(store: Store) -> None:
+    assert await store.add_secret("vault_key_1", b"one") is True
+    assert await store.add_secret("vault_key_1", b"other") is False
+    assert await store.add_secret("vault_key_2", b"two") is True
+    assert await store.add_secret("vaultXkey_3", b"not mine") is True  # `_` is no wildcard
+    assert await store.get_secrets("vault_key_") == {"vault_key_1": b"one", "vault_key_2": b"two"}
+    assert await store.get_secrets("nothing") == {}
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+
+
+async def test_outage_gives_503_then_recovers(anyio_backend: str) -> None:
+    from responsa.store.postgres import PostgresStore
+
+    url = pg.create_database()
+    store = PostgresStore(url, pool_size=3)
+    try:
+        await store.open()
+        await store.save_response(record("before"), [msg("o", "kept", "assistant")], [])
+        pg.set_outage(url, down=True)
+        try:
+            with pytest.raises(ServiceUnavailable) as e:
+                await store.get_response("before", "alice")
+            assert e.value.status == 503 and "database is unavailable" in e.value.message
+            with pytest.raises(ServiceUnavailable):
+                await store.save_response(record("during"), [], [])
+            assert await store.ping() is False
+        finally:
+            pg.set_outage(url, down=False)
+        assert await store.ping() is True
+        got = await store.get_response("before", "alice")
+        assert got is not None and texts(got["output"]) == ["kept"]
+        await store.save_response(record("after"), [], [])
+        assert await store.get_record("after", "alice") is not None
+    finally:
+        await store.close()
+        pg.drop_database(url)
