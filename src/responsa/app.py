@@ -93,12 +93,12 @@ class RequestIds:
 def create_app(settings: Settings) -> Any:
     """The ASGI application for these settings."""
     os.makedirs(settings.data_dir, exist_ok=True)
-    store = open_store(settings.database_url, settings.data_dir)
+    store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     router = Router(settings)
     instance = uuid.uuid4().hex
     service = ResponsesService(store, router, settings, instance=instance)
     jobs = Jobs(service, store, max_runs=settings.max_background_runs, instance=instance,
-                take_all_orphans=settings.database_url is None)
+                take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
     endpoints = Endpoints(service, Auth(settings.api_key), max_body_size=settings.max_body_size)
 
     @contextlib.asynccontextmanager

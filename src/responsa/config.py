@@ -89,6 +89,10 @@ OPTIONS: tuple[Option, ...] = (
            None, str, metavar="DIR"),
     Option("database_url", "Database to use instead of SQLite in --data-dir: postgresql://user@host/db.",
            None, str, metavar="URL"),
+    Option("database_pool_size", "Most PostgreSQL connections one process opens (plus one for notifications).",
+           10, int, metavar="N"),
+    Option("lease_duration", "How long a background run's lease lasts unless renewed; a replica that dies is "
+           "detected this long after its last renewal.", 30, parse_duration, metavar="DURATION"),
     Option("config", "TOML file mapping model / deployment names to backends (see docs/configuration.md).",
            None, str, metavar="FILE"),
     Option("upstream_base_url", "OpenAI-compatible Chat Completions engine that serves every model name "
@@ -148,6 +152,8 @@ class Settings:
     port: int = 8080
     data_dir: str = field(default_factory=default_data_dir)
     database_url: str | None = None
+    database_pool_size: int = 10
+    lease_duration: int = 30
     upstream_base_url: str | None = None
     upstream_api_key: str | None = None
     upstream_timeout: int = 600
@@ -304,6 +310,10 @@ def check(settings: Settings) -> None:
         raise ConfigError("--retention must be at least 60 seconds")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
+    if settings.database_pool_size < 1:
+        raise ConfigError("--database-pool-size must be at least 1")
+    if settings.lease_duration < 2:
+        raise ConfigError("--lease-duration must be at least 2 seconds")
     if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("--database-url must be a postgresql:// URL (SQLite is the default, in --data-dir)")
     if settings.upstream_base_url and not settings.upstream_base_url.startswith(("http://", "https://")):

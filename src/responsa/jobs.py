@@ -81,9 +81,12 @@ class Jobs:
     """Runs background responses in this process and recovers orphaned ones."""
 
     def __init__(self, service: ResponsesService, store: Store, *, max_runs: int, instance: str | None = None,
-                 take_all_orphans: bool = False) -> None:
+                 take_all_orphans: bool = False, lease_seconds: int = LEASE_SECONDS) -> None:
         self.service = service
         self.store = store
+        self.lease_seconds = lease_seconds
+        # Renew (and look for orphans) several times per lease, so one slow round does not lose it.
+        self.renew_every = max(0.5, min(RENEW_EVERY, lease_seconds / 3))
         self.instance = instance or uuid.uuid4().hex
         self.slots = asyncio.Semaphore(max_runs)
         self.hub = Hub()
@@ -118,10 +121,10 @@ class Jobs:
     async def _maintain(self) -> None:
         last_purge = 0.0
         while True:
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(self.renew_every)
             try:
                 now = int(time.time())
-                for rid in await self.store.renew_leases(self.instance, now + LEASE_SECONDS):
+                for rid in await self.store.renew_leases(self.instance, now + self.lease_seconds):
                     self._cancel_local(rid)
                 await self.recover(take_all=False)
                 if time.monotonic() - last_purge > 3600:
@@ -148,7 +151,7 @@ class Jobs:
         events.created()
         events.queued()
         await events.flush()
-        record = p.save_record(lease_owner=self.instance, lease_until=int(time.time()) + LEASE_SECONDS)
+        record = p.save_record(lease_owner=self.instance, lease_until=int(time.time()) + self.lease_seconds)
         record.run_request = storable_request(p.request.raw)
         await self.store.save_response(record, [], p.input_items)
         await self.store.append_events(p.response["id"], [(e["sequence_number"], orjson.dumps(e)) for e in first])
@@ -182,7 +185,7 @@ class Jobs:
                 started = True
                 events.in_progress()
                 await store.save_response(p.save_record(lease_owner=self.instance,
-                                                        lease_until=int(time.time()) + LEASE_SECONDS),
+                                                        lease_until=int(time.time()) + self.lease_seconds),
                                           p.response["output"])
                 await events.flush()
                 await self.service.drive(p, events)
@@ -282,6 +285,8 @@ class Jobs:
         """Take over runs and streams whose process died."""
         claims = await self.store.orphaned_runs(int(time.time()), self.instance, take_all=take_all)
         for claim in claims:
+            if claim.id in self.running:
+                continue  # ours and alive: its lease lapsed while the database was unreachable
             try:
                 await self._recover_one(claim)
             except Exception:
