@@ -1,0 +1,203 @@
+"""Codex CLI (`codex exec`, npm @openai/codex) against the live server, unchanged.
+
+Codex always streams with `store: false` and `include: ["reasoning.encrypted_content"]`,
+resends the whole history each turn, echoes reasoning with its ciphertext, invents ids for
+its outputs (`fco_...`), and offers tool types the server cannot run. Each test runs the real
+binary with a temporary CODEX_HOME (docs/clients/codex.md) through the recording proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from clientkit import NODE_DIR, node_ready
+from harness import KEY_A, ServerProcess, sse_events
+from recorder import RecordingProxy
+
+pytestmark = pytest.mark.node
+
+CODEX = NODE_DIR / "node_modules" / ".bin" / "codex"
+ENCRYPTED = "reasoning.encrypted_content"
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from apply_patch\n*** End Patch\n"
+
+
+def codex(proxy: RecordingProxy, tmp_path: Path, prompt: str, *args: str,
+          model: str = "gpt-5.5") -> list[dict]:
+    """Run `codex exec --json` in a scratch directory; return its JSONL events."""
+    node_ready()
+    home = tmp_path / "codex-home"
+    home.mkdir(exist_ok=True)
+    # No retries: a failing request must fail the test at once, not after minutes of backoff.
+    (home / "config.toml").write_text(f'''model = "{model}"
+model_provider = "responsa"
+
+[model_providers.responsa]
+name = "Responsa"
+base_url = "{proxy.base_url}"
+wire_api = "responses"
+env_key = "RESPONSA_CODEX_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+stream_idle_timeout_ms = 60000
+''')
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    env = {**os.environ, "CODEX_HOME": str(home), "RESPONSA_CODEX_KEY": KEY_A}
+    done = subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", "--json", *args, prompt], cwd=work,
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180,
+                          check=False)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, f"codex exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert events and events[-1]["type"] == "turn.completed", done.stdout
+    return events
+
+
+def items(events: list[dict], kind: str) -> list[dict]:
+    return [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == kind]
+
+
+def not_stored(server: ServerProcess, response_id: str) -> bool:
+    r = httpx.get(f"{server.base_url}/responses/{response_id}", headers={"Authorization": f"Bearer {KEY_A}"})
+    return r.status_code == 404
+
+
+def test_codex_text_turn(proxy: RecordingProxy, script, clients_server: ServerProcess,
+                         tmp_path: Path) -> None:
+    script.add({"content": "Hello from Responsa.", "usage": {"prompt_tokens": 1234, "completion_tokens": 7}})
+    events = codex(proxy, tmp_path, "say hello")
+    assert [i["text"] for i in items(events, "agent_message")] == ["Hello from Responsa."]
+    usage = events[-1]["usage"]
+    assert usage["input_tokens"] == 1234 and usage["output_tokens"] == 7
+
+    (post,) = proxy.posts()
+    assert post.headers["accept"] == "text/event-stream"
+    body = post.body
+    assert body["stream"] is True and body["store"] is False and body["include"] == [ENCRYPTED]
+    assert isinstance(body["client_metadata"], dict) and "instructions" not in body
+    assert body["input"][0]["role"] == "developer"
+    sent_types = {t["type"] for t in body["tools"]}
+    assert {"function", "custom", "tool_search", "web_search"} <= sent_types
+    # Tool types the server cannot run are accepted, named in a header, and not offered.
+    assert post.response_headers["x-responsa-ignored-tools"] == "tool_search,web_search"
+    offered = {t["function"]["name"]: t["function"] for t in script.requests[0]["tools"]}
+    assert set(offered) == {t["name"] for t in body["tools"] if t["type"] in ("function", "custom")}
+    assert offered["apply_patch"]["parameters"]["required"] == ["input"]
+    assert "lark grammar" in offered["apply_patch"]["description"]
+    assert script.requests[0]["messages"][0]["role"] == "system"
+    assert proxy.validate() == 1
+    assert not_stored(clients_server, post.final()["id"])
+
+
+def test_codex_function_call_round_trip(proxy: RecordingProxy, script, tmp_path: Path) -> None:
+    script.add({"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo hi-from-responsa"}}]},
+               {"content": "The command printed hi-from-responsa."})
+    events = codex(proxy, tmp_path, "run echo")
+    (command,) = items(events, "command_execution")
+    assert command["exit_code"] == 0 and "hi-from-responsa" in command["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == "The command printed hi-from-responsa."
+
+    first, second = proxy.posts()
+    call = next(i for i in first.final()["output"] if i["type"] == "function_call")
+    echoed = {i["type"]: i for i in second.body["input"][len(first.body["input"]):]}
+    assert echoed["function_call"]["id"] == call["id"]
+    assert echoed["function_call"]["call_id"] == call["call_id"]
+    output = echoed["function_call_output"]
+    assert output["id"].startswith("fco_") and output["call_id"] == call["call_id"]
+    assert "previous_response_id" not in second.body
+    tool_message = script.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == call["call_id"]
+    assert "hi-from-responsa" in tool_message["content"]
+    assert proxy.validate() == 2
+
+
+def test_codex_custom_tool_call_round_trip(proxy: RecordingProxy, script, tmp_path: Path) -> None:
+    script.add({"tool_calls": [{"name": "apply_patch", "arguments": {"input": PATCH}}]},
+               {"content": "Created hello.txt."})
+    events = codex(proxy, tmp_path, "create hello.txt", "--sandbox", "workspace-write")
+    assert (tmp_path / "work" / "hello.txt").read_text() == "hello from apply_patch\n"
+    (change,) = items(events, "file_change")
+    assert change["status"] == "completed" and change["changes"][0]["kind"] == "add"
+
+    first, second = proxy.posts()
+    done = [e["item"] for e in first.events() if e["type"] == "response.output_item.done"]
+    (call,) = [i for i in done if i["type"] == "custom_tool_call"]
+    assert call["name"] == "apply_patch" and call["input"] == PATCH
+    new = second.body["input"][len(first.body["input"]):]
+    assert [i["type"] for i in new] == ["custom_tool_call", "custom_tool_call_output"]
+    assert new[0]["call_id"] == new[1]["call_id"] == call["call_id"]
+    tool_message = script.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and "hello.txt" in tool_message["content"]
+    # The model saw its own call again as the function it called.
+    assert json.loads(script.requests[1]["messages"][-2]["tool_calls"][0]["function"]["arguments"]) == \
+        {"input": PATCH}
+    assert proxy.validate() == 2
+
+
+def test_codex_stateless_three_turns_with_encrypted_reasoning(
+        proxy: RecordingProxy, script, clients_server: ServerProcess, tmp_path: Path) -> None:
+    thoughts = ["First I list the files.", "Now I add the file.", "All done, I answer."]
+    script.add({"reasoning": thoughts[0],
+                "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "ls"}}]},
+               {"reasoning": thoughts[1],
+                "tool_calls": [{"name": "apply_patch", "arguments": {"input": PATCH}}]},
+               {"reasoning": thoughts[2], "content": "Added hello.txt."})
+    events = codex(proxy, tmp_path, "list files then add hello.txt", "--sandbox", "workspace-write")
+    assert items(events, "agent_message")[-1]["text"] == "Added hello.txt."
+
+    posts = proxy.posts()
+    assert len(posts) == 3
+    for n, post in enumerate(posts):
+        body = post.body
+        assert body["store"] is False and body["include"] == [ENCRYPTED]
+        assert "previous_response_id" not in body
+        reasoning = [i for i in post.final()["output"] if i["type"] == "reasoning"]
+        assert len(reasoning) == 1 and reasoning[0]["encrypted_content"], "no encrypted_content (issue 6)"
+        assert thoughts[n] not in reasoning[0]["encrypted_content"]
+        assert not_stored(clients_server, post.final()["id"])
+        if n:
+            # Full history every turn: the previous input, then the previous output echoed
+            # (reasoning with its ciphertext), then Codex's own outputs.
+            before = posts[n - 1]
+            assert body["input"][:len(before.body["input"])] == before.body["input"]
+            sent = {i["id"]: i for i in body["input"] if i.get("type") == "reasoning"}
+            previous = next(i for i in before.final()["output"] if i["type"] == "reasoning")
+            assert sent[previous["id"]]["encrypted_content"] == previous["encrypted_content"]
+    assistant = [m for m in script.requests[2]["messages"] if m["role"] == "assistant"]
+    assert [m.get("reasoning_content") for m in assistant] == thoughts[:2]
+    assert proxy.validate() == 3
+
+    # Against OpenAI, Codex echoes reasoning with `content: null` and only the ciphertext: the
+    # next user turn sent that way must still give the engine all three thoughts back.
+    replay = json.loads(json.dumps(posts[2].body))
+    replay["input"] += [*posts[2].final()["output"],
+                        {"type": "message", "role": "user",
+                         "content": [{"type": "input_text", "text": "again"}]}]
+    for item in replay["input"]:
+        if item.get("type") == "reasoning":
+            item["content"] = None
+            item["summary"] = []
+    script.add({"content": "Replayed."})
+    with httpx.stream("POST", proxy.base_url + "/responses", json=replay, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY_A}", "Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200, r.read()
+        streamed = sse_events(r.read())
+    assert streamed[-1]["type"] == "response.completed"
+    assistant = [m for m in script.requests[3]["messages"] if m["role"] == "assistant"]
+    assert [m.get("reasoning_content") for m in assistant] == thoughts
+
+
+def test_codex_unknown_model_slug(proxy: RecordingProxy, script, tmp_path: Path) -> None:
+    """With a slug Codex has no metadata for, it sends a `namespace` tool instead of apply_patch."""
+    script.add({"content": "Fallback works."})
+    events = codex(proxy, tmp_path, "say hello", model="responsa-local")
+    assert [i["text"] for i in items(events, "agent_message")] == ["Fallback works."]
+    (post,) = proxy.posts()
+    assert "namespace" in {t["type"] for t in post.body["tools"]}
+    assert "namespace" in post.response_headers["x-responsa-ignored-tools"].split(",")
+    assert post.body["model"] == "responsa-local"
+    assert proxy.validate() == 1
