@@ -19,7 +19,9 @@ from starlette.routing import Mount, Route
 from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
+from .files import FilesEndpoints
 from .jobs import Jobs
+from .media import Media
 from .router import Router
 from .service import ResponsesService
 from .store import open_store
@@ -99,7 +101,10 @@ def create_app(settings: Settings) -> Any:
     service = ResponsesService(store, router, settings, instance=instance)
     jobs = Jobs(service, store, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
-    endpoints = Endpoints(service, Auth(settings.api_key), max_body_size=settings.max_body_size)
+    auth = Auth(settings.api_key)
+    endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size)
+    files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
+    media = service.media = Media(store, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,10 +118,11 @@ def create_app(settings: Settings) -> Any:
         finally:
             await jobs.stop()
             await service.shutdown()
+            await media.aclose()
             await router.aclose()
             await store.close()
 
-    routes: list[Any] = [Mount(prefix, routes=endpoints.routes()) for prefix in PREFIXES]
+    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,

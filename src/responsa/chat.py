@@ -102,9 +102,11 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
     def tool_result(call_id: str, content: Any) -> None:
         text = content if isinstance(content, str) else text_of(content)
         out.append({"role": "tool", "tool_call_id": call_id, "content": text})
-        if isinstance(content, list) and any(p.get("type") == "input_image" for p in content):
-            images = [p for p in content if p.get("type") == "input_image"]
-            out.append({"role": "user", "content": user_content(images)})
+        # Tool messages carry text only: images and files follow as a user message.
+        media = [p for p in content if p.get("type") in ("input_image", "input_file")] \
+            if isinstance(content, list) else []
+        if media:
+            out.append({"role": "user", "content": user_content(media)})
 
     for item in items:
         kind = item.get("type")

@@ -111,6 +111,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("retention", "How long stored responses, their items and events are kept.", 30 * DAY,
            parse_duration, metavar="DURATION"),
     Option("max_body_size", "Largest accepted JSON request body.", 64 * 1024**2, parse_size, metavar="SIZE"),
+    Option("max_file_size", "Largest file: uploads to /files (413 above it), and image or file URLs the "
+           "server downloads.", 64 * 1024**2, parse_size, metavar="SIZE"),
+    Option("fetch_image_urls", "Download http(s) image URLs and send them to the engine inline (behind the "
+           "private-network guard) instead of passing the URL for the engine to fetch.", False, parse_bool,
+           flag_only=True),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
            32, int, metavar="N"),
     Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.", 15,
@@ -162,6 +167,8 @@ class Settings:
     allow_private_network: bool = False
     retention: int = 30 * DAY
     max_body_size: int = 64 * 1024**2
+    max_file_size: int = 64 * 1024**2
+    fetch_image_urls: bool = False
     max_background_runs: int = 32
     keepalive_interval: int = 15
     log_level: str = "info"
@@ -318,6 +325,9 @@ def check(settings: Settings) -> None:
         raise ConfigError("--database-url must be a postgresql:// URL (SQLite is the default, in --data-dir)")
     if settings.upstream_base_url and not settings.upstream_base_url.startswith(("http://", "https://")):
         raise ConfigError("--upstream-base-url must be an http(s) URL")
+    for backend in settings.backends:
+        if backend.options.get("files", "text") not in ("pass", "text"):
+            raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")
 
 
 def data_path(settings: Settings, *parts: str) -> Path:

@@ -185,7 +185,7 @@ class Endpoints:
 
     async def list_input_items(self, request: Request) -> Response:
         owner = self.auth(request)
-        query_include(request)
+        include = query_include(request)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise c.bad_value("order", order, ("asc", "desc"))
@@ -193,7 +193,7 @@ class Endpoints:
         assert limit is not None
         page = await self.service.input_items(
             request.path_params["response_id"], owner, after=request.query_params.get("after"),
-            before=request.query_params.get("before"), limit=limit, order=order)
+            before=request.query_params.get("before"), limit=limit, order=order, include=include)
         return JSONResponse(page)
 
     async def list_models(self, request: Request) -> Response:

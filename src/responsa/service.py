@@ -90,9 +90,11 @@ class ResponsesService:
         if self.reasoning_vault is not None:
             input_items = await self.reasoning_vault.open_items(input_items, owner)
         target = self.router.resolve(req.model)
+        # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
+        sent = [*history, *input_items]
         if self.media is not None:
-            input_items = await self.media.resolve(input_items, owner, target)
-        elif not target.backend.accepts_images(target.model) and _has_images([*history, *input_items]):
+            sent = await self.media.resolve(sent, owner, target, first_input=len(history))
+        elif not target.backend.accepts_images(target.model) and _has_images(sent):
             raise InvalidRequest(f"The model '{req.model}' does not accept image input.", param="input",
                                  code="unsupported_image_input")
         created_at = created_at or int(time.time())
@@ -111,7 +113,7 @@ class ResponsesService:
                           allow_private_network=self.settings.allow_private_network,
                           load_file=self._file_loader(owner))
         spec = RunSpec(
-            backend=target.backend, model=target.model, history=[*history, *input_items],
+            backend=target.backend, model=target.model, history=sent,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
             tool_choice=req.tool_choice, parallel_tool_calls=req.parallel_tool_calls,
             max_tool_calls=req.max_tool_calls, max_output_tokens=req.max_output_tokens,
@@ -279,11 +281,13 @@ class ResponsesService:
         return {"id": rid, "object": "response", "deleted": True}
 
     async def input_items(self, rid: str, owner: str, *, after: str | None, before: str | None, limit: int,
-                          order: str) -> dict:
+                          order: str, include: tuple[str, ...] = ()) -> dict:
         page = await self.store.list_input_items(rid, owner, after=after, before=before, limit=limit, order=order)
         if page is None:
             raise not_found("Response", rid)
         data = page.items
+        if self.media is not None and "message.input_image.image_url" in include:
+            data = await self.media.include_image_urls(data, owner)
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
 

@@ -95,6 +95,11 @@ class Backend(Protocol):
         """Whether image parts may be sent for this model (False gets a clear 400)."""
         ...
 
+    def accepts_files(self, model: str) -> bool:
+        """Whether `input_file` parts may be sent as Chat Completions `file` parts (False: the
+        text of PDFs and text files is sent instead, see media.py). Optional: absent means False."""
+        ...
+
     async def ready(self) -> bool:
         """Whether the backend can serve now (the health endpoint reports it)."""
         ...

@@ -46,6 +46,9 @@ class ChatCompletionsBackend:
         self.max_tokens_field = str(config.options.get(
             "max_tokens_field", "max_completion_tokens" if "api.openai.com" in self.url else "max_tokens"))
         self.send_images = bool(config.options.get("images", True))
+        # Hosted OpenAI / Azure OpenAI read `file` parts; most self-hosted engines take text only.
+        hosted = "api.openai.com" in self.url or ".openai.azure.com" in self.url
+        self.send_files = config.options.get("files", "pass" if hosted else "text") == "pass"
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -67,6 +70,9 @@ class ChatCompletionsBackend:
 
     def accepts_images(self, model: str) -> bool:
         return self.send_images
+
+    def accepts_files(self, model: str) -> bool:
+        return self.send_files
 
     async def models(self) -> list[str]:
         try:

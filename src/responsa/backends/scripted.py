@@ -178,6 +178,9 @@ class ScriptedBackend:
     def accepts_images(self, model: str) -> bool:
         return True
 
+    def accepts_files(self, model: str) -> bool:
+        return False
+
     async def ready(self) -> bool:
         return True
 

@@ -1,0 +1,392 @@
+"""Image and file input: `input_image` / `input_file` parts resolved to what an engine takes.
+
+Stored items keep what the client sent (file ids, URLs); only the copy sent to the engine is
+resolved. Uploaded files are inlined as `data:` URLs, since an engine cannot know this
+server's file ids. `input_file` parts go to engines that take files as Chat Completions `file`
+parts; for text-only engines the text of PDFs and text files is extracted and sent instead.
+Whatever cannot be sent is a 400 naming the part, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import mimetypes
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from .config import Settings
+from .errors import InvalidRequest, not_found
+from .netguard import BlockedAddress, PublicResolver, check_url
+from .store import Store
+
+FETCH_TIMEOUT = 30
+TOOL_OUTPUTS = ("function_call_output", "custom_tool_call_output")
+# Text formats sent to text-only engines as their contents, besides PDF and any text/* type.
+TEXT_MIME_TYPES = frozenset({
+    "application/json", "application/x-ndjson", "application/jsonl", "application/xml", "application/yaml",
+    "application/x-yaml", "application/toml", "application/javascript", "application/x-sh",
+    "application/sql", "application/x-tex", "application/x-python",
+})
+TEXT_EXTENSIONS = frozenset({
+    ".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".yaml",
+    ".yml", ".toml", ".ini", ".cfg", ".conf", ".log", ".html", ".htm", ".css", ".tex", ".py", ".js",
+    ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".go", ".rs",
+    ".rb", ".php", ".swift", ".scala", ".sh", ".bash", ".zsh", ".ps1", ".sql", ".r", ".lua", ".pl",
+})
+SUPPORTED_TEXT_FORMATS = ("PDF (with a text layer) and UTF-8 text files (text/*, JSON, XML, YAML, CSV, "
+                          "source code)")
+
+
+@dataclass(frozen=True)
+class Blob:
+    """File bytes with their MIME type and name."""
+
+    data: bytes
+    mime: str
+    filename: str
+
+
+def sniff(data: bytes) -> str | None:
+    """The MIME type of common image formats and PDF from their first bytes."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"%PDF-"):
+        return "application/pdf"
+    return None
+
+
+def guess_mime(data: bytes, declared: str | None, filename: str | None) -> str:
+    """The content's MIME type: its magic bytes, else a specific declared type, else its name."""
+    sniffed = sniff(data)
+    if sniffed:
+        return sniffed
+    declared = (declared or "").split(";", 1)[0].strip().lower()
+    if declared and declared != "application/octet-stream":
+        return declared
+    if filename:
+        guessed, _ = mimetypes.guess_type(filename, strict=False)
+        if guessed:
+            return guessed
+    return "application/octet-stream"
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def decode_base64(text: str, param: str, code: str = "invalid_base64") -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"Invalid '{param}': the data is not valid base64.", param=param,
+                             code=code) from None
+
+
+def parse_data_url(url: str, param: str, code: str = "invalid_base64") -> tuple[str, bytes]:
+    """(MIME type, bytes) of a `data:<mime>;base64,<data>` URL."""
+    header, sep, payload = url.partition(",")
+    if not sep or not header.startswith("data:") or not header.endswith(";base64"):
+        raise InvalidRequest(f"Invalid '{param}': expected a data URL of the form "
+                             "'data:<mime type>;base64,<data>'.", param=param, code=code)
+    mime = header[5:-7].split(";", 1)[0].strip().lower()
+    return mime, decode_base64(payload, param, code)
+
+
+def is_text(blob: Blob) -> bool:
+    mime = blob.mime
+    if mime.startswith("text/") or mime in TEXT_MIME_TYPES or mime.endswith(("+json", "+xml")):
+        return True
+    return posixpath.splitext(blob.filename.lower())[1] in TEXT_EXTENSIONS
+
+
+def extract_text(blob: Blob, param: str) -> str:
+    """The text of a PDF or text file, for engines that take no files (CPU-bound: run in a thread)."""
+    if blob.mime == "application/pdf":
+        return _pdf_text(blob, param)
+    if is_text(blob):
+        try:
+            return blob.data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"The file '{blob.filename}' is not UTF-8 text.", param=param,
+                                 code="unsupported_file") from None
+    raise InvalidRequest(
+        f"The file '{blob.filename}' ({blob.mime}) cannot be sent to this model: it takes files as text, "
+        f"which this server can extract from {SUPPORTED_TEXT_FORMATS}.", param=param, code="unsupported_file")
+
+
+def _pdf_text(blob: Blob, param: str) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(blob.data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise InvalidRequest(f"The PDF '{blob.filename}' is encrypted.", param=param,
+                                 code="unsupported_file")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise InvalidRequest(f"The PDF '{blob.filename}' cannot be read: {e}", param=param,
+                             code="unsupported_file") from None
+    text = "\n\n".join(p for p in pages if p)
+    if not text:
+        raise InvalidRequest(
+            f"The PDF '{blob.filename}' has no text layer (scanned pages?); this model takes files as "
+            "text only.",
+            param=param, code="unsupported_file")
+    return text
+
+
+def file_text_part(blob: Blob, text: str) -> dict:
+    return {"type": "input_text", "text": f'Contents of the file "{blob.filename}":\n\n{text}'}
+
+
+class Media:
+    """Resolves image and file parts for one engine; fetches URLs behind the private-network guard."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.max_size = settings.max_file_size
+        self.fetch_image_urls = settings.fetch_image_urls
+        self.allow_private = settings.allow_private_network
+        self._session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def resolve(self, items: Sequence[dict], owner: str, target: Any, *,
+                      first_input: int = 0) -> list[dict]:
+        """The items as the engine gets them. Items before `first_input` come from earlier
+        responses: a file deleted since is replaced by a note instead of failing the chain."""
+        backend, model = target.backend, target.model
+        accepts_files = getattr(backend, "accepts_files", None)
+        run = _Resolution(self, owner, images=backend.accepts_images(model),
+                          files=bool(accepts_files and accepts_files(model)))
+        out = []
+        for n, item in enumerate(items):
+            where = f"input[{n - first_input}]" if n >= first_input else None
+            out.append(await run.item(item, where))
+        return out
+
+    async def include_image_urls(self, items: Sequence[dict], owner: str) -> list[dict]:
+        """`include=message.input_image.image_url`: file-based images get their `data:` URL."""
+        out = []
+        for item in items:
+            content = item.get("content") if item.get("type") == "message" else None
+            if isinstance(content, list) and any(_file_image(p) for p in content):
+                parts = []
+                for p in content:
+                    if _file_image(p):
+                        blob = await self.load(p["file_id"], owner)
+                        if blob is not None:
+                            p = {**p, "image_url": data_url(blob.mime, blob.data)}
+                    parts.append(p)
+                item = {**item, "content": parts}
+            out.append(item)
+        return out
+
+    async def load(self, file_id: str, owner: str) -> Blob | None:
+        """An uploaded file of this owner, or None if unknown, foreign, deleted or expired."""
+        record = await self.store.get_file(file_id, owner)
+        data = await self.store.file_content(file_id, owner) if record is not None else None
+        if record is None or data is None:
+            return None
+        return Blob(data, record.mime_type, record.filename)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=PublicResolver(self.allow_private), limit=32),
+                timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT, connect=10))
+        return self._session
+
+    async def fetch(self, url: str, param: str, what: str, code: str) -> Blob:
+        """Download a URL (http(s), public unless allowed, at most --max-file-size)."""
+        await check_url(url, allow_private=self.allow_private, param=param, what=what)
+        try:
+            async with self._client().get(url, max_redirects=5) as resp:
+                if resp.status != 200:
+                    raise InvalidRequest(f"Could not download the {what} '{url}': HTTP {resp.status}.",
+                                         param=param, code=code)
+                if resp.content_length is not None and resp.content_length > self.max_size:
+                    raise self._too_large(what, url, param)
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > self.max_size:
+                        raise self._too_large(what, url, param)
+                    chunks.append(chunk)
+                declared = resp.headers.get("content-type")
+        except aiohttp.ClientConnectorError as e:
+            if isinstance(e.os_error, BlockedAddress) or isinstance(e.__cause__, BlockedAddress):
+                raise InvalidRequest(
+                    f"The {what} '{url}' resolves to a private, loopback or link-local address, which this "
+                    "server does not fetch from (start it with --allow-private-network to allow it).",
+                    param=param, code="url_not_allowed") from None
+            raise InvalidRequest(f"Could not download the {what} '{url}': {e}", param=param,
+                                 code=code) from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise InvalidRequest(f"Could not download the {what} '{url}': {e or 'timed out'}", param=param,
+                                 code=code) from None
+        data = b"".join(chunks)
+        name = unquote(posixpath.basename(urlsplit(url).path)) or "file"
+        return Blob(data, guess_mime(data, declared, name), name)
+
+    def _too_large(self, what: str, url: str, param: str) -> InvalidRequest:
+        return InvalidRequest(f"The {what} '{url}' is larger than the limit of {self.max_size} bytes.",
+                              param=param, code="file_too_large")
+
+
+def _file_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image" and bool(part.get("file_id")) \
+        and not part.get("image_url")
+
+
+class _Resolution:
+    """One request's resolution: the owner, what the engine takes, files loaded once."""
+
+    def __init__(self, media: Media, owner: str, *, images: bool, files: bool) -> None:
+        self.media = media
+        self.owner = owner
+        self.images = images
+        self.files = files
+        self.loaded: dict[str, Blob | None] = {}
+
+    async def item(self, item: dict, where: str | None) -> dict:
+        kind = item.get("type")
+        if kind == "message" and isinstance(item.get("content"), list):
+            parts = await self.parts(item["content"], where and f"{where}.content")
+            return item if parts is None else {**item, "content": parts}
+        if kind in TOOL_OUTPUTS and isinstance(item.get("output"), list):
+            parts = await self.parts(item["output"], where and f"{where}.output")
+            return item if parts is None else {**item, "output": parts}
+        if kind == "computer_call_output" and isinstance(item.get("output"), dict):
+            screenshot = item["output"]
+            self.check_images(where and f"{where}.output")
+            if screenshot.get("file_id") and not screenshot.get("image_url"):
+                url = await self.file_image(screenshot["file_id"], where and f"{where}.output.file_id")
+                if url is not None:
+                    rest = {k: v for k, v in screenshot.items() if k != "file_id"}
+                    return {**item, "output": {**rest, "image_url": url}}
+        return item
+
+    async def parts(self, parts: list, where: str | None) -> list[dict] | None:
+        """The resolved parts, or None when nothing needed resolving."""
+        if not any(isinstance(p, dict) and p.get("type") in ("input_image", "input_file") for p in parts):
+            return None
+        out = []
+        for k, part in enumerate(parts):
+            param = where and f"{where}[{k}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "input_image":
+                out.append(await self.image(part, param))
+            elif kind == "input_file":
+                out.append(await self.file(part, param))
+            else:
+                out.append(part)
+        return out
+
+    def check_images(self, param: str | None) -> None:
+        if not self.images:
+            where = "" if param else " (an image is in the conversation of previous_response_id)"
+            raise InvalidRequest(f"This model does not accept image input{where}.",
+                                 param=param or "previous_response_id", code="unsupported_image_input")
+
+    async def image(self, part: dict, param: str | None) -> dict:
+        self.check_images(param)
+        url = part.get("image_url")
+        out = {k: v for k, v in part.items() if k != "file_id"}
+        if part.get("file_id") and not url:
+            image = await self.file_image(part["file_id"], param and f"{param}.file_id")
+            if image is None:
+                return _deleted_note(part["file_id"])
+            out["image_url"] = image
+        elif isinstance(url, str) and url.startswith("data:"):
+            mime, _ = parse_data_url(url, _p(param, "image_url"), "invalid_base64_image")
+            if not mime.startswith("image/"):
+                raise InvalidRequest(f"Invalid '{_p(param, 'image_url')}': '{mime}' is not an image type.",
+                                     param=_p(param, "image_url"), code="unsupported_image_media_type")
+        elif isinstance(url, str) and self.media.fetch_image_urls:
+            where = _p(param, "image_url")
+            blob = await self.media.fetch(url, where, "image URL", "failed_to_download_image")
+            out["image_url"] = data_url(self._image_mime(blob, where), blob.data)
+        return out
+
+    async def file_image(self, file_id: str, param: str | None) -> str | None:
+        """A `data:` URL of an uploaded image; None for a file gone from an earlier response."""
+        blob = await self.blob(file_id, param)
+        if blob is None:
+            return None
+        return data_url(self._image_mime(blob, param or "previous_response_id"), blob.data)
+
+    def _image_mime(self, blob: Blob, param: str) -> str:
+        mime = blob.mime if blob.mime.startswith("image/") else sniff(blob.data) or blob.mime
+        if not mime.startswith("image/"):
+            raise InvalidRequest(f"The file '{blob.filename}' is not an image ({mime}).", param=param,
+                                 code="unsupported_image_media_type")
+        return mime
+
+    async def blob(self, file_id: str, param: str | None) -> Blob | None:
+        """An uploaded file; 404 naming `param` when missing (None for earlier responses' items)."""
+        if file_id not in self.loaded:
+            self.loaded[file_id] = await self.media.load(file_id, self.owner)
+        blob = self.loaded[file_id]
+        if blob is None and param is not None:
+            raise not_found("File", file_id, param=param)
+        return blob
+
+    async def file(self, part: dict, param: str | None) -> dict:
+        key = next((k for k in ("file_id", "file_data", "file_url") if part.get(k)), None)
+        if key is None:
+            raise InvalidRequest("An input_file needs 'file_id', 'file_data' or 'file_url'.",
+                                 param=param or "previous_response_id", code="invalid_value")
+        source = _p(param, key)
+        blob: Blob | None
+        if key == "file_id":
+            blob = await self.blob(part["file_id"], source if param else None)
+            if blob is None:
+                return _deleted_note(part["file_id"])
+        elif key == "file_data":
+            blob = self.inline_file(part, source)
+        else:
+            blob = await self.media.fetch(part["file_url"], source, "file URL", "failed_to_download_file")
+        if part.get("filename"):
+            blob = Blob(blob.data, blob.mime, part["filename"])
+        if self.files:
+            return {"type": "input_file", "filename": blob.filename,
+                    "file_data": data_url(blob.mime, blob.data)}
+        text = await asyncio.to_thread(extract_text, blob, source)
+        return file_text_part(blob, text)
+
+    def inline_file(self, part: dict, param: str) -> Blob:
+        raw = part["file_data"]
+        filename = part.get("filename") or "file"
+        if raw.startswith("data:"):
+            declared, data = parse_data_url(raw, param)
+        else:
+            declared, data = None, decode_base64(raw, param)
+        return Blob(data, guess_mime(data, declared, filename), filename)
+
+
+def _p(param: str | None, key: str) -> str:
+    return f"{param}.{key}" if param else "previous_response_id"
+
+
+def _deleted_note(file_id: str) -> dict:
+    # Only for items of earlier responses: the chain stays usable after a file is deleted.
+    return {"type": "input_text", "text": f"[The file {file_id} that was here has been deleted.]"}
+
