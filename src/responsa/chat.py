@@ -151,8 +151,10 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
         elif kind == "image_generation_call":
             call_id = item["id"]
             tool_call(call_id, "image_generation", json.dumps({"prompt": item.get("revised_prompt") or ""}))
+            error = item.get("error")
+            detail = f": {error.get('message')}" if isinstance(error, dict) and error.get("message") else "."
             tool_result(call_id, "The image was generated and shown to the user." if item.get("result")
-                        else f"Image generation {item.get('status', 'failed')}.")
+                        else f"Image generation {item.get('status', 'failed')}{detail}")
         elif kind == "computer_call":
             action = item.get("action") or {"type": "batch", "actions": item.get("actions")}
             tool_call(item["call_id"], "computer", json.dumps({"action": action}))

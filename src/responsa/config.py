@@ -122,6 +122,12 @@ OPTIONS: tuple[Option, ...] = (
            parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error.", "info"),
     Option("access_log", "Log one line per request.", True, parse_bool),
+    Option("images_base_url", "OpenAI-compatible Images API for the image_generation tool (default: the "
+           "--upstream-base-url engine).", None, str, metavar="URL"),
+    Option("images_api_key", "API key for --images-base-url (default: --upstream-api-key when the Images API "
+           "is the upstream engine).", None, str, metavar="KEY"),
+    Option("images_model", "Image model used when neither the tool's `model` nor the "
+           "x-ms-oai-image-generation-deployment header names one.", "gpt-image-1.5", str, metavar="NAME"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -173,6 +179,9 @@ class Settings:
     keepalive_interval: int = 15
     log_level: str = "info"
     access_log: bool = True
+    images_base_url: str | None = None
+    images_api_key: str | None = None
+    images_model: str = "gpt-image-1.5"
     config: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
@@ -325,6 +334,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--database-url must be a postgresql:// URL (SQLite is the default, in --data-dir)")
     if settings.upstream_base_url and not settings.upstream_base_url.startswith(("http://", "https://")):
         raise ConfigError("--upstream-base-url must be an http(s) URL")
+    if settings.images_base_url and not settings.images_base_url.startswith(("http://", "https://")):
+        raise ConfigError("--images-base-url must be an http(s) URL")
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")

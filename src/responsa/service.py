@@ -70,6 +70,8 @@ class ResponsesService:
         self.reasoning_vault: Any = None
         self.media: Any = None
         self.jobs: Any = None
+        # What server-side tools may use (ToolContext.services): settings, shared clients.
+        self.tool_services: dict[str, Any] = {"settings": settings}
 
     # ---- create -----------------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class ResponsesService:
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, include=req.include, owner=owner,
                           allow_private_network=self.settings.allow_private_network,
-                          load_file=self._file_loader(owner))
+                          load_file=self._file_loader(owner), services=self.tool_services)
         spec = RunSpec(
             backend=target.backend, model=target.model, history=sent,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
