@@ -27,9 +27,10 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidRequest, not_found
+from .errors import InvalidRequest, ServiceUnavailable, not_found
 from .events import TERMINAL, ResponseEvents
 from .service import KEEPALIVE, Prepared, ResponsesService
+from .replay import output_from_events
 from .store import RunClaim, Store
 
 log = logging.getLogger("responsa.jobs")
@@ -134,6 +135,8 @@ class Jobs:
                         log.info("purged %d expired responses and files", purged)
             except asyncio.CancelledError:
                 raise
+            except ServiceUnavailable as e:  # a database outage: no traceback every few seconds
+                log.warning("background maintenance skipped: %s", e.message)
             except Exception:
                 log.exception("background maintenance failed; retrying")
 
@@ -303,10 +306,18 @@ class Jobs:
             return
         stored = await self.store.load_events(claim.id, -1)
         next_seq = stored[-1][0] + 1 if stored else 0
+        # What followers already saw streamed is the output (the stored one is from the start).
+        output, still_open = output_from_events(orjson.loads(data) for _, data in stored)
+        if len(output) >= len(response["output"]):
+            response["output"] = output
+        else:
+            still_open = []
         events = ResponseEvents(response, self._persist_to(claim.id), first_sequence_number=next_seq)
         from .service import _close_items
 
         _close_items(events)
+        for index in still_open:
+            events.done_item(index)
         events.failed(*INTERRUPTED, response.get("usage"))
         record.status = response["status"]
         record.body = {k: v for k, v in response.items() if k != "output"}

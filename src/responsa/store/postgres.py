@@ -47,6 +47,8 @@ def _is_outage(error: BaseException) -> bool:
         return False
     if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
         return True
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return True  # e.g. a query racing the server's "terminating connection" message
     if isinstance(error, asyncpg.PostgresError):
         return (error.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
     return False
@@ -98,7 +100,7 @@ class PostgresStore:
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
+            self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=300, reset=_no_reset,
             init=self._init_connection, server_settings={"application_name": "responsa"})
         self._listening = asyncio.Event()
