@@ -371,6 +371,11 @@ def test_pdf_reaches_text_only_engine_as_text(client: OpenAI, script) -> None:
         assert sent == f'Summarise\nContents of the file "{name}":\n\n' + "\n".join(PDF_LINES)
         stored = wire(client.responses.input_items.list(r.id).data[0])["content"][1]
         assert stored == {**part, "type": "input_file"}  # the stored item keeps what was sent
+    # A later turn of the conversation sends the text again (cached, not extracted again).
+    client.responses.create(model="m", input="and the costs?", previous_response_id=r.id)
+    history = script.requests[-1]["messages"]
+    assert history[0]["content"] == 'Summarise\nContents of the file "report.pdf":\n\n' + "\n".join(PDF_LINES)
+    assert history[-1] == {"role": "user", "content": "and the costs?"}
 
 
 def test_text_file_and_unsupported_formats(client: OpenAI, script) -> None:
@@ -475,3 +480,45 @@ def test_guard_refuses_private_image_urls(guarded_server: ServerProcess, script,
             {"type": "input_image", "image_url": host.url("/cat.png")}]}])
     assert e.value.param == "input[0].content[0].image_url" and e.value.code == "url_not_allowed"
     assert hits == [] and script.requests == []
+
+
+# ---- replicas on PostgreSQL share files ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def replicas(engine: ScriptedEngine,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    import pg
+
+    url = pg.create_database("responsa_files")
+    tmp = tmp_path_factory.mktemp("files-replicas")
+    servers = [ServerProcess(tmp / name, "--database-url", url, "--upstream-base-url", engine.base_url,
+                             "--api-key", KEY_A, "--database-pool-size", "2") for name in ("a", "b")]
+    try:
+        for s in servers:
+            s.start()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+        pg.drop_database(url)
+
+
+@pytest.mark.postgres
+def test_replicas_share_files(replicas: list[ServerProcess], script) -> None:
+    a, b = (_client(s) for s in replicas)
+    image, document = png(), pdf(PDF_LINES)
+    f = a.files.create(file=("cat.png", image, "image/png"), purpose="vision")
+    d = a.files.create(file=("report.pdf", document, "application/pdf"), purpose="user_data")
+    assert b.files.retrieve(f.id).model_dump() == f.model_dump()
+    assert b.files.content(d.id).content == document
+    assert {f.id, d.id} <= {x.id for x in b.files.list()}
+    r = b.responses.create(model="m", input=[{"role": "user", "content": [
+        {"type": "input_image", "file_id": f.id}, {"type": "input_file", "file_id": d.id}]}])
+    check_response(r)
+    assert user_parts(script.requests[-1]) == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(image)}},
+        {"type": "text", "text": 'Contents of the file "report.pdf":\n\n' + "\n".join(PDF_LINES)}]
+    assert a.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        b.files.content(f.id)
+    check_response(a.responses.retrieve(r.id))

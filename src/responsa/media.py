@@ -15,9 +15,10 @@ import binascii
 import io
 import mimetypes
 import posixpath
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -28,6 +29,9 @@ from .netguard import BlockedAddress, PublicResolver, check_url
 from .store import Store
 
 FETCH_TIMEOUT = 30
+TEXT_CACHE_CHARS = 32 * 1024 * 1024
+OFFLOAD_SIZE = 1024 * 1024
+T = TypeVar("T")
 TOOL_OUTPUTS = ("function_call_output", "custom_tool_call_output")
 # Text formats sent to text-only engines as their contents, besides PDF and any text/* type.
 TEXT_MIME_TYPES = frozenset({
@@ -163,6 +167,24 @@ class Media:
         self.fetch_image_urls = settings.fetch_image_urls
         self.allow_private = settings.allow_private_network
         self._session: aiohttp.ClientSession | None = None
+        # Extracted text of uploaded files by id (files never change), so that a conversation
+        # about a long PDF does not extract it again on every turn. Bounded by total length.
+        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._texts_size = 0
+
+    async def file_text(self, blob: Blob, param: str, file_id: str | None) -> str:
+        """`extract_text` in a thread; uploaded files' text is cached."""
+        if file_id is not None and file_id in self._texts:
+            self._texts.move_to_end(file_id)
+            return self._texts[file_id]
+        text = await asyncio.to_thread(extract_text, blob, param)
+        if file_id is not None and len(text) <= TEXT_CACHE_CHARS // 4:
+            self._texts[file_id] = text
+            self._texts_size += len(text)
+            while self._texts_size > TEXT_CACHE_CHARS:
+                _, old = self._texts.popitem(last=False)
+                self._texts_size -= len(old)
+        return text
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -193,7 +215,7 @@ class Media:
                     if _file_image(p):
                         blob = await self.load(p["file_id"], owner)
                         if blob is not None:
-                            p = {**p, "image_url": data_url(blob.mime, blob.data)}
+                            p = {**p, "image_url": await _run(data_url, blob.mime, blob.data)}
                     parts.append(p)
                 item = {**item, "content": parts}
             out.append(item)
@@ -316,14 +338,16 @@ class _Resolution:
                 return _deleted_note(part["file_id"])
             out["image_url"] = image
         elif isinstance(url, str) and url.startswith("data:"):
-            mime, _ = parse_data_url(url, _p(param, "image_url"), "invalid_base64_image")
+            if param is None:
+                return out  # checked when it was first sent
+            mime, _ = await _run(parse_data_url, url, _p(param, "image_url"), "invalid_base64_image")
             if not mime.startswith("image/"):
                 raise InvalidRequest(f"Invalid '{_p(param, 'image_url')}': '{mime}' is not an image type.",
                                      param=_p(param, "image_url"), code="unsupported_image_media_type")
         elif isinstance(url, str) and self.media.fetch_image_urls:
             where = _p(param, "image_url")
             blob = await self.media.fetch(url, where, "image URL", "failed_to_download_image")
-            out["image_url"] = data_url(self._image_mime(blob, where), blob.data)
+            out["image_url"] = await _run(data_url, self._image_mime(blob, where), blob.data)
         return out
 
     async def file_image(self, file_id: str, param: str | None) -> str | None:
@@ -331,7 +355,7 @@ class _Resolution:
         blob = await self.blob(file_id, param)
         if blob is None:
             return None
-        return data_url(self._image_mime(blob, param or "previous_response_id"), blob.data)
+        return await _run(data_url, self._image_mime(blob, param or "previous_response_id"), blob.data)
 
     def _image_mime(self, blob: Blob, param: str) -> str:
         mime = blob.mime if blob.mime.startswith("image/") else sniff(blob.data) or blob.mime
@@ -361,25 +385,32 @@ class _Resolution:
             if blob is None:
                 return _deleted_note(part["file_id"])
         elif key == "file_data":
-            blob = self.inline_file(part, source)
+            blob = await self.inline_file(part, source)
         else:
             blob = await self.media.fetch(part["file_url"], source, "file URL", "failed_to_download_file")
         if part.get("filename"):
             blob = Blob(blob.data, blob.mime, part["filename"])
         if self.files:
             return {"type": "input_file", "filename": blob.filename,
-                    "file_data": data_url(blob.mime, blob.data)}
-        text = await asyncio.to_thread(extract_text, blob, source)
+                    "file_data": await _run(data_url, blob.mime, blob.data)}
+        text = await self.media.file_text(blob, source, part["file_id"] if key == "file_id" else None)
         return file_text_part(blob, text)
 
-    def inline_file(self, part: dict, param: str) -> Blob:
+    async def inline_file(self, part: dict, param: str) -> Blob:
         raw = part["file_data"]
         filename = part.get("filename") or "file"
         if raw.startswith("data:"):
-            declared, data = parse_data_url(raw, param)
+            declared, data = await _run(parse_data_url, raw, param)
         else:
-            declared, data = None, decode_base64(raw, param)
+            declared, data = None, await _run(decode_base64, raw, param)
         return Blob(data, guess_mime(data, declared, filename), filename)
+
+
+async def _run(fn: Callable[..., T], *args: Any) -> T:
+    """A CPU-bound step (base64) in a thread when its input is large: the event loop serves
+    other streams meanwhile."""
+    size = max((len(a) for a in args if isinstance(a, bytes | str)), default=0)
+    return await asyncio.to_thread(fn, *args) if size > OFFLOAD_SIZE else fn(*args)
 
 
 def _p(param: str | None, key: str) -> str:
