@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
@@ -115,8 +116,58 @@ def query_int(request: Request, name: str, lo: int, hi: int | None = None, defau
     return number
 
 
-def sse(body: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+class EventStream(Response):
+    """A Server-Sent Events response that stops its producer when the client disconnects.
+
+    Leaner than Starlette's StreamingResponse (no task group per request): a waiter on
+    `receive()` cancels the sending task if the client goes away mid-stream, which closes
+    the body iterator and so stops the engine.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = False
+
+        def on_disconnect(waiter: asyncio.Future) -> None:
+            nonlocal disconnected
+            if not waiter.cancelled():
+                disconnected = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
+        body = self.body_iterator
+        try:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            task.uncancel()
+            return
+        finally:
+            watcher.cancel()
+            await body.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def sse(body: AsyncIterator[bytes]) -> Response:
+    return EventStream(body)
 
 
 class Endpoints:

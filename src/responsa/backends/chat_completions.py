@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..chat import ChatOptions, to_messages
@@ -15,6 +14,7 @@ from ..config import BackendConfig
 from ..errors import APIError, InvalidRequest, NotFound, RateLimited, UpstreamError
 from . import (
     ReasoningDelta,
+    ReasoningSummaryDelta,
     RefusalDelta,
     TextDelta,
     ToolCallDelta,
@@ -23,6 +23,7 @@ from . import (
     TurnRequest,
     Usage,
 )
+from .http import HTTPError, Pool, Response
 
 log = logging.getLogger("responsa.upstream")
 
@@ -49,21 +50,10 @@ class ChatCompletionsBackend:
         # Hosted OpenAI / Azure OpenAI read `file` parts; most self-hosted engines take text only.
         hosted = "api.openai.com" in self.url or ".openai.azure.com" in self.url
         self.send_files = config.options.get("files", "pass" if hosted else "text") == "pass"
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.config.timeout),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self.pool = Pool(config.base_url, connect_timeout=10, read_timeout=config.timeout)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.pool.close()
 
     async def ready(self) -> bool:
         return True
@@ -76,13 +66,17 @@ class ChatCompletionsBackend:
 
     async def models(self) -> list[str]:
         try:
-            async with self._client().get(self.models_url, headers=self.headers,
-                                          timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                if resp.status != 200:
-                    return []
-                data = orjson.loads(await resp.read())
-            return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
+            async with asyncio.timeout(5):
+                resp = await self.pool.request("GET", "/models", self.headers)
+                try:
+                    if resp.status != 200:
+                        return []
+                    data = orjson.loads(await resp.read())
+                finally:
+                    resp.close()
+            models = data.get("data", [])
+            return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        except (HTTPError, TimeoutError, ValueError, AttributeError):
             return []
 
     def body(self, req: TurnRequest) -> dict[str, Any]:
@@ -114,42 +108,37 @@ class ChatCompletionsBackend:
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         payload = orjson.dumps(self.body(req))
         try:
-            resp = await self._client().post(self.url, data=payload, headers=self.headers)
-        except asyncio.TimeoutError as e:
-            raise UpstreamError("The model engine did not answer in time.", code="server_error") from e
-        except aiohttp.ClientError as e:
-            raise UpstreamError(f"Cannot reach the model engine: {e}", code="server_error") from e
+            resp = await self.pool.request("POST", "/chat/completions", self.headers, payload)
+        except HTTPError as e:
+            raise UpstreamError(f"The model engine did not answer: {e}", code="server_error") from e
         try:
             if resp.status != 200:
-                raise upstream_error(resp.status, await _read_limited(resp))
+                raise upstream_error(resp.status, await resp.read(limit=64 * 1024))
             if req.stream:
                 async for event in self._stream(resp):
                     yield event
             else:
-                for event in _complete(await _read_json(resp)):
+                for event in _complete(_parse_json(await resp.read())):
                     yield event
-        except asyncio.TimeoutError as e:
-            raise UpstreamError("The model engine stopped sending (read timeout).", code="server_error") from e
-        except aiohttp.ClientError as e:
+        except HTTPError as e:
             raise UpstreamError(f"The connection to the model engine failed: {e}", code="server_error") from e
         finally:
-            # Closing mid-stream drops the connection, which is how engines learn to stop.
-            if not resp.closed and not resp.content.at_eof():
-                resp.close()
-            else:
-                resp.release()
+            # Unless the body was read to the end this drops the connection, which is how
+            # engines learn to stop generating.
+            resp.close()
 
-    async def _stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[TurnEvent]:
+    async def _stream(self, resp: Response) -> AsyncIterator[TurnEvent]:
         finish: str | None = None
         usage: Usage | None = None
-        async for raw in resp.content:
-            line = raw.strip()
+        done = False
+        async for line in _sse_lines(resp):
             if not line.startswith(b"data:"):
                 if line.startswith(b"{") and b'"error"' in line:
                     raise UpstreamError(f"The model engine failed: {_error_text(line)}")
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
+                done = True
                 break
             try:
                 chunk = orjson.loads(data)
@@ -164,15 +153,31 @@ class ChatCompletionsBackend:
             for choice in chunk.get("choices") or ():
                 if not isinstance(choice, dict):
                     raise UpstreamError("The model engine sent a malformed stream chunk.")
-                delta = choice.get("delta") or {}
-                for event in _delta_events(delta):
-                    yield event
+                delta = choice.get("delta")
+                if delta:
+                    for event in _delta_events(delta):
+                        yield event
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-        else:
-            if finish is None:
-                raise UpstreamError("The model engine closed the stream before finishing.")
+        if finish is None and not done:
+            raise UpstreamError("The model engine closed the stream before finishing.")
         yield TurnEnd(finish or "stop", usage)
+
+
+async def _sse_lines(resp: Response) -> AsyncIterator[bytes]:
+    """Non-empty lines of an SSE body, read in whatever chunks arrive (not line by line)."""
+    pending = b""
+    async for chunk in resp.iter_chunks():
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if line:
+                yield line
+    if pending.strip():
+        yield pending.strip()
 
 
 def _delta_events(delta: dict) -> list[TurnEvent]:
@@ -180,6 +185,9 @@ def _delta_events(delta: dict) -> list[TurnEvent]:
     reasoning = delta.get("reasoning_content") or delta.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         out.append(ReasoningDelta(reasoning))
+    details = delta.get("reasoning_details")
+    if isinstance(details, list):
+        out.extend(_reasoning_details(details, text_given=isinstance(reasoning, str) and bool(reasoning)))
     content = delta.get("content")
     if isinstance(content, str) and content:
         out.append(TextDelta(content))
@@ -192,6 +200,22 @@ def _delta_events(delta: dict) -> list[TurnEvent]:
         fn = call.get("function") or {}
         out.append(ToolCallDelta(index=call.get("index", i), call_id=call.get("id"), name=fn.get("name"),
                                  arguments=fn.get("arguments") or ""))
+    return out
+
+
+def _reasoning_details(details: list, *, text_given: bool) -> list[TurnEvent]:
+    """OpenRouter-style `reasoning_details`: summaries, and the text when no plain field carried it
+    (engines that send both repeat the same text in each)."""
+    out: list[TurnEvent] = []
+    for detail in details:
+        if not isinstance(detail, dict):
+            continue
+        kind = detail.get("type")
+        if kind == "reasoning.summary" and isinstance(detail.get("summary"), str) and detail["summary"]:
+            out.append(ReasoningSummaryDelta(detail["summary"]))
+        elif kind == "reasoning.text" and isinstance(detail.get("text"), str) and detail["text"] \
+                and not text_given:
+            out.append(ReasoningDelta(detail["text"]))
     return out
 
 
@@ -218,15 +242,7 @@ def parse_usage(raw: Any) -> Usage | None:
     )
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int = 64 * 1024) -> bytes:
-    try:
-        return (await resp.content.read(limit)) or b""
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return b""
-
-
-async def _read_json(resp: aiohttp.ClientResponse) -> Any:
-    raw = await resp.read()
+def _parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -251,7 +267,7 @@ def upstream_error(status: int, raw: bytes) -> APIError:
     text = _error_text(raw)
     low = text.lower()
     if status in (400, 413, 422):
-        if "context" in low and ("length" in low or "window" in low) or "too many tokens" in low:
+        if ("context" in low and ("length" in low or "window" in low)) or "too many tokens" in low:
             return InvalidRequest(f"The input exceeds the model's context window: {text}", param="input",
                                   code="context_length_exceeded")
         return InvalidRequest(f"The model engine rejected the request: {text}", code="invalid_request")
