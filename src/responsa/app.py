@@ -22,6 +22,7 @@ from .errors import APIError
 from .files import FilesEndpoints
 from .jobs import Jobs
 from .media import Media
+from .reasoning import ReasoningVault
 from .router import Router
 from .service import ResponsesService
 from .store import open_store
@@ -99,6 +100,8 @@ def create_app(settings: Settings) -> Any:
     router = Router(settings)
     instance = uuid.uuid4().hex
     service = ResponsesService(store, router, settings, instance=instance)
+    vault = service.reasoning_vault = ReasoningVault(store, keys=settings.reasoning_key,
+                                                     retention=settings.retention)
     jobs = Jobs(service, store, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
     auth = Auth(settings.api_key)
@@ -109,6 +112,7 @@ def create_app(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        await vault.start()
         await router.start()
         await jobs.start()
         log.info("responsa ready on http://%s:%d (store: %s)", settings.host, settings.port,

@@ -56,6 +56,19 @@ def parse_bool(text: str | bool) -> bool:
     raise ConfigError(f"invalid boolean {text!r}")
 
 
+def parse_reasoning_key(text: str) -> str:
+    """A reasoning encryption key: any string of at least 32 characters (it is stretched with HKDF)."""
+    if len(text) < 32:
+        raise ValueError("a reasoning key needs at least 32 characters (try `openssl rand -base64 32`)")
+    return text
+
+
+def parse_stream_dialect(text: str) -> str:
+    if text not in ("openai", "open-responses"):
+        raise ValueError(f"{text!r} is not a stream dialect (use openai or open-responses)")
+    return text
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "responsa")
@@ -122,6 +135,13 @@ OPTIONS: tuple[Option, ...] = (
            parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error.", "info"),
     Option("access_log", "Log one line per request.", True, parse_bool),
+    Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
+           "(`include: reasoning.encrypted_content`). Repeat to rotate: the first encrypts, all decrypt "
+           "(RESPONSA_REASONING_KEY takes a comma-separated list). Default: a key kept in the database.",
+           (), parse_reasoning_key, repeatable=True, metavar="KEY"),
+    Option("stream_dialect", "Names of raw reasoning stream events: `openai` (response.reasoning_text.*, as "
+           "the SDKs expect) or `open-responses` (response.reasoning.*).", "openai", parse_stream_dialect,
+           metavar="DIALECT"),
     Option("images_base_url", "OpenAI-compatible Images API for the image_generation tool (default: the "
            "--upstream-base-url engine).", None, str, metavar="URL"),
     Option("images_api_key", "API key for --images-base-url (default: --upstream-api-key when the Images API "
@@ -179,6 +199,8 @@ class Settings:
     keepalive_interval: int = 15
     log_level: str = "info"
     access_log: bool = True
+    reasoning_key: tuple[str, ...] = ()
+    stream_dialect: str = "openai"
     images_base_url: str | None = None
     images_api_key: str | None = None
     images_model: str = "gpt-image-1.5"

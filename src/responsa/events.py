@@ -50,7 +50,12 @@ class ResponseEvents:
         self._message_chunks: list[str] = []
         self._message_part: str = "output_text"
         self._reasoning: int | None = None
-        self._reasoning_chunks: list[str] = []
+        # Text of the reasoning item's open content part / summary part (None: none open).
+        self._reasoning_chunks: list[str] | None = None
+        self._summary_chunks: list[str] | None = None
+        # Called with each item just before its `response.output_item.done` (the reasoning
+        # vault adds `encrypted_content` there).
+        self.item_done_hooks: list[Callable[[dict], None]] = []
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -153,6 +158,8 @@ class ResponseEvents:
             self.seq += 1
 
     def done_item(self, index: int) -> None:
+        for hook in self.item_done_hooks:
+            hook(self.output[index])
         if self.live:
             self.emit("response.output_item.done", output_index=index, item=_copy_item(self.output[index]))
         else:
@@ -214,34 +221,74 @@ class ResponseEvents:
 
     # ---- reasoning -------------------------------------------------------------------------
 
-    def reasoning_delta(self, text: str) -> None:
+    def _open_reasoning(self) -> int:
         if self._message is not None:
             # Reasoning after text starts a new reasoning item; close the message first.
             self._close_message("completed")
         if self._reasoning is None:
-            index = self.add_item({"id": reasoning_id(), "type": "reasoning", "summary": [], "content": [],
-                                   "status": "in_progress"})
-            self._reasoning, self._reasoning_chunks = index, []
+            self._reasoning = self.add_item({"id": reasoning_id(), "type": "reasoning", "summary": [],
+                                             "content": [], "status": "in_progress"})
+            self._reasoning_chunks = self._summary_chunks = None
+        return self._reasoning
+
+    def reasoning_delta(self, text: str) -> None:
+        """Raw reasoning text (`reasoning_text` content, `response.reasoning_text.delta`)."""
+        index = self._open_reasoning()
+        content = self.output[index]["content"]
+        if self._summary_chunks is not None:
+            self._close_summary_part(index)
+        if self._reasoning_chunks is None:
             part = {"type": "reasoning_text", "text": ""}
-            self.output[index]["content"].append(part)
-            self.item_event("response.content_part.added", index, content_index=0, part=dict(part))
+            content.append(part)
+            self.item_event("response.content_part.added", index, content_index=len(content) - 1,
+                            part=dict(part))
+            self._reasoning_chunks = []
         self._reasoning_chunks.append(text)
-        if self.live:
-            self.item_event(self._reasoning_names[0], self._reasoning, content_index=0, delta=text)
-        else:
-            self.seq += 1
+        self.item_event(self._reasoning_names[0], index, content_index=len(content) - 1, delta=text)
+
+    def reasoning_summary_delta(self, text: str) -> None:
+        """Summary text the engine gave (`summary_text`, `response.reasoning_summary_text.delta`)."""
+        index = self._open_reasoning()
+        summary = self.output[index]["summary"]
+        if self._reasoning_chunks is not None:
+            self._close_content_part(index)
+        if self._summary_chunks is None:
+            part = {"type": "summary_text", "text": ""}
+            summary.append(part)
+            self.item_event("response.reasoning_summary_part.added", index, summary_index=len(summary) - 1,
+                            part=dict(part))
+            self._summary_chunks = []
+        self._summary_chunks.append(text)
+        self.item_event("response.reasoning_summary_text.delta", index, summary_index=len(summary) - 1,
+                        delta=text)
+
+    def _close_summary_part(self, index: int) -> None:
+        summary = self.output[index]["summary"]
+        part = summary[-1]
+        part["text"] = "".join(self._summary_chunks or ())
+        self._summary_chunks = None
+        k = len(summary) - 1
+        self.item_event("response.reasoning_summary_text.done", index, summary_index=k, text=part["text"])
+        self.item_event("response.reasoning_summary_part.done", index, summary_index=k, part=dict(part))
+
+    def _close_content_part(self, index: int) -> None:
+        content = self.output[index]["content"]
+        part = content[-1]
+        part["text"] = "".join(self._reasoning_chunks or ())
+        self._reasoning_chunks = None
+        k = len(content) - 1
+        self.item_event(self._reasoning_names[1], index, content_index=k, text=part["text"])
+        self.item_event("response.content_part.done", index, content_index=k, part=dict(part))
 
     def _close_reasoning(self, status: str) -> None:
         index = self._reasoning
         assert index is not None
         self._reasoning = None
-        item = self.output[index]
-        text = "".join(self._reasoning_chunks)
-        part = item["content"][0]
-        part["text"] = text
-        self.item_event(self._reasoning_names[1], index, content_index=0, text=text)
-        self.item_event("response.content_part.done", index, content_index=0, part=dict(part))
-        item["status"] = status
+        if self._summary_chunks is not None:
+            self._close_summary_part(index)
+        if self._reasoning_chunks is not None:
+            self._close_content_part(index)
+        self.output[index]["status"] = status
         self.done_item(index)
 
     def reasoning_item(self, item: dict) -> int:

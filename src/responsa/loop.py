@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .backends import (
     Backend,
     ReasoningDelta,
+    ReasoningSummaryDelta,
     RefusalDelta,
     TextDelta,
     ToolCallDelta,
@@ -151,6 +152,8 @@ async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
                     _tool_delta(spec, events, calls, ev)
                 elif isinstance(ev, ReasoningDelta):
                     events.reasoning_delta(ev.text)
+                elif isinstance(ev, ReasoningSummaryDelta):
+                    events.reasoning_summary_delta(ev.text)
                 elif isinstance(ev, RefusalDelta):
                     events.refusal_delta(ev.text)
                 elif isinstance(ev, TurnEnd):

@@ -88,9 +88,10 @@ class ResponsesService:
             for link in chain:
                 history.extend(link.input)
                 history.extend(link.output)
-        input_items = await self._resolve_references(req.input, owner)
-        if self.reasoning_vault is not None:
+        input_items = req.input
+        if self.reasoning_vault is not None:  # before references resolve: stored items are trusted
             input_items = await self.reasoning_vault.open_items(input_items, owner)
+        input_items = await self._resolve_references(input_items, owner)
         target = self.router.resolve(req.model)
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent = [*history, *input_items]
@@ -190,13 +191,17 @@ class ResponsesService:
             client_error = isinstance(e, InvalidRequest | NotFound | RateLimited)
             if raise_client_errors and client_error and not events.output:
                 raise
-            log.warning("response %s failed: %s", p.response["id"], e.message)
+            if p.request.store:
+                log.warning("response %s failed: %s", p.response["id"], e.message)
+            else:  # store=false: the logs get the kind of failure, nothing about the response
+                log.warning("a store=false response failed: %s", e.code or "server_error")
             events.failed(e.code or "server_error", e.message, p.spec.total_usage())
         except asyncio.CancelledError:
             events.cancelled(p.spec.total_usage())
             raise
         except Exception:
-            log.exception("response %s failed with an internal error", p.response["id"])
+            log.exception("response %s failed with an internal error",
+                          p.response["id"] if p.request.store else "(store=false)")
             events.failed("server_error", "The server failed while producing this response.",
                           p.spec.total_usage())
         _close_items(events)
@@ -275,6 +280,8 @@ class ResponsesService:
             raise not_found("Response", rid)
         if self.reasoning_vault is not None and "reasoning.encrypted_content" in include:
             await self.reasoning_vault.seal_output(response, owner)
+        elif self.reasoning_vault is not None:
+            self.reasoning_vault.strip_output(response)
         return response
 
     async def delete(self, rid: str, owner: str) -> dict:

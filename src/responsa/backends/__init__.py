@@ -49,6 +49,13 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningSummaryDelta:
+    """Reasoning summary text, only where the engine itself gives one."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """Part of a tool call. `index` tells parallel calls apart; `call_id`/`name` come first."""
 
@@ -75,7 +82,7 @@ class TurnEnd:
     usage: Usage | None = None
 
 
-TurnEvent = TextDelta | RefusalDelta | ReasoningDelta | ToolCallDelta | TurnEnd
+TurnEvent = TextDelta | RefusalDelta | ReasoningDelta | ReasoningSummaryDelta | ToolCallDelta | TurnEnd
 
 
 class Backend(Protocol):

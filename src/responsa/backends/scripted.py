@@ -9,6 +9,8 @@ Completions backend against an engine whose every answer they control.
 
 A turn is a dict:
     content, reasoning, refusal: text (streamed in `chunks` pieces, default one per word)
+    reasoning_field: the engine's name for reasoning, "reasoning_content" (default) or "reasoning"
+    summary: a reasoning summary, sent as OpenRouter-style `reasoning_details`
     tool_calls: [{"name", "arguments" (str or dict), "id"?}]
     finish_reason: default "tool_calls" with tool calls, else "stop"
     usage: {"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"}
@@ -33,7 +35,17 @@ from typing import Any
 from ..chat import text_of, to_messages
 from ..config import BackendConfig
 from ..errors import UpstreamError
-from . import ReasoningDelta, RefusalDelta, TextDelta, ToolCallDelta, TurnEnd, TurnEvent, TurnRequest, Usage
+from . import (
+    ReasoningDelta,
+    ReasoningSummaryDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    TurnEnd,
+    TurnEvent,
+    TurnRequest,
+    Usage,
+)
 
 
 class Script:
@@ -103,8 +115,10 @@ def _arguments(call: dict) -> str:
 def turn_chunks(turn: dict, body: dict) -> list[dict]:
     """The Chat Completions stream chunks (`choices[0].delta` + finish + usage) of a turn."""
     deltas: list[dict] = [{"role": "assistant", "content": ""}]
+    for piece in _pieces(turn.get("summary") or "", turn.get("chunks")):
+        deltas.append({"reasoning_details": [{"type": "reasoning.summary", "summary": piece, "index": 0}]})
     for piece in _pieces(turn.get("reasoning") or "", turn.get("chunks")):
-        deltas.append({"reasoning_content": piece})
+        deltas.append({turn.get("reasoning_field") or "reasoning_content": piece})
     for piece in _pieces(turn.get("content") or "", turn.get("chunks")):
         deltas.append({"content": piece})
     for piece in _pieces(turn.get("refusal") or "", turn.get("chunks")):
@@ -126,7 +140,9 @@ def turn_chunks(turn: dict, body: dict) -> list[dict]:
 def turn_completion(turn: dict, body: dict) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": turn.get("content")}
     if turn.get("reasoning"):
-        message["reasoning_content"] = turn["reasoning"]
+        message[turn.get("reasoning_field") or "reasoning_content"] = turn["reasoning"]
+    if turn.get("summary"):
+        message["reasoning_details"] = [{"type": "reasoning.summary", "summary": turn["summary"], "index": 0}]
     if turn.get("refusal"):
         message["refusal"] = turn["refusal"]
     if turn.get("tool_calls"):
@@ -159,8 +175,10 @@ class ScriptedBackend:
                 await asyncio.sleep(turn["delay"])
             for choice in chunk["choices"]:
                 delta = choice["delta"]
-                if delta.get("reasoning_content"):
-                    yield ReasoningDelta(delta["reasoning_content"])
+                for detail in delta.get("reasoning_details") or ():
+                    yield ReasoningSummaryDelta(detail["summary"])
+                if delta.get("reasoning_content") or delta.get("reasoning"):
+                    yield ReasoningDelta(delta.get("reasoning_content") or delta["reasoning"])
                 if delta.get("content"):
                     yield TextDelta(delta["content"])
                 if delta.get("refusal"):
@@ -170,7 +188,10 @@ class ScriptedBackend:
                                         call.get("function", {}).get("arguments", ""))
                 if choice.get("finish_reason"):
                     u = _usage(turn, body)
-                    yield TurnEnd(choice["finish_reason"], Usage(u["prompt_tokens"], u["completion_tokens"]))
+                    yield TurnEnd(choice["finish_reason"], Usage(
+                        u["prompt_tokens"], u["completion_tokens"],
+                        u["prompt_tokens_details"]["cached_tokens"],
+                        u["completion_tokens_details"]["reasoning_tokens"]))
 
     async def models(self) -> list[str]:
         return ["scripted"]
