@@ -192,11 +192,30 @@ def _for_open_schema(response: dict) -> dict:
     return out
 
 
+def _sdk_view(data: dict) -> dict:
+    """`data` as the 3.x SDK models accept it. `mcp_call.error` is a string (as 1.x, 2.x and npm
+    type it; 3.x types an object but parses a string too, responses-wire.md 4.2): shown to the
+    strict model as a tool-execution error."""
+    def item(i: Any) -> Any:
+        if isinstance(i, dict) and i.get("type") == "mcp_call" and isinstance(i.get("error"), str):
+            return {**i, "error": {"type": "mcp_tool_execution_error", "content": i["error"]}}
+        return i
+
+    out = dict(data)
+    if "output" in out:
+        out["output"] = [item(i) for i in out["output"]]
+    if "item" in out:
+        out["item"] = item(out["item"])
+    if isinstance(out.get("response"), dict):
+        out["response"] = _sdk_view(out["response"])
+    return out
+
+
 def check_response(data: dict | Any) -> SDKResponse:
     """Validate a Response body against the SDK model and the Open Responses schema."""
     if not isinstance(data, dict):
         data = wire(data)
-    parsed = SDKResponse.model_validate(data)
+    parsed = SDKResponse.model_validate(_sdk_view(data))
     jsonschema.validate(_for_open_schema(data), _schema("ResponseResource"))
     for key in ("id", "object", "created_at", "status", "model", "output", "parallel_tool_calls", "tool_choice",
                 "tools", "error", "incomplete_details", "instructions", "metadata", "temperature", "top_p"):
@@ -238,7 +257,7 @@ def check_events(events: Sequence[Any], *, first: int = 0, complete: bool = True
     open_schemas = _open_event_schemas()
     for n, ev in enumerate(events):
         assert ev["sequence_number"] == first + n, f"sequence gap at {n}: {ev['sequence_number']}"
-        _EVENT_ADAPTER.validate_python(ev)
+        _EVENT_ADAPTER.validate_python(_sdk_view(ev))
         name = open_schemas.get(ev["type"])
         if name is not None:
             if "response" in ev:

@@ -24,14 +24,19 @@ class ChatOptions:
 
 
 def mcp_function_name(server_label: str, tool_name: str) -> str:
-    """The function name the model sees for an MCP server's tool."""
+    """The function name the model sees for an MCP server's tool.
+
+    MCP tool names may be long or hold characters function names may not ('.', '/'); those
+    are replaced and a hash of the full name added, so distinct tools keep distinct names."""
+    import re
+
     name = f"mcp__{server_label}__{tool_name}"
-    if len(name) <= 64:
+    if len(name) <= 64 and re.fullmatch(r"[A-Za-z0-9_-]+", name):
         return name
     import hashlib
 
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name[:55] + "_" + digest
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:55] + "_" + digest
 
 
 def text_of(content: Any) -> str:

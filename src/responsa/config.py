@@ -121,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
            (), str, repeatable=True, metavar="KEY"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
            "loopback and link-local addresses.", False, parse_bool, flag_only=True),
+    Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
+           "(connecting included).", 60, parse_duration, metavar="DURATION"),
+    Option("mcp_max_output", "Largest MCP tool output kept; longer output is cut, with a note saying so.",
+           256 * 1024, parse_size, metavar="SIZE"),
     Option("retention", "How long stored responses, their items and events are kept.", 30 * DAY,
            parse_duration, metavar="DURATION"),
     Option("max_body_size", "Largest accepted JSON request body.", 64 * 1024**2, parse_size, metavar="SIZE"),
@@ -191,6 +195,8 @@ class Settings:
     model_file: tuple[str, ...] = ()
     api_key: tuple[str, ...] = ()
     allow_private_network: bool = False
+    mcp_timeout: int = 60
+    mcp_max_output: int = 256 * 1024
     retention: int = 30 * DAY
     max_body_size: int = 64 * 1024**2
     max_file_size: int = 64 * 1024**2
@@ -348,6 +354,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--retention must be at least 60 seconds")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
+    if settings.mcp_timeout < 1 or settings.mcp_max_output < 1:
+        raise ConfigError("--mcp-timeout and --mcp-max-output must be positive")
     if settings.database_pool_size < 1:
         raise ConfigError("--database-pool-size must be at least 1")
     if settings.lease_duration < 2:

@@ -124,6 +124,7 @@ class ResponsesService:
             reasoning_effort=(req.reasoning or {}).get("effort"), user=req.user, truncation=req.truncation,
             stream=req.stream or req.background,
         )
+        await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         return Prepared(req, owner, response, record, input_items, spec)
 
     def _file_loader(self, owner: str) -> Callable[[str], Any]:

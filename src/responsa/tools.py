@@ -258,6 +258,7 @@ def check_tools(entries: list[Any]) -> list[dict]:
     kinds = tool_kinds()
     out = []
     names: set[str] = set()
+    labels: set[str] = set()
     for i, entry in enumerate(entries):
         param = f"tools[{i}]"
         if not isinstance(entry, dict):
@@ -272,11 +273,21 @@ def check_tools(entries: list[Any]) -> list[dict]:
                     raise InvalidRequest(f"Invalid 'tools': duplicate function name '{name}'.",
                                          param=f"{param}.name", code="invalid_value")
                 names.add(name)
+            label = checked.get("server_label") if kind == "mcp" else None
+            if label:
+                if label in labels:
+                    raise InvalidRequest(f"Invalid 'tools': duplicate MCP server_label '{label}'.",
+                                         param=f"{param}.server_label", code="invalid_value")
+                labels.add(label)
             out.append(checked)
         elif kind in IGNORED_TYPES:
             out.append({k: v for k, v in entry.items()})
         else:
             raise c.bad_value(f"{param}.type", kind, sorted([*kinds, *IGNORED_TYPES]))
+    reserved = sorted(n for n in names if n.startswith("mcp__")) if labels else []
+    if reserved:  # MCP tools reach the model as functions named mcp__<label>__<tool>
+        raise InvalidRequest(f"Invalid 'tools': function names starting with 'mcp__' ('{reserved[0]}') are "
+                             "reserved for MCP tools.", param="tools", code="invalid_value")
     return out
 
 
@@ -363,6 +374,13 @@ class ToolSet:
 
     def owner(self, name: str) -> Tool | None:
         return self._owner.get(name)
+
+    async def validate(self, ctx: ToolContext) -> None:
+        """Checks that need I/O (an MCP server's address), run before the response exists (4xx)."""
+        for tool in self.tools:
+            validate = getattr(tool, "validate", None)
+            if validate is not None:
+                await validate(ctx)
 
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:
