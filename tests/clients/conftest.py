@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from harness import KEY_A, ScriptedEngine, ServerProcess
+from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess
 from recorder import RecordingProxy
 
 
@@ -23,7 +23,8 @@ def clients_server(engine: ScriptedEngine,
         'reasoning_input = "reasoning_content"\n'
         "[models]\n"
         '"*" = { backend = "engine" }\n')
-    proc = ServerProcess(data, "--config", str(config), "--api-key", KEY_A, "--keepalive-interval", "1")
+    proc = ServerProcess(data, "--config", str(config), "--api-key", KEY_A, "--api-key", KEY_B,
+                         "--keepalive-interval", "1")
     proc.start()
     yield proc
     proc.stop()

@@ -36,6 +36,7 @@ class Exchange:
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: bytes = b""
     finished: bool = False
+    query: str = ""  # as sent, still percent-encoded
 
     @property
     def streamed(self) -> bool:
@@ -83,7 +84,8 @@ class RecordingProxy(ThreadServer):
         except ValueError:
             body = raw
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        exchange = Exchange(request.method, request.url.path, dict(request.headers), body)
+        exchange = Exchange(request.method, request.url.path, dict(request.headers), body,
+                            query=request.url.query)
         with self.lock:
             self.exchanges.append(exchange)
         client = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10))

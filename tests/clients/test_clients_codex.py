@@ -93,25 +93,32 @@ def test_codex_text_turn(proxy: RecordingProxy, script, clients_server: ServerPr
     assert not_stored(clients_server, post.final()["id"])
 
 
-def test_codex_function_call_round_trip(proxy: RecordingProxy, script, tmp_path: Path) -> None:
-    script.add({"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo hi-from-responsa"}}]},
-               {"content": "The command printed hi-from-responsa."})
-    events = codex(proxy, tmp_path, "run echo")
-    (command,) = items(events, "command_execution")
-    assert command["exit_code"] == 0 and "hi-from-responsa" in command["aggregated_output"]
-    assert items(events, "agent_message")[-1]["text"] == "The command printed hi-from-responsa."
+def test_codex_parallel_function_calls_round_trip(proxy: RecordingProxy, script, tmp_path: Path) -> None:
+    script.add({"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo hi-from-responsa"}},
+                               {"name": "exec_command", "arguments": {"cmd": "echo second-call"}}]},
+               {"content": "Both commands ran."})
+    events = codex(proxy, tmp_path, "run two commands")
+    commands = sorted(items(events, "command_execution"), key=lambda c: c["command"])
+    assert [c["exit_code"] for c in commands] == [0, 0]
+    assert "hi-from-responsa" in commands[0]["aggregated_output"]
+    assert "second-call" in commands[1]["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == "Both commands ran."
 
     first, second = proxy.posts()
-    call = next(i for i in first.final()["output"] if i["type"] == "function_call")
-    echoed = {i["type"]: i for i in second.body["input"][len(first.body["input"]):]}
-    assert echoed["function_call"]["id"] == call["id"]
-    assert echoed["function_call"]["call_id"] == call["call_id"]
-    output = echoed["function_call_output"]
-    assert output["id"].startswith("fco_") and output["call_id"] == call["call_id"]
+    calls = [i for i in first.final()["output"] if i["type"] == "function_call"]
+    assert len(calls) == 2 and first.body["parallel_tool_calls"] is True
+    new = second.body["input"][len(first.body["input"]):]
+    echoed = {i["call_id"]: i for i in new if i["type"] == "function_call"}
+    outputs = {i["call_id"]: i for i in new if i["type"] == "function_call_output"}
+    for call in calls:
+        assert echoed[call["call_id"]]["id"] == call["id"]
+        assert outputs[call["call_id"]]["id"].startswith("fco_")  # Codex's own ids, kept
     assert "previous_response_id" not in second.body
-    tool_message = script.requests[1]["messages"][-1]
-    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == call["call_id"]
-    assert "hi-from-responsa" in tool_message["content"]
+    messages = script.requests[1]["messages"]
+    assistant = next(m for m in messages if m.get("tool_calls"))
+    assert [c["id"] for c in assistant["tool_calls"]] == [c["call_id"] for c in calls]
+    results = {m["tool_call_id"]: m["content"] for m in messages if m["role"] == "tool"}
+    assert "hi-from-responsa" in results[calls[0]["call_id"]] and "second-call" in results[calls[1]["call_id"]]
     assert proxy.validate() == 2
 
 

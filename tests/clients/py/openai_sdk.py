@@ -1,6 +1,6 @@
 """openai-python (any of 1.x, 2.x, 3.x) against Responsa, run in the venv that holds it.
 
-Usage: RESPONSA_BASE_URL=... RESPONSA_API_KEY=... python openai_sdk.py SCENARIO
+Usage: RESPONSA_BASE_URL=... RESPONSA_API_KEY=... python openai_sdk.py all|SCENARIO...
 The last stdout line is a JSON summary for the test. Needs nothing but `openai`.
 """
 
@@ -57,7 +57,11 @@ def retrieve() -> dict:
     return {"same": got.id == created.id, "output_text": got.output_text}
 
 
+SCENARIOS = {"text": text, "stream": stream, "tools": tools, "retrieve": retrieve}
+
 if __name__ == "__main__":
-    result = {"text": text, "stream": stream, "tools": tools, "retrieve": retrieve}[sys.argv[1]]()
+    # One process runs several scenarios in order: importing the SDK is most of the time.
+    names = list(SCENARIOS) if sys.argv[1] == "all" else sys.argv[1:]
+    result = {name: SCENARIOS[name]() for name in names}
     result["sdk_version"] = openai.__version__
     print(json.dumps(result))
