@@ -603,3 +603,67 @@ def test_open_responses_stream_dialect(engine: ScriptedEngine, script, tmp_path:
     check_events([{**e, "type": names.get(e["type"], e["type"])} for e in events])
     done = next(e for e in events if e["type"] == "response.reasoning.done")
     assert done["text"] == "Open thinking here."
+
+
+# ---- the event grammar, in process ------------------------------------------------------------------
+
+def _events_of(build: Any) -> list[dict]:
+    from responsa.events import ResponseEvents, empty_usage
+    from responsa.protocol import parse_create
+
+    out: list[dict] = []
+
+    async def sink(batch: list[dict]) -> None:
+        out.extend(batch)
+
+    async def main() -> None:
+        response = {"id": "resp_grammar", "object": "response", "created_at": 1, "status": "in_progress",
+                    "completed_at": None, "error": None, "incomplete_details": None, "model": "m", "output": [],
+                    "usage": None, **parse_create({"model": "m", "input": "q"}).echo()}
+        events = ResponseEvents(response, sink)
+        events.item_done_hooks.append(lambda item: item.setdefault("hooked", True))
+        events.created()
+        events.in_progress()
+        build(events)
+        events.completed(empty_usage())
+        await events.flush()
+
+    asyncio.run(main())
+    return out
+
+
+def test_interleaved_summary_and_raw_reasoning_get_separate_parts() -> None:
+    def build(events: Any) -> None:
+        events.reasoning_summary_delta("S1 ")
+        events.reasoning_summary_delta("more")
+        events.reasoning_delta("raw one")
+        events.reasoning_summary_delta("S2")  # a new summary part: the first one is done
+        events.text_delta("answer")
+
+    events = _events_of(build)
+    check_events(events)
+    reasoning = events[-1]["response"]["output"][0]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "S1 more"},
+                                    {"type": "summary_text", "text": "S2"}]
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "raw one"}]
+    assert reasoning["hooked"] is True  # the done hook saw the finished item
+    types = [e["type"].removeprefix("response.") for e in events if e.get("output_index") == 0]
+    assert types == [
+        "output_item.added", "reasoning_summary_part.added", "reasoning_summary_text.delta",
+        "reasoning_summary_text.delta", "reasoning_summary_text.done", "reasoning_summary_part.done",
+        "content_part.added", "reasoning_text.delta", "reasoning_text.done", "content_part.done",
+        "reasoning_summary_part.added", "reasoning_summary_text.delta", "reasoning_summary_text.done",
+        "reasoning_summary_part.done", "output_item.done",
+    ]
+    assert [e["summary_index"] for e in events if e["type"].startswith("response.reasoning_summary_part")] \
+        == [0, 0, 1, 1]
+
+
+def test_whole_reasoning_item_announced_in_canonical_order() -> None:
+    item = {"id": "rs_whole", "type": "reasoning", "status": "completed",
+            "summary": [{"type": "summary_text", "text": "Short."}], "content": []}
+    events = _events_of(lambda ev: ev.reasoning_item(item))
+    check_events(events)
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert added["item"]["content"] == [] and added["item"]["summary"] == []
+    assert events[-1]["response"]["output"][0]["summary"] == item["summary"]

@@ -293,9 +293,11 @@ class ResponseEvents:
 
     def reasoning_item(self, item: dict) -> int:
         """A complete reasoning item (for example one with summaries), announced whole."""
-        index = self.add_item({**item, "summary": [], "content": [] if item.get("content") else None})
-        if item.get("content") is None:
-            self.output[index].pop("content")
+        seed = {k: v for k, v in item.items() if k not in ("content", "encrypted_content")}
+        seed["summary"] = []
+        if isinstance(item.get("content"), list):
+            seed["content"] = []  # never `null`: the Open Responses schema wants an array
+        index = self.add_item(seed)
         for k, part in enumerate(item.get("summary", [])):
             self.item_event("response.reasoning_summary_part.added", index, summary_index=k,
                             part={"type": "summary_text", "text": ""})
