@@ -54,6 +54,8 @@ class Script:
     def __init__(self) -> None:
         self.turns: collections.deque[dict] = collections.deque()
         self.requests: list[dict] = []
+        # Streams the client (Responsa) abandoned before their end: how engines see a cancel.
+        self.aborted = 0
         self.lock = threading.Lock()
 
     def add(self, *turns: dict) -> None:
@@ -64,6 +66,7 @@ class Script:
         with self.lock:
             self.turns.clear()
             self.requests.clear()
+            self.aborted = 0
 
     def next_turn(self, body: dict) -> dict:
         with self.lock:
@@ -235,18 +238,26 @@ def scripted_upstream_app(script: Script) -> Any:
 
         async def events() -> AsyncIterator[bytes]:
             chunks = turn_chunks(turn, body)
-            for n, chunk in enumerate(chunks):
-                if turn.get("delay"):
-                    await asyncio.sleep(turn["delay"])
-                if turn.get("garbage") and n == len(chunks) // 2:
-                    yield b"data: {this is not json\n\n"
-                    return
-                if turn.get("drop") and n == len(chunks) // 2:
-                    return
-                chunk.update({"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
-                              "created": int(time.time()), "model": body.get("model")})
-                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
+            finished = False
+            try:
+                for n, chunk in enumerate(chunks):
+                    if turn.get("delay"):
+                        await asyncio.sleep(turn["delay"])
+                    if turn.get("garbage") and n == len(chunks) // 2:
+                        yield b"data: {this is not json\n\n"
+                        finished = True
+                        return
+                    if turn.get("drop") and n == len(chunks) // 2:
+                        finished = True
+                        return
+                    chunk.update({"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
+                                  "created": int(time.time()), "model": body.get("model")})
+                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                if not finished:
+                    script.aborted += 1
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
