@@ -305,6 +305,17 @@ def test_encrypted_content_on_non_streamed_and_retrieved_responses(rclient: Open
         assert assistant_messages(script.requests[-1])[0]["reasoning_content"] == "Secret plan."
 
 
+def test_encrypted_content_in_background_runs(rclient: OpenAI, script) -> None:
+    script.add({"reasoning": "Background thoughts.", "content": "Later."})
+    events = collect(rclient.responses.create(model="thinker-1", input="go", background=True, stream=True,
+                                              include=INCLUDE))
+    check_events(events)
+    done = next(e["item"] for e in events if e["type"] == "response.output_item.done")
+    assert done["type"] == "reasoning" and done["encrypted_content"] == final(events)["output"][0]["encrypted_content"]
+    vault = ReasoningVault(None, keys=[KEY_1], retention=60)  # type: ignore[arg-type]
+    assert vault.unseal(done["encrypted_content"], owner_for_key(KEY_A)) == ["Background thoughts."]
+
+
 def _echo(token: str) -> list[dict]:
     return [{"role": "user", "content": "q"},
             {"type": "reasoning", "id": "rs_echo", "summary": [], "content": None,
