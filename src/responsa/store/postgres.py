@@ -301,7 +301,10 @@ class PostgresStore:
                  WHERE r.owner = $2 AND r.expires_at > $3
             )
             SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data
-              FROM chain LEFT JOIN items i ON i.response_id = chain.id
+              FROM chain LEFT JOIN LATERAL (
+                   -- LATERAL + OFFSET 0 (never flattened into a hash join): one index lookup per
+                   -- link, never a scan of every item
+                   SELECT kind, position, data FROM items WHERE items.response_id = chain.id OFFSET 0) i ON TRUE
              ORDER BY chain.depth DESC, i.kind, i.position
             """, response_id, owner, int(time.time()))
         return _chain_from_rows(response_id, rows)
