@@ -189,6 +189,10 @@ def _for_open_schema(response: dict) -> dict:
     if isinstance(out.get("tool_choice"), dict) and out["tool_choice"].get("type") not in ("function",
                                                                                           "allowed_tools"):
         out["tool_choice"] = "auto"
+    fmt = (out.get("text") or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        # Its JsonSchemaResponseFormat types the echoed `schema` as null only (a generator gap).
+        out["text"] = {**out["text"], "format": {**fmt, "schema": None}}
     return out
 
 
@@ -247,7 +251,8 @@ def _open_event_schemas() -> dict[str, str]:
 
 def wire(obj: Any) -> dict:
     """What the server sent, from an SDK object (fields the SDK merely defaulted left out)."""
-    return obj if isinstance(obj, dict) else obj.model_dump(mode="json", exclude_unset=True)
+    # by_alias: SDK fields named after Python keywords (`schema_`) go back to their wire names.
+    return obj if isinstance(obj, dict) else obj.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
 
 def check_events(events: Sequence[Any], *, first: int = 0, complete: bool = True) -> None:

@@ -63,7 +63,11 @@ def serve(settings: Settings) -> None:
     if not settings.api_key:
         logging.getLogger("responsa").warning(
             "no --api-key given: listening on loopback %s only; every caller shares one owner", settings.host)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as e:  # e.g. a backend whose engine is not installed
+        print(f"responsa: {e}", file=sys.stderr)
+        sys.exit(2)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
                 loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
                 log_config=None)

@@ -116,6 +116,9 @@ OPTIONS: tuple[Option, ...] = (
            600, parse_duration, metavar="DURATION"),
     Option("model_file", "Serve a GGUF file with the embedded engine under a model name (repeatable).",
            (), str, repeatable=True, metavar="NAME=PATH"),
+    Option("embedded_queue", "Requests that may wait for a busy embedded model; more get a 429.", 16, int,
+           metavar="N"),
+    Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", 0, int, metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
            (), str, repeatable=True, metavar="KEY"),
@@ -193,6 +196,8 @@ class Settings:
     upstream_api_key: str | None = None
     upstream_timeout: int = 600
     model_file: tuple[str, ...] = ()
+    embedded_queue: int = 16
+    embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
     allow_private_network: bool = False
     mcp_timeout: int = 60
@@ -308,6 +313,9 @@ def _backends_and_routes(
         if fields.get("reasoning_input", "drop") not in ("drop", "reasoning_content", "reasoning"):
             raise ConfigError(
                 f"{path}: [backends.{name}] reasoning_input must be drop, reasoning_content or reasoning")
+        if kind == "embedded":
+            spec.setdefault("queue", values.get("embedded_queue", 16))
+            spec.setdefault("threads", values.get("embedded_threads", 0))
         backends[name] = BackendConfig(name=name, kind=kind, api_key=api_key, options=spec, **fields)
     for model, spec in (file_data.get("models") or {}).items():
         if isinstance(spec, str):
@@ -327,7 +335,9 @@ def _backends_and_routes(
             raise ConfigError(f"--model-file wants NAME=PATH.gguf, got {entry!r}")
         if not os.path.isfile(file):
             raise ConfigError(f"--model-file {name}: no such file {file}")
-        backends[f"file:{name}"] = BackendConfig(name=f"file:{name}", kind="embedded", model_file=file)
+        backends[f"file:{name}"] = BackendConfig(
+            name=f"file:{name}", kind="embedded", model_file=file,
+            options={"queue": values.get("embedded_queue", 16), "threads": values.get("embedded_threads", 0)})
         routes[name] = Route(backend=f"file:{name}", model=name)
     if values.get("upstream_base_url"):
         backends["upstream"] = BackendConfig(
@@ -354,6 +364,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--retention must be at least 60 seconds")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
+    if settings.embedded_queue < 0 or settings.embedded_threads < 0:
+        raise ConfigError("--embedded-queue and --embedded-threads must not be negative")
     if settings.mcp_timeout < 1 or settings.mcp_max_output < 1:
         raise ConfigError("--mcp-timeout and --mcp-max-output must be positive")
     if settings.database_pool_size < 1:

@@ -50,7 +50,7 @@ class Router:
             # No engine configured: every name goes to the embedded default model.
             from .backends.embedded import DEFAULT_MODEL_NAME, default_backend_config
 
-            config = default_backend_config()
+            config = default_backend_config(settings)
             configs.append(config)
             self.default_route = Route(backend=config.name, model=DEFAULT_MODEL_NAME)
             self.routes.setdefault(DEFAULT_MODEL_NAME, self.default_route)
