@@ -118,7 +118,8 @@ OPTIONS: tuple[Option, ...] = (
            (), str, repeatable=True, metavar="NAME=PATH"),
     Option("embedded_queue", "Requests that may wait for a busy embedded model; more get a 429.", 16, int,
            metavar="N"),
-    Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", 0, int, metavar="N"),
+    Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", 0, int,
+           metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
            (), str, repeatable=True, metavar="KEY"),
