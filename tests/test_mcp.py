@@ -266,6 +266,23 @@ def test_approval_round_trip(client: OpenAI, script, calc: MCPTestServer) -> Non
     assert [o.type for o in again.output] == ["message"] and len(calc.log.calls()) == 1
 
 
+def test_approval_without_storage(client: OpenAI, script, calc: MCPTestServer) -> None:
+    """With store=false the client sends the earlier output back as input, approval included."""
+    script.add(call("mcp__calc__add", a=6, b=7), {"content": "13"})
+    tools = [mcp_tool(calc)]
+    r1 = client.responses.create(model="m", input="add", tools=tools, store=False)
+    assert [o.type for o in r1.output] == ["mcp_list_tools", "mcp_approval_request"]
+    echoed = [o.model_dump(exclude_none=True) for o in r1.output]
+    r2 = client.responses.create(model="m", store=False, tools=tools, input=[
+        {"role": "user", "content": "add"}, *echoed,
+        {"type": "mcp_approval_response", "approval_request_id": r1.output[1].id, "approve": True}])
+    check_response(r2)
+    assert [o.type for o in r2.output] == ["mcp_call", "message"]
+    assert r2.output[0].output == "13" and r2.output[0].approval_request_id == r1.output[1].id
+    methods = calc.log.methods()
+    assert methods[:methods.index("tools/call")].count("tools/list") == 1
+
+
 def test_denial_sends_nothing_and_tells_the_model(client: OpenAI, script, calc: MCPTestServer) -> None:
     r1 = _ask_approval(client, script, calc)
     request = r1.output[1]

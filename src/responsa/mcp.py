@@ -395,23 +395,33 @@ class Connection:
 
         def http_client(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
             return httpx2.AsyncClient(headers=headers, timeout=timeout or httpx2.Timeout(self.timeout),
-                                      auth=auth, event_hooks={"response": [record]})
+                                      auth=auth, verify=_tls, event_hooks={"response": [record]})
 
         async with AsyncExitStack() as stack:
-            try:
-                http_ = await stack.enter_async_context(http_client(self.headers))
-                client = await stack.enter_async_context(Client(
-                    streamable_http_client(self.url, http_client=http_), read_timeout_seconds=self.timeout,
-                    client_info=info))
-            except Exception:
-                if self.last_status not in FALLBACK_STATUSES:
-                    raise
+            client = None
+            if self.url not in _sse_urls:
+                try:
+                    http_ = await stack.enter_async_context(http_client(self.headers))
+                    client = await stack.enter_async_context(Client(
+                        streamable_http_client(self.url, http_client=http_), read_timeout_seconds=self.timeout,
+                        client_info=info))
+                except Exception:
+                    if self.last_status not in FALLBACK_STATUSES:
+                        raise
+                    self.last_status = None
+            if client is None:
                 # Only the older SSE transport is spoken here (its POST endpoint is announced on the stream).
-                self.last_status = None
-                client = await stack.enter_async_context(Client(
-                    sse_client(self.url, headers=self.headers, timeout=self.timeout,
-                               sse_read_timeout=self.timeout, httpx_client_factory=http_client),
-                    mode="legacy", read_timeout_seconds=self.timeout, client_info=info))
+                try:
+                    client = await stack.enter_async_context(Client(
+                        sse_client(self.url, headers=self.headers, timeout=self.timeout,
+                                   sse_read_timeout=self.timeout, httpx_client_factory=http_client),
+                        mode="legacy", read_timeout_seconds=self.timeout, client_info=info))
+                except Exception:
+                    _sse_urls.discard(self.url)  # next time, Streamable HTTP first again
+                    raise
+                if len(_sse_urls) >= 1000:
+                    _sse_urls.clear()
+                _sse_urls.add(self.url)
             yield client
 
     def _describe(self, exc: BaseException) -> str:
@@ -445,21 +455,24 @@ class Connection:
         return f"{kept}\n[output truncated: {len(data)} bytes, the first {self.max_output} kept]"
 
 
-_sdk_loaded = False
+# URLs that answered Streamable HTTP with "not here" and SSE with a session: go to SSE first.
+_sse_urls: set[str] = set()
+_tls: Any = None  # one TLS context for every connection: building one takes ~100 ms
 
 
 async def _load_sdk() -> None:
     """Import the MCP SDK (a second or more, once per process) without blocking the event loop."""
-    global _sdk_loaded
-    if not _sdk_loaded:
-        await asyncio.to_thread(_import_sdk)
-        _sdk_loaded = True
+    global _tls
+    if _tls is None:
+        _tls = await asyncio.to_thread(_import_sdk)
 
 
-def _import_sdk() -> None:
-    import httpx2  # noqa: F401
+def _import_sdk() -> Any:
+    import httpx2
     import mcp.client.sse
     import mcp.client.streamable_http  # noqa: F401
+
+    return httpx2.create_ssl_context()
 
 
 def _leaf(exc: BaseException) -> BaseException:
