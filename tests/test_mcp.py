@@ -312,11 +312,21 @@ def test_require_approval_per_tool(client: OpenAI, script, calc: MCPTestServer) 
     assert [o.type for o in read_only.output] == ["mcp_list_tools", "mcp_call", "message"]
 
 
-def test_unknown_approval_request_is_a_400(client: OpenAI, calc: MCPTestServer) -> None:
+def test_approval_mistakes_are_400s(client: OpenAI, script, calc: MCPTestServer) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="m", tools=[mcp_tool(calc)], input=[
             {"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}])
     assert e.value.body["param"] == "input" and "mcpr_nope" in e.value.body["message"]
+    r1 = _ask_approval(client, script, calc)
+    approve = {"type": "mcp_approval_response", "approval_request_id": r1.output[1].id, "approve": True}
+    with pytest.raises(openai.BadRequestError) as e:  # the follow-up forgot `tools`
+        client.responses.create(model="m", previous_response_id=r1.id, input=[approve])
+    assert e.value.body["param"] == "tools" and "'calc'" in e.value.body["message"]
+    assert calc.log.calls() == []
+    deny = {**approve, "approve": False}  # a denial needs no server
+    script.add({"content": "fine"})
+    r2 = client.responses.create(model="m", previous_response_id=r1.id, input=[deny])
+    assert r2.output_text == "fine"
 
 
 # ---- listing ----------------------------------------------------------------------------------------

@@ -205,15 +205,9 @@ class MCPTool:
     # -- before the response exists, before the first turn, per call
 
     async def validate(self, ctx: ToolContext) -> None:
-        """Refuse, as a 400, a private server address and approvals of unknown requests."""
+        """Refuse, as a 400, a server on a private address (unless allowed)."""
         await check_url(self.entry["server_url"], allow_private=ctx.allow_private_network,
                         param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
-        requested = {i["id"] for i in ctx.history if i.get("type") == "mcp_approval_request"}
-        for item in ctx.history:
-            if item.get("type") == "mcp_approval_response" and item["approval_request_id"] not in requested:
-                raise InvalidRequest(
-                    f"No MCP approval request with id '{item['approval_request_id']}' in this conversation.",
-                    param="input", code="invalid_value")
 
     async def prepare(self, ctx: ToolContext) -> None:
         listed = _last_listing(ctx.history, self.label)
@@ -318,6 +312,25 @@ def _last_listing(history: Sequence[dict], label: str) -> dict | None:
                 and not item.get("error")):
             return item
     return None
+
+
+def check_approvals(history: Sequence[dict], tools: Sequence[Any]) -> None:
+    """Refuse (400) approvals of unknown requests, and approved calls no `mcp` tool here can run."""
+    requests = {i["id"]: i for i in history if i.get("type") == "mcp_approval_request"}
+    labels = {t.label for t in tools if isinstance(t, MCPTool)}
+    for item in history:
+        if item.get("type") != "mcp_approval_response":
+            continue
+        request = requests.get(item["approval_request_id"])
+        if request is None:
+            raise InvalidRequest(
+                f"No MCP approval request with id '{item['approval_request_id']}' in this conversation.",
+                param="input", code="invalid_value")
+        label = request.get("server_label")
+        if label not in labels and request in _approved(history, label):
+            raise InvalidRequest(
+                f"The approved call to MCP server '{label}' needs that server in 'tools' (tools are not "
+                "carried over by previous_response_id).", param="tools", code="invalid_value")
 
 
 def _approved(history: Sequence[dict], label: str) -> list[dict]:
