@@ -158,9 +158,10 @@ def test_open_responses_text(proxy: RecordingProxy, script) -> None:
 
 
 def test_open_responses_stream(proxy: RecordingProxy, script) -> None:
-    script.add({"content": "one two three"})
+    script.add({"reasoning": "Count up.", "content": "one two three"})
     out = run_node("open_responses.mjs", "stream", proxy)
     assert out["text"] == "one two three" and out["finishReason"] == "stop"
+    assert out["reasoning"] == "Count up."  # read from response.reasoning_text.delta
     check_events(out["raw"])
     assert proxy.validate() == 1
 

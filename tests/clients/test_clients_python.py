@@ -123,14 +123,18 @@ def test_agents_previous_response_id(proxy: RecordingProxy, script) -> None:
 
 def test_agents_store_false_with_reasoning(proxy: RecordingProxy, script) -> None:
     script.add({"reasoning": "Look it up.", "tool_calls": [WEATHER_CALL]}, {"content": "21C."})
-    agent = weather_agent(proxy, [], store=False, reasoning=Reasoning(effort="low", summary="auto"))
+    agent = weather_agent(proxy, [], store=False, reasoning=Reasoning(effort="low", summary="auto"),
+                          response_include=["reasoning.encrypted_content"])
     result = asyncio.run(sdk().Runner.run(agent, "Weather in Paris?"))
     assert result.final_output == "21C."
     first, second = proxy.posts()
     assert first.body["store"] is False and first.body["reasoning"] == {"effort": "low", "summary": "auto"}
+    assert first.body["include"] == ["reasoning.encrypted_content"]
     assert script.requests[0]["reasoning_effort"] == "low"
+    sealed = first.final()["output"][0]
+    assert sealed["type"] == "reasoning" and sealed.get("encrypted_content"), "no encrypted_content (issue 6)"
     echoed = next(i for i in second.body["input"] if i.get("type") == "reasoning")
-    assert echoed["id"] == first.final()["output"][0]["id"]
+    assert echoed["id"] == sealed["id"] and echoed["encrypted_content"] == sealed["encrypted_content"]
     assistant = next(m for m in script.requests[1]["messages"] if m["role"] == "assistant")
     assert assistant["reasoning_content"] == "Look it up."
     assert proxy.validate() == 2

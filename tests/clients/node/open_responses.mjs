@@ -34,7 +34,10 @@ await main({
       if (part.type === "text-delta") deltas.push(part.text);
       if (part.type === "error") throw part.error;
     }
-    return { deltas, text: await result.text, finishReason: await result.finishReason, raw };
+    return {
+      deltas, text: await result.text, reasoning: await result.reasoningText,
+      finishReason: await result.finishReason, raw,
+    };
   },
 
   async tools() {
