@@ -215,11 +215,13 @@ class ResponsesService:
             queue.put_nowait(batch)
 
         events = self.make_events(p, sink)
-        lease = int(time.time()) + 60
+        first_save: asyncio.Task | None = None
         if p.request.store:
-            # Stored as in progress first, so that it can be retrieved while it streams.
-            await self.store.save_response(p.save_record(lease_owner=self.instance, lease_until=lease), [],
-                                           p.input_items)
+            # Stored as in progress (leased, for recovery after a crash) so that it can be
+            # retrieved while it streams; written while the engine works, not before.
+            lease = int(time.time()) + 60
+            first_save = self.spawn(self.store.save_response(
+                p.save_record(lease_owner=self.instance, lease_until=lease), [], p.input_items))
 
         async def produce() -> None:
             try:
@@ -232,8 +234,12 @@ class ResponsesService:
                     events.cancelled(p.spec.total_usage())
                     _close_items(events)
                 try:
-                    if p.request.store:
-                        await self.store.save_response(p.save_record(), p.response["output"])
+                    if first_save is not None:
+                        # The final write must land after the first one (replicas may reorder).
+                        await asyncio.wait([first_save])
+                        await self.store.save_response(p.save_record(), p.response["output"],
+                                                       None if first_save.exception() is None
+                                                       else p.input_items)
                 finally:
                     if events.pending and not events.response["status"] == "cancelled":
                         await events.flush()
@@ -246,15 +252,29 @@ class ResponsesService:
         interval = self.settings.keepalive_interval
         try:
             while True:
-                try:
-                    async with asyncio.timeout(interval):
-                        batch = await queue.get()
-                except TimeoutError:
-                    yield KEEPALIVE
-                    continue
+                if queue.empty():
+                    try:
+                        async with asyncio.timeout(interval):
+                            batch = await queue.get()
+                    except TimeoutError:
+                        yield KEEPALIVE
+                        continue
+                else:
+                    batch = queue.get_nowait()
                 if batch is None:
                     return
-                yield sse_frames(batch)
+                # Everything produced meanwhile goes out in one write.
+                events = list(batch)
+                ended = False
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    events.extend(more)
+                yield sse_frames(events)
+                if ended:
+                    return
         finally:
             if not task.done():
                 task.cancel()  # the client went away: stop the engine; produce() stores the end
