@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 # Random bytes are drawn from the OS in blocks: one getrandom() call per ~170 ids instead of
 # one per id (a measurable share of a streamed request's CPU time otherwise).
@@ -25,8 +26,12 @@ def random_hex(nbytes: int) -> str:
 
 
 def new_id(prefix: str) -> str:
-    """`prefix_` + 48 hex characters (192 random bits)."""
-    return f"{prefix}_{random_hex(24)}"
+    """`prefix_` + 48 hex characters: the creation second, then 160 random bits.
+
+    The hosted API's ids start with the creation time too. Here it also keeps database
+    inserts at the end of each index instead of scattered over it, which divides the pages
+    a batch of writes dirties (and the write-ahead log it fills) several times over."""
+    return f"{prefix}_{int(time.time()):08x}{random_hex(20)}"
 
 
 def response_id() -> str:
