@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
 from .files import FilesEndpoints
+from .ids import random_hex
 from .jobs import Jobs
 from .media import Media
 from .reasoning import ReasoningVault
@@ -74,7 +76,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = "req_" + random_hex(16)
         started = time.perf_counter()
         status = 0
 
@@ -115,6 +117,9 @@ def create_app(settings: Settings) -> Any:
         await vault.start()
         await router.start()
         await jobs.start()
+        # What start-up created lives as long as the process: keep it out of GC passes.
+        gc.collect()
+        gc.freeze()
         log.info("responsa ready on http://%s:%d (store: %s)", settings.host, settings.port,
                  "postgresql" if settings.database_url else os.path.join(settings.data_dir, "responsa.db"))
         try:
