@@ -161,8 +161,9 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
             tool_result(call_id, "The image was generated and shown to the user." if item.get("result")
                         else f"Image generation {item.get('status', 'failed')}{detail}")
         elif kind == "computer_call":
-            action = item.get("action") or {"type": "batch", "actions": item.get("actions")}
-            tool_call(item["call_id"], "computer", json.dumps({"action": action}))
+            # As the computer tool's function takes them (computer.py): one action, or a batch.
+            args = {"action": item["action"]} if item.get("action") else {"actions": item.get("actions") or []}
+            tool_call(item["call_id"], "computer", json.dumps(args))
         elif kind == "computer_call_output":
             screenshot = item.get("output") or {}
             parts = [{"type": "input_text", "text": "Screenshot after the action:"}]

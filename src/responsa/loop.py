@@ -94,7 +94,8 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 events.incomplete("max_output_tokens", spec.total_usage())
                 return
         request = TurnRequest(
-            model=spec.model, items=[*history, *events.output], instructions=spec.instructions,
+            model=spec.model, items=conversation(history, events.output, ctx.model_notes),
+            instructions=spec.instructions,
             tools=functions, tool_choice=choice if functions else None,
             parallel_tool_calls=spec.parallel_tool_calls if functions else None,
             response_format=spec.response_format, temperature=spec.temperature, top_p=spec.top_p,
@@ -167,7 +168,7 @@ async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
             dropped = truncate_oldest(history)
             if not dropped:
                 raise
-            request = _replace_items(request, [*history, *events.output])
+            request = _replace_items(request, conversation(history, events.output, spec.tool_ctx.model_notes))
             continue
         return finish, [calls[i] for i in sorted(calls)]
 
@@ -188,6 +189,20 @@ def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], 
             events.function_call_delta(call.index, "".join(call.arguments))
     elif call.index is not None and ev.arguments:
         events.function_call_delta(call.index, ev.arguments)
+
+
+def conversation(history: Sequence[dict], output: Sequence[dict],
+                 notes: Sequence[tuple[int, dict]] = ()) -> list[dict]:
+    """What a turn sends: the history, then the output with the model-only notes in their places."""
+    items = [*history]
+    k = 0
+    for i, item in enumerate(output):
+        while k < len(notes) and notes[k][0] <= i:
+            items.append(notes[k][1])
+            k += 1
+        items.append(item)
+    items.extend(note for _, note in notes[k:])
+    return items
 
 
 def truncate_oldest(history: list[dict]) -> bool:

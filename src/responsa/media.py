@@ -221,6 +221,18 @@ class Media:
             out.append(item)
         return out
 
+    async def include_screenshot_urls(self, items: Sequence[dict], owner: str) -> list[dict]:
+        """`include=computer_call_output.output.image_url`: screenshots given by `file_id` get their `data:` URL."""
+        out = []
+        for item in items:
+            shot = item.get("output") if item.get("type") == "computer_call_output" else None
+            if isinstance(shot, dict) and shot.get("file_id") and not shot.get("image_url"):
+                blob = await self.load(shot["file_id"], owner)
+                if blob is not None:
+                    item = {**item, "output": {**shot, "image_url": await _run(data_url, blob.mime, blob.data)}}
+            out.append(item)
+        return out
+
     async def load(self, file_id: str, owner: str) -> Blob | None:
         """An uploaded file of this owner, or None if unknown, foreign, deleted or expired."""
         record = await self.store.get_file(file_id, owner)
@@ -297,13 +309,13 @@ class _Resolution:
             parts = await self.parts(item["output"], where and f"{where}.output")
             return item if parts is None else {**item, "output": parts}
         if kind == "computer_call_output" and isinstance(item.get("output"), dict):
+            # The screenshot as an input image: file ids inlined, data: URLs checked, URLs fetched.
             screenshot = item["output"]
-            self.check_images(where and f"{where}.output")
-            if screenshot.get("file_id") and not screenshot.get("image_url"):
-                url = await self.file_image(screenshot["file_id"], where and f"{where}.output.file_id")
-                if url is not None:
-                    rest = {k: v for k, v in screenshot.items() if k != "file_id"}
-                    return {**item, "output": {**rest, "image_url": url}}
+            ref = {k: screenshot[k] for k in ("image_url", "file_id") if screenshot.get(k)}
+            part = await self.image({"type": "input_image", **ref}, where and f"{where}.output")
+            if part.get("type") == "input_image" and part.get("image_url") != screenshot.get("image_url"):
+                rest = {k: v for k, v in screenshot.items() if k != "file_id"}
+                return {**item, "output": {**rest, "image_url": part["image_url"]}}
         return item
 
     async def parts(self, parts: list, where: str | None) -> list[dict] | None:

@@ -114,7 +114,8 @@ class ResponsesService:
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, include=req.include, owner=owner,
                           allow_private_network=self.settings.allow_private_network,
-                          load_file=self._file_loader(owner), services=self.tool_services)
+                          load_file=self._file_loader(owner), services=self.tool_services,
+                          accepts_images=target.backend.accepts_images(target.model))
         spec = RunSpec(
             backend=target.backend, model=target.model, history=sent,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
@@ -318,6 +319,8 @@ class ResponsesService:
         data = page.items
         if self.media is not None and "message.input_image.image_url" in include:
             data = await self.media.include_image_urls(data, owner)
+        if self.media is not None and "computer_call_output.output.image_url" in include:
+            data = await self.media.include_screenshot_urls(data, owner)
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
 

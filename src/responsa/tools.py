@@ -63,6 +63,11 @@ class ToolContext:
     # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
     load_file: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    # Whether the routed engine takes image input (computer use sends it screenshots).
+    accepts_images: bool = True
+    # Items only the model sees, each placed before the output item at its index: what a tool
+    # told the model about a call it refused (an invalid computer action). Never output or stored.
+    model_notes: list[tuple[int, dict]] = field(default_factory=list)
 
 
 class Tool(Protocol):
@@ -301,6 +306,15 @@ def ignored_tool_types(entries: list[dict]) -> list[str]:
     return sorted({e["type"] for e in entries if e["type"] in IGNORED_TYPES})
 
 
+# tool_choice names the computer tool by any of these, whichever type the tools entry has.
+COMPUTER_TYPES = frozenset({"computer", "computer_use_preview", "computer_use"})
+
+
+def same_tool_type(chosen: Any, tool_type: Any) -> bool:
+    """Whether a tool_choice / allowed_tools `type` designates a tool entry of `tool_type`."""
+    return chosen == tool_type or (chosen in COMPUTER_TYPES and tool_type in COMPUTER_TYPES)
+
+
 def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
     if value is None:
         return "auto"
@@ -334,7 +348,7 @@ def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
         if name:
             out["name"] = name
         return out
-    if not any(t["type"] == kind or (kind == "computer_use_preview" and t["type"] == "computer") for t in tools):
+    if not any(same_tool_type(kind, t["type"]) for t in tools):
         raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param="tool_choice",
                              code="invalid_value")
     if kind in IGNORED_TYPES:
@@ -417,8 +431,7 @@ def _functions_for(ref: dict, toolset: ToolSet) -> set[str]:
     out: set[str] = set()
     for tool in toolset.tools:
         entry = getattr(tool, "entry", {})
-        if ref.get("type") not in (entry.get("type"), *(() if ref.get("type") != "computer_use_preview"
-                                                         else ("computer",))):
+        if not same_tool_type(ref.get("type"), entry.get("type")):
             continue
         if "name" in ref and ref.get("type") in ("function", "custom") and entry.get("name") != ref["name"]:
             continue
