@@ -82,6 +82,7 @@ class ComputerTool:
     """One computer tool for a run: offered as the `computer` function; a valid call ends the response."""
 
     streams_arguments = False
+    client_side = True  # the client performs the actions: not one of the calls max_tool_calls limits
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
