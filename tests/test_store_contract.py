@@ -327,7 +327,14 @@ async def test_orphaned_runs(store: Store) -> None:
 async def test_orphans_are_claimed_once(make_store: Callable[..., Store], anyio_backend: str) -> None:
     a, b = make_store(), make_store()
     await a.open()
-    await b.open()
+    if isinstance(a, SQLiteStore):
+        # One process owns a SQLite database: a second store on the same file is refused,
+        # and concurrent claims come from one store.
+        with pytest.raises(RuntimeError, match="another Responsa process"):
+            await b.open()
+        b = a
+    else:
+        await b.open()
     try:
         now = int(time.time())
         ids = {f"orphan{n}" for n in range(30)}
@@ -340,7 +347,8 @@ async def test_orphans_are_claimed_once(make_store: Callable[..., Store], anyio_
         assert sorted(claimed) == sorted(ids)  # every one taken, none twice
     finally:
         await a.close()
-        await b.close()
+        if b is not a:
+            await b.close()
 
 
 async def test_notify_reaches_this_process_once(store: Store) -> None:
@@ -464,3 +472,28 @@ async def test_outage_gives_503_then_recovers(anyio_backend: str) -> None:
     finally:
         await store.close()
         pg.drop_database(url)
+
+
+async def test_pool_is_bounded_and_survives_cancelled_calls(pg_url: str, anyio_backend: str) -> None:
+    from responsa.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, pool_size=3)
+    await store.open()
+    try:
+        await store.save_response(record("pooled"), [msg("o", "x", "assistant")], [])
+        got = await asyncio.gather(*(store.get_response("pooled", "alice") for _ in range(60)))
+        assert all(g is not None for g in got)
+        name = pg_url.rsplit("/", 1)[1]
+        used = pg.admin("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = "
+                        "'responsa'", name)[0][0]
+        assert 1 <= used <= 3
+        # Callers cancelled mid-query (a client that went away) leave no broken connection behind.
+        tasks = [asyncio.create_task(store.get_response("pooled", "alice")) for _ in range(10)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        got = await asyncio.gather(*(store.get_response("pooled", "alice") for _ in range(10)))
+        assert all(g is not None and texts(g["output"]) == ["x"] for g in got)
+    finally:
+        await store.close()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,7 @@ MIGRATION_LOCK = 0x726573706F6E7361
 CONNECT_TIMEOUT = 5.0
 ACQUIRE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0
+MAX_IDLE = 300.0  # seconds an idle pooled connection is kept
 LISTEN_CHECK_EVERY = 10.0
 # SQLSTATE classes that mean "the database is not there right now", not "the query is wrong":
 # connection exception, insufficient resources, operator intervention (shutdown, terminate),
@@ -73,8 +74,70 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Pool release hook: nothing to reset (no session state is ever set), saving a round trip."""
+class _Pool:
+    """At most `size` connections, reused newest first; broken and long-idle ones are dropped.
+
+    Leaner than asyncpg's pool, which spends a task on every release (asyncio.shield) and a
+    reset round trip unless told otherwise: here a connection changes hands for free. No
+    session state is ever set and no transaction outlives a call, so nothing needs a reset.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int) -> None:
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[tuple[asyncpg.Connection, float]] = []
+        self.closed = False
+
+    async def acquire(self) -> asyncpg.Connection:
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(ACQUIRE_TIMEOUT):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ServiceUnavailable("Every database connection is busy; try again shortly.",
+                                         headers={"retry-after": "1"}) from None
+        else:
+            await self._slots.acquire()  # free: returns at once
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if not conn.is_closed() and now - since < MAX_IDLE:
+                return conn
+            _drop(conn)
+        try:
+            return await self._connect()
+        except BaseException as e:
+            self._slots.release()
+            if isinstance(e, Exception):
+                raise _unavailable(e) from e
+            raise
+
+    def release(self, conn: asyncpg.Connection, broken: bool = False) -> None:
+        if broken or self.closed or conn.is_closed():
+            _drop(conn)
+        else:
+            self._idle.append((conn, time.monotonic()))
+        self._slots.release()
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            try:
+                async with asyncio.timeout(2):
+                    await conn.close()
+            except Exception:
+                _drop(conn)
+
+
+def _drop(conn: asyncpg.Connection) -> None:
+    if not conn.is_closed():
+        conn.terminate()
+
+
+def _keeps_connection(error: BaseException) -> bool:
+    """Whether a connection that raised this is still fit for the next caller."""
+    return isinstance(error, asyncpg.PostgresError) and not _is_outage(error)
 
 
 class PostgresStore:
@@ -84,7 +147,7 @@ class PostgresStore:
                  query_logger: Callable[[str], None] | None = None) -> None:
         self.url = url
         self.pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: _Pool | None = None
         self._listeners: list[Callable[[str, str], None]] = []
         self._token = uuid.uuid4().hex[:12]  # tells this process's own notifications apart
         self._listen_task: asyncio.Task | None = None
@@ -99,20 +162,20 @@ class PostgresStore:
             await migrate(conn)
         finally:
             await conn.close()
-        self._pool = await asyncpg.create_pool(
-            self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=300, reset=_no_reset,
-            init=self._init_connection, server_settings={"application_name": "responsa"})
+        self._pool = _Pool(self._new_connection, self.pool_size)
         self._listening = asyncio.Event()
         self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._listening.wait()
 
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+    async def _new_connection(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+                                     server_settings={"application_name": "responsa"})
         if self._query_logger is not None:
             logger = self._query_logger
             conn.add_query_logger(lambda record: logger(record.query))
+        return conn
 
     async def close(self) -> None:
         if self._listen_task is not None:
@@ -122,11 +185,7 @@ class PostgresStore:
             self._listen_task = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            try:
-                async with asyncio.timeout(10):
-                    await pool.close()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pool.terminate()
+            await pool.close()
 
     async def ping(self) -> bool:
         try:
@@ -138,40 +197,47 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for several statements; database failures become 503s."""
         pool = self._pool
         if pool is None:
             raise ServiceUnavailable("The store is not open.")
-        try:
-            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
-        except Exception as e:  # any failure to get a connection is an outage for the caller
-            raise _unavailable(e) from e
+        conn = await pool.acquire()
         try:
             yield conn
-        except Exception as e:
-            if _is_outage(e):
+        except BaseException as e:
+            pool.release(conn, broken=not _keeps_connection(e))
+            if isinstance(e, Exception) and _is_outage(e):
                 raise _unavailable(e) from e
             raise
-        finally:
-            try:
-                await pool.release(conn)
-            except Exception as e:  # a connection that died is dropped by the pool
-                log.debug("releasing a database connection failed: %s", e)
+        pool.release(conn)
+
+    async def _call(self, method: str, query: str, args: tuple) -> Any:
+        """One statement on a pooled connection (the common path, kept free of extra awaits)."""
+        pool = self._pool
+        if pool is None:
+            raise ServiceUnavailable("The store is not open.")
+        conn = await pool.acquire()
+        try:
+            result = await getattr(conn, method)(query, *args)
+        except BaseException as e:
+            pool.release(conn, broken=not _keeps_connection(e))
+            if isinstance(e, Exception) and _is_outage(e):
+                raise _unavailable(e) from e
+            raise
+        pool.release(conn)
+        return result
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with self._conn() as conn:
-            return await conn.fetch(query, *args)
+        return await self._call("fetch", query, args)
 
     async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        async with self._conn() as conn:
-            return await conn.fetchrow(query, *args)
+        return await self._call("fetchrow", query, args)
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
-        async with self._conn() as conn:
-            return await conn.fetchval(query, *args)
+        return await self._call("fetchval", query, args)
 
     async def _execute(self, query: str, *args: Any) -> str:
-        async with self._conn() as conn:
-            return await conn.execute(query, *args)
+        return await self._call("execute", query, args)
 
     # ---- notifications ---------------------------------------------------------------------------
 
