@@ -131,6 +131,10 @@ def test_tool_types_the_server_cannot_run_are_accepted_not_offered(clients_serve
     streamed = post(clients_server, {"model": "m", "input": "hi", "tools": tools, "stream": True})
     assert streamed.headers["x-responsa-ignored-tools"] == r.headers["x-responsa-ignored-tools"]
     assert ok(streamed)["status"] == "completed"
+    # With nothing left to offer, the engine gets no tools and no tool_choice at all.
+    script.add({"content": "no tools"})
+    ok(post(clients_server, {"model": "m", "input": "hi", "tools": tools[2:], "tool_choice": "auto"}))
+    assert "tools" not in script.requests[-1] and "tool_choice" not in script.requests[-1]
     # Forcing a tool the server does not run cannot be honoured: that is a clear 400.
     forced = post(clients_server, {"model": "m", "input": "hi", "tools": tools,
                                    "tool_choice": {"type": "web_search"}})
