@@ -294,8 +294,11 @@ async def latest_screenshot_size(ctx: ToolContext) -> tuple[int, int] | None:
         data = b""
         url = shot.get("image_url")
         if isinstance(url, str) and url.startswith("data:"):
+            payload = url.partition(",")[2]
             try:
-                data = base64.b64decode(url.partition(",")[2], validate=True)
+                data = base64.b64decode(payload[:64], validate=True)  # PNG and GIF: the header is enough
+                if image_size(data) is None:
+                    data = base64.b64decode(payload, validate=True)
             except (binascii.Error, ValueError):
                 return None
         elif shot.get("file_id") and ctx.load_file is not None:
