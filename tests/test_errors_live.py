@@ -162,3 +162,33 @@ def test_engine_timeout_fails_the_response_without_hanging(strict_server, script
     events = [wire(e) for e in client.responses.create(model="m", input="x", stream=True)]
     check_events(events)
     assert events[-1]["type"] == "response.failed"
+
+
+def test_failed_response_codes_are_ones_typed_clients_know(client: OpenAI, script) -> None:
+    # Once a stream has started an engine 400 can only end the response; its code must be one
+    # the SDKs' ResponseError type allows, the message keeps the detail.
+    script.add({"status": 400, "error": "This model's maximum context length is 4096 tokens"})
+    events = [wire(e) for e in client.responses.create(model="m", input="x", stream=True)]
+    check_events(events)
+    error = events[-1]["response"]["error"]
+    assert error["code"] == "invalid_prompt" and "context" in error["message"]
+    script.add({"status": 429, "error": "slow down"})
+    events = [wire(e) for e in client.responses.create(model="m", input="x", stream=True)]
+    assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_client_error_is_not_stored(server, client: OpenAI, script) -> None:
+    import sqlite3
+
+    script.add({"status": 400, "error": "bad request from the engine"})
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="m", input="unique-marker-4711")
+    db = sqlite3.connect(f"file:{server.data_dir / 'responsa.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT count(*) FROM items WHERE CAST(data AS TEXT) LIKE '%unique-marker-4711%'")
+        assert rows.fetchone()[0] == 0
+        client.responses.create(model="m", input="unique-marker-4712")  # the control is found
+        rows = db.execute("SELECT count(*) FROM items WHERE CAST(data AS TEXT) LIKE '%unique-marker-4712%'")
+        assert rows.fetchone()[0] == 2  # its input, and the echo in its output
+    finally:
+        db.close()

@@ -197,6 +197,19 @@ def test_max_tool_calls_limits_server_side_calls(client: OpenAI, script, calc: M
     assert len(calc.log.calls()) == 1
 
 
+def test_max_tool_calls_ignores_parallel_calls_past_the_cap(client: OpenAI, script, calc: MCPTestServer) -> None:
+    script.add({"tool_calls": [{"name": "mcp__calc__add", "arguments": {"a": 1, "b": 1}},
+                               {"name": "mcp__calc__add", "arguments": {"a": 2, "b": 2}},
+                               {"name": "mcp__calc__add", "arguments": {"a": 3, "b": 3}}]},
+               {"content": "done"})
+    r = client.responses.create(model="m", input="x", max_tool_calls=2,
+                                tools=[mcp_tool(calc, require_approval="never")])
+    check_response(r)
+    assert [o.type for o in r.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+    assert len(calc.log.calls()) == 2
+    assert "tools" not in script.requests[-1]
+
+
 def test_sse_only_server(client: OpenAI, script, legacy: MCPTestServer) -> None:
     script.add(call("mcp__old__add", a=4, b=5), {"content": "nine"})
     r = client.responses.create(model="m", input="x",

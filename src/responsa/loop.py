@@ -125,6 +125,11 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 # A name the model invented: hand it to the client like any function call.
                 events.function_call(call.call_id, call.name, arguments)
                 stop = True
+            elif (not getattr(tool, "client_side", False) and spec.max_tool_calls is not None
+                  and server_calls >= spec.max_tool_calls):
+                # Past max_tool_calls further calls are ignored, as the hosted API does; the
+                # next turn offers no tools, so the model answers with what it has.
+                continue
             else:
                 outcome = await tool.invoke(ToolCall(call.call_id, call.name, arguments), ctx)
                 if outcome is Outcome.STOP:

@@ -178,11 +178,16 @@ class ResponsesService:
         events.in_progress()
         try:
             await self.drive(p, events, raise_client_errors=True)
-        finally:
-            if not events.done:  # cancelled (server shutdown) or an escaped error
+        except APIError:
+            raise  # the client's own mistake, before any output: an HTTP error, nothing stored
+        except BaseException:
+            if not events.done:  # cancelled (server shutdown): stored as such
                 events.cancelled()
             if p.request.store:
                 await self.store.save_response(p.save_record(), p.response["output"], p.input_items)
+            raise
+        if p.request.store:
+            await self.store.save_response(p.save_record(), p.response["output"], p.input_items)
         return p.response
 
     async def drive(self, p: Prepared, events: ResponseEvents, *, raise_client_errors: bool = False) -> None:
@@ -197,7 +202,7 @@ class ResponsesService:
                 log.warning("response %s failed: %s", p.response["id"], e.message)
             else:  # store=false: the logs get the kind of failure, nothing about the response
                 log.warning("a store=false response failed: %s", e.code or "server_error")
-            events.failed(e.code or "server_error", e.message, p.spec.total_usage())
+            events.failed(response_error_code(e), e.message, p.spec.total_usage())
         except asyncio.CancelledError:
             events.cancelled(p.spec.total_usage())
             raise
@@ -323,6 +328,27 @@ class ResponsesService:
             data = await self.media.include_screenshot_urls(data, owner)
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+
+
+# The codes the SDKs type `response.error.code` with; anything else is reported as server_error
+# (the message still says what happened).
+RESPONSE_ERROR_CODES = frozenset({
+    "server_error", "rate_limit_exceeded", "invalid_prompt", "invalid_image", "invalid_image_format",
+    "invalid_base64_image", "invalid_image_url", "image_too_large", "image_too_small", "image_parse_error",
+    "image_content_policy_violation", "invalid_image_mode", "image_file_too_large",
+    "unsupported_image_media_type", "empty_image_file", "failed_to_download_image", "image_file_not_found",
+})
+
+
+def response_error_code(error: APIError) -> str:
+    """A failed response's `error.code`: the error's own code when typed clients know it."""
+    if error.code in RESPONSE_ERROR_CODES:
+        return error.code  # type: ignore[return-value]
+    if isinstance(error, InvalidRequest):
+        return "invalid_prompt"
+    if isinstance(error, RateLimited):
+        return "rate_limit_exceeded"
+    return "server_error"
 
 
 def _close_items(events: ResponseEvents) -> None:

@@ -108,6 +108,7 @@ class FunctionTool:
     """A client function: the call becomes a `function_call` item for the client to run."""
 
     streams_arguments = True
+    client_side = True  # not counted against max_tool_calls (which limits calls run here)
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
@@ -165,6 +166,7 @@ class CustomTool:
     """A free-form client tool: offered as a function taking one `input` string."""
 
     streams_arguments = False
+    client_side = True
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
