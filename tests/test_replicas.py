@@ -104,6 +104,12 @@ def test_migrate_command(tmp_path: Path) -> None:
         assert pg.admin_on(url, "SELECT to_regclass('responses') IS NOT NULL")[0][0]
     finally:
         pg.drop_database(url)
+    # Nothing listens on port 9: one clear line, exit status 1, no password shown.
+    bad = [sys.executable, "-m", "responsa", "migrate", "--database-url", "postgresql://u:hunter2@127.0.0.1:9/x"]
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=60, env=_clean_env())
+    assert done.returncode == 1
+    assert "migration failed: cannot connect to PostgreSQL at 127.0.0.1:9/x" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
 def _clean_env() -> dict[str, str]:

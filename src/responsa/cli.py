@@ -86,7 +86,11 @@ def migrate(settings: Settings) -> None:
         await store.open()  # opening applies pending migrations
         await store.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except Exception as e:  # unreachable database, newer schema: one clear line, no traceback
+        print(f"responsa: migration failed: {e}", file=sys.stderr)
+        sys.exit(1)
     target = settings.database_url.split("@")[-1] if settings.database_url else settings.data_dir
     print(f"schema up to date ({target})")
 

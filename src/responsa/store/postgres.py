@@ -157,7 +157,11 @@ class PostgresStore:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        try:
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        except Exception as e:
+            where = self.url.rsplit("@", 1)[-1]  # never the password
+            raise RuntimeError(f"cannot connect to PostgreSQL at {where}: {type(e).__name__}: {e}") from e
         try:
             await migrate(conn)
         finally:
