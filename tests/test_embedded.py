@@ -419,6 +419,9 @@ def test_busy_model_429_then_disconnect_frees_it_promptly(ai: OpenAI) -> None:
         ai.responses.create(model="smol-single", input="hi", max_output_tokens=16)
     assert info.value.body["code"] == "rate_limit_exceeded"
     assert "--embedded-queue" in info.value.body["message"]
+    refused = list(ai.responses.create(model="smol-single", input="hi", stream=True))
+    check_events(refused)
+    assert refused[-1].type == "response.failed" and refused[-1].response.error.code == "rate_limit_exceeded"
     stream.close()
     closed = time.monotonic()
 
@@ -434,6 +437,30 @@ def test_busy_model_429_then_disconnect_frees_it_promptly(ai: OpenAI) -> None:
     stored = ai.responses.retrieve(rid)
     assert stored.status != "completed"
     assert len(stored.output_text) < 800
+
+
+@pytest.mark.embedded
+def test_cancelled_background_run_frees_the_model(ai: OpenAI) -> None:
+    stream = ai.responses.create(model="smol-single", input="List numbers.", background=True, stream=True,
+                                 text={"format": {"type": "json_schema", "name": "numbers", "schema": LONG}})
+    rid = ""
+    for event in stream:
+        rid = rid or event.response.id
+        if event.type == "response.output_text.delta":
+            break  # generating
+    cancelled = ai.responses.cancel(rid)
+    started = time.monotonic()
+    stream.close()
+    assert cancelled.status == "cancelled"
+
+    def answered() -> object:
+        try:
+            return ai.responses.create(model="smol-single", input="hi", max_output_tokens=16)
+        except openai.RateLimitError:
+            return None
+
+    assert wait_for(answered, timeout=30, interval=0.05).status in ("completed", "incomplete")
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.embedded
