@@ -223,10 +223,16 @@ def test_database_outage_gives_503_then_recovers(engine: ScriptedEngine, script,
     try:
         server.start()
         client = sdk(server)
-        script.add({"content": "before the outage"})
+        script.add({"match": "hi", "content": "before the outage"}, {"match": "long", "content": SLOW,
+                                                                     "delay": 0.05})
         r = client.responses.create(model="m", input="hi")
+        run = client.responses.create(model="m", input="long job", background=True)
+        with client.responses.retrieve(run.id, stream=True) as stream:
+            read_until(stream, lambda ev: ev["type"] == "response.output_text.delta")
         pg.set_outage(url, down=True)
         try:
+            # The run cannot store its events: it fails, and waits to store that.
+            wait_for(lambda: "retrying a background run's final write" in server.log(), timeout=20)
             for call in (lambda: client.responses.retrieve(r.id),
                          lambda: client.responses.create(model="m", input="during")):
                 with pytest.raises(openai.InternalServerError) as e:
@@ -241,6 +247,14 @@ def test_database_outage_gives_503_then_recovers(engine: ScriptedEngine, script,
             pg.set_outage(url, down=False)
         wait_for(lambda: httpx.get(server.url + "/health").status_code == 200, timeout=20)
         assert client.responses.retrieve(r.id).output_text == "before the outage"
+        # The run ended failed once the database was back, with its whole stream stored, gap-free.
+        ended = wait_for(lambda: (got := client.responses.retrieve(run.id)).status == "failed" and got,
+                         timeout=20)
+        check_response(ended)
+        assert ended.error.code == "server_error" and "database is unavailable" in ended.error.message
+        events = [wire(ev) for ev in client.responses.retrieve(run.id, stream=True)]
+        check_events(events)
+        assert events[-1]["type"] == "response.failed"
         script.add({"content": "after the outage"})
         assert client.responses.create(model="m", input="again").output_text == "after the outage"
         assert "Traceback" not in server.log()

@@ -29,8 +29,8 @@ import orjson
 
 from .errors import InvalidRequest, ServiceUnavailable, not_found
 from .events import TERMINAL, ResponseEvents
-from .service import KEEPALIVE, Prepared, ResponsesService
 from .replay import output_from_events
+from .service import KEEPALIVE, Prepared, ResponsesService
 from .store import RunClaim, Store
 
 log = logging.getLogger("responsa.jobs")
@@ -174,8 +174,14 @@ class Jobs:
         rid = p.response["id"]
         store = self.store
 
+        # Events the database refused (an outage) are kept and sent again with the next batch
+        # (appending is idempotent), so the stored stream never has a gap.
+        unsaved: list[dict] = []
+
         async def persist(batch: list[dict]) -> None:
-            await store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
+            unsaved.extend(batch)
+            await store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in unsaved])
+            unsaved.clear()
             await store.notify("events", rid)
 
         events.sink = persist
@@ -202,16 +208,38 @@ class Jobs:
                 events.failed(*INTERRUPTED, p.spec.total_usage())
             elif not events.done:
                 events.cancelled(p.spec.total_usage())
+        except Exception as e:  # the store failed outside the loop (an outage): end the run anyway
+            if not isinstance(e, ServiceUnavailable):
+                log.exception("background response %s failed", rid)
+            if not events.done:
+                events.failed(*((e.code or "server_error", e.message) if isinstance(e, ServiceUnavailable)
+                                else ("server_error", "The server failed while running this response.")),
+                              p.spec.total_usage())
         finally:
             if events.done:
                 from .service import _close_items
 
                 _close_items(events)
-                await store.save_response(p.save_record(), p.response["output"])
-                if events.pending:
-                    await events.flush()
-                await store.notify("events", rid)
+                # The end of a run must be stored, or it would stay in progress under a lease
+                # this process keeps renewing: wait out an outage (the task stays ours).
+                await self._stored(lambda: store.save_response(p.save_record(), p.response["output"]))
+                unsaved.extend(events.pending)
+                events.pending.clear()
+                await self._stored(lambda: persist([]))
             self.cancelling.discard(rid)
+
+    async def _stored(self, write: Any) -> None:
+        """Retry a write while the database is unavailable (not at shutdown)."""
+        delay = 0.5
+        while True:
+            try:
+                return await write()
+            except ServiceUnavailable:
+                if self.stopping:
+                    raise
+                log.warning("database unavailable; retrying a background run's final write in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # ---- cancel ---------------------------------------------------------------------------------
 
