@@ -8,6 +8,7 @@ does not run, MCP listings) are left out.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ def text_of(content: Any) -> str:
     """The text of a content list (or string), parts joined by newlines."""
     if isinstance(content, str):
         return content
+    if content and len(content) == 1 and content[0].get("type") == "output_text":
+        return content[0].get("text") or ""
     texts = []
     for part in content or ():
         kind = part.get("type")
@@ -55,6 +58,8 @@ def text_of(content: Any) -> str:
 
 def user_content(parts: list[dict]) -> str | list[dict]:
     """A user/system message's content: a plain string unless it carries images or files."""
+    if len(parts) == 1 and parts[0].get("type") == "input_text":
+        return parts[0]["text"]  # the common case, without the general path's overhead
     if all(p.get("type") == "input_text" for p in parts):
         return "\n".join(p["text"] for p in parts)
     out: list[dict] = []
@@ -78,98 +83,161 @@ def user_content(parts: list[dict]) -> str | list[dict]:
     return out
 
 
-def to_messages(items: Sequence[dict], instructions: str | None = None,
-                options: ChatOptions = ChatOptions()) -> list[dict]:
-    """Build the Chat Completions `messages` for a conversation."""
-    out: list[dict] = []
-    if instructions:
-        out.append({"role": "system", "content": instructions})
-    pending_reasoning: list[str] = []
-    approvals = {i["approval_request_id"]: i for i in items if i.get("type") == "mcp_approval_response"}
-    answered = {i.get("approval_request_id") for i in items if i.get("type") == "mcp_call"}
+class _Renderer:
+    """Turns items into messages one by one; its state can be saved and resumed (see
+    `to_messages`' prefix cache)."""
 
-    def assistant() -> dict:
+    __slots__ = ("answered", "approvals", "options", "out", "pending_reasoning")
+
+    def __init__(self, options: ChatOptions, items: Sequence[dict]) -> None:
+        self.options = options
+        self.out: list[dict] = []
+        self.pending_reasoning: list[str] = []
+        # MCP approvals pair requests with later items: indexed on the first request seen.
+        self.approvals: dict[str, dict] | None = None
+        self.answered: set[str | None] = set()
+
+    def assistant(self) -> dict:
         """The assistant message to add tool calls to: the last one, or a new one."""
-        if out and out[-1]["role"] == "assistant" and not pending_reasoning:
+        out = self.out
+        if out and out[-1]["role"] == "assistant" and not self.pending_reasoning:
             return out[-1]
         msg: dict[str, Any] = {"role": "assistant", "content": None}
-        if pending_reasoning and options.reasoning_input != "drop":
-            msg[options.reasoning_input] = "\n".join(pending_reasoning)
-        pending_reasoning.clear()
+        if self.pending_reasoning and self.options.reasoning_input != "drop":
+            msg[self.options.reasoning_input] = "\n".join(self.pending_reasoning)
+        self.pending_reasoning.clear()
         out.append(msg)
         return msg
 
-    def tool_call(call_id: str, name: str, arguments: str) -> None:
-        msg = assistant()
+    def tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        msg = self.assistant()
         msg.setdefault("tool_calls", []).append(
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
 
-    def tool_result(call_id: str, content: Any) -> None:
+    def tool_result(self, call_id: str, content: Any) -> None:
         text = content if isinstance(content, str) else text_of(content)
-        out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+        self.out.append({"role": "tool", "tool_call_id": call_id, "content": text})
         # Tool messages carry text only: images and files follow as a user message.
         media = [p for p in content if p.get("type") in ("input_image", "input_file")] \
             if isinstance(content, list) else []
         if media:
-            out.append({"role": "user", "content": user_content(media)})
+            self.out.append({"role": "user", "content": user_content(media)})
 
-    for item in items:
-        kind = item.get("type")
-        if kind == "message":
-            role = item.get("role")
-            if role == "assistant":
-                text = text_of(item.get("content"))
-                msg = assistant()
-                if msg.get("tool_calls") or msg.get("content"):
-                    msg = {"role": "assistant", "content": text}
-                    out.append(msg)
+    def feed(self, items: Sequence[dict], all_items: Sequence[dict]) -> None:
+        out = self.out
+        assistant, tool_call, tool_result = self.assistant, self.tool_call, self.tool_result
+        for item in items:
+            kind = item.get("type")
+            if kind == "message":
+                role = item.get("role")
+                if role == "assistant":
+                    text = text_of(item.get("content"))
+                    if not self.pending_reasoning and (not out or out[-1]["role"] != "assistant"):
+                        out.append({"role": "assistant", "content": text})  # the common case
+                        continue
+                    msg = assistant()
+                    if msg.get("tool_calls") or msg.get("content"):
+                        msg = {"role": "assistant", "content": text}
+                        out.append(msg)
+                    else:
+                        msg["content"] = text
                 else:
-                    msg["content"] = text
-            else:
-                out.append({"role": "system" if role == "developer" else role,
-                            "content": user_content(item.get("content") or [])})
-        elif kind == "reasoning":
-            text = text_of(item.get("content")) or text_of(item.get("summary"))
-            if text:
-                pending_reasoning.append(text)
-        elif kind == "function_call":
-            tool_call(item["call_id"], item["name"], item.get("arguments") or "{}")
-        elif kind == "custom_tool_call":
-            tool_call(item["call_id"], item["name"], json.dumps({"input": item.get("input", "")}))
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            tool_result(item["call_id"], item.get("output", ""))
-        elif kind == "mcp_call":
-            call_id = item.get("approval_request_id") or item["id"]
-            tool_call(call_id, mcp_function_name(item["server_label"], item["name"]), item.get("arguments") or "{}")
-            result = item.get("output") if item.get("error") is None else f"Error: {item['error']}"
-            tool_result(call_id, result or "")
-        elif kind == "mcp_approval_request":
-            if item["id"] in answered:
-                continue  # the mcp_call that ran after approval carries the call and its result
-            response = approvals.get(item["id"])
-            if response is None or response.get("approve"):
-                continue  # still waiting for the user, or approved and about to run
-            tool_call(item["id"], mcp_function_name(item["server_label"], item["name"]),
-                      item.get("arguments") or "{}")
-            tool_result(item["id"], "The user denied this tool call" +
-                        (f": {response['reason']}" if response.get("reason") else "."))
-        elif kind == "image_generation_call":
-            call_id = item["id"]
-            tool_call(call_id, "image_generation", json.dumps({"prompt": item.get("revised_prompt") or ""}))
-            error = item.get("error")
-            detail = f": {error.get('message')}" if isinstance(error, dict) and error.get("message") else "."
-            tool_result(call_id, "The image was generated and shown to the user." if item.get("result")
-                        else f"Image generation {item.get('status', 'failed')}{detail}")
-        elif kind == "computer_call":
-            # As the computer tool's function takes them (computer.py): one action, or a batch.
-            args = {"action": item["action"]} if item.get("action") else {"actions": item.get("actions") or []}
-            tool_call(item["call_id"], "computer", json.dumps(args))
-        elif kind == "computer_call_output":
-            screenshot = item.get("output") or {}
-            parts = [{"type": "input_text", "text": "Screenshot after the action:"}]
-            if screenshot.get("image_url"):
-                parts.append({"type": "input_image", "image_url": screenshot["image_url"], "detail": "auto"})
-            tool_result(item["call_id"], parts)
+                    out.append({"role": "system" if role == "developer" else role,
+                                "content": user_content(item.get("content") or [])})
+            elif kind == "reasoning":
+                text = text_of(item.get("content")) or text_of(item.get("summary"))
+                if text:
+                    self.pending_reasoning.append(text)
+            elif kind == "function_call":
+                tool_call(item["call_id"], item["name"], item.get("arguments") or "{}")
+            elif kind == "custom_tool_call":
+                tool_call(item["call_id"], item["name"], json.dumps({"input": item.get("input", "")}))
+            elif kind in ("function_call_output", "custom_tool_call_output"):
+                tool_result(item["call_id"], item.get("output", ""))
+            elif kind == "mcp_call":
+                call_id = item.get("approval_request_id") or item["id"]
+                tool_call(call_id, mcp_function_name(item["server_label"], item["name"]),
+                          item.get("arguments") or "{}")
+                result = item.get("output") if item.get("error") is None else f"Error: {item['error']}"
+                tool_result(call_id, result or "")
+            elif kind == "mcp_approval_request":
+                if self.approvals is None:
+                    self.approvals = {i["approval_request_id"]: i for i in all_items
+                                      if i.get("type") == "mcp_approval_response"}
+                    self.answered = {i.get("approval_request_id") for i in all_items if i.get("type") == "mcp_call"}
+                if item["id"] in self.answered:
+                    continue  # the mcp_call that ran after approval carries the call and its result
+                response = self.approvals.get(item["id"])
+                if response is None or response.get("approve"):
+                    continue  # still waiting for the user, or approved and about to run
+                tool_call(item["id"], mcp_function_name(item["server_label"], item["name"]),
+                          item.get("arguments") or "{}")
+                tool_result(item["id"], "The user denied this tool call" +
+                            (f": {response['reason']}" if response.get("reason") else "."))
+            elif kind == "image_generation_call":
+                call_id = item["id"]
+                tool_call(call_id, "image_generation", json.dumps({"prompt": item.get("revised_prompt") or ""}))
+                error = item.get("error")
+                detail = f": {error.get('message')}" if isinstance(error, dict) and error.get("message") else "."
+                tool_result(call_id, "The image was generated and shown to the user." if item.get("result")
+                            else f"Image generation {item.get('status', 'failed')}{detail}")
+            elif kind == "computer_call":
+                # As the computer tool's function takes them (computer.py): one action, or a batch.
+                args = {"action": item["action"]} if item.get("action") else {"actions": item.get("actions") or []}
+                tool_call(item["call_id"], "computer", json.dumps(args))
+            elif kind == "computer_call_output":
+                screenshot = item.get("output") or {}
+                parts = [{"type": "input_text", "text": "Screenshot after the action:"}]
+                if screenshot.get("image_url"):
+                    parts.append({"type": "input_image", "image_url": screenshot["image_url"], "detail": "auto"})
+                tool_result(item["call_id"], parts)
+
+    def snapshot(self) -> tuple[list[dict], list[str]]:
+        return list(self.out), list(self.pending_reasoning)
+
+    def restore(self, saved: tuple[list[dict], list[str]]) -> None:
+        out, pending = saved
+        self.out = list(out)
+        if self.out and self.out[-1]["role"] == "assistant":
+            # The next items may add tool calls to it: work on a copy, the cache keeps its own.
+            last = dict(self.out[-1])
+            if "tool_calls" in last:
+                last["tool_calls"] = list(last["tool_calls"])
+            self.out[-1] = last
+        self.pending_reasoning = list(pending)
+
+
+# Rendered conversation prefixes: (prefix key, options) -> renderer state after the prefix.
+_PREFIXES: collections.OrderedDict[tuple, tuple[list[dict], list[str]]] = collections.OrderedDict()
+PREFIX_CACHE_SIZE = 1024
+# Later items that change how earlier ones render (an MCP approval answers an earlier request).
+_RETROACTIVE = frozenset({"mcp_approval_response", "mcp_call"})
+
+
+def to_messages(items: Sequence[dict], instructions: str | None = None,
+                options: ChatOptions = ChatOptions(), prefix: tuple[Any, int] | None = None) -> list[dict]:
+    """Build the Chat Completions `messages` for a conversation.
+
+    `prefix` = (key, n) says that `items[:n]` is a conversation that never changes under
+    that key (an earlier response's whole chain): its rendering is then cached and reused,
+    so a turn deep in a long chain renders only its new items."""
+    renderer = _Renderer(options, items)
+    start = 0
+    if prefix is not None and not any(i.get("type") in _RETROACTIVE for i in items[prefix[1]:]):
+        key, start = (prefix[0], options), prefix[1]
+        saved = _PREFIXES.get(key)
+        if saved is None:
+            renderer.feed(items[:start], items)
+            saved = _PREFIXES[key] = renderer.snapshot()
+            if len(_PREFIXES) > PREFIX_CACHE_SIZE:
+                _PREFIXES.popitem(last=False)
+        else:
+            _PREFIXES.move_to_end(key)
+        renderer.restore(saved)
+    renderer.feed(items[start:], items)
+    out = renderer.out
+    if instructions:
+        out.insert(0, {"role": "system", "content": instructions})
     if options.merge_system:
         out = _merge_system(out)
     return out

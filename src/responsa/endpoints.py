@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 

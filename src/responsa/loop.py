@@ -52,6 +52,8 @@ class RunSpec:
     user: str | None = None
     truncation: str = "disabled"
     stream: bool = True
+    # (key, n): history[:n] is an earlier chain that never changes (see chat.to_messages)
+    history_prefix: tuple[object, int] | None = None
     usage: list[Usage | None] = field(default_factory=list)
 
     def total_usage(self) -> dict:
@@ -101,6 +103,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
             response_format=spec.response_format, temperature=spec.temperature, top_p=spec.top_p,
             max_output_tokens=max_tokens, reasoning_effort=spec.reasoning_effort, user=spec.user,
             stream=spec.stream, truncation=spec.truncation,
+            prefix=spec.history_prefix if len(history) == len(spec.history) else None,
         )
         finish, calls = await _turn(spec, request, events, history)
         events.close_open_items("incomplete" if finish == "length" else "completed")
@@ -231,4 +234,4 @@ def truncate_oldest(history: list[dict]) -> bool:
 def _replace_items(request: TurnRequest, items: list[dict]) -> TurnRequest:
     from dataclasses import replace
 
-    return replace(request, items=items)
+    return replace(request, items=items, prefix=None)  # the prefix was cut: render it all

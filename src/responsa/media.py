@@ -200,6 +200,9 @@ class Media:
                           files=bool(accepts_files and accepts_files(model)))
         out = []
         for n, item in enumerate(items):
+            if not _may_carry_media(item):
+                out.append(item)  # most items: nothing to look at (a long chain is mostly text)
+                continue
             where = f"input[{n - first_input}]" if n >= first_input else None
             out.append(await run.item(item, where))
         return out
@@ -433,3 +436,21 @@ def _deleted_note(file_id: str) -> dict:
     # Only for items of earlier responses: the chain stays usable after a file is deleted.
     return {"type": "input_text", "text": f"[The file {file_id} that was here has been deleted.]"}
 
+
+def _may_carry_media(item: dict) -> bool:
+    """Whether an item can hold an image or a file part (checked without awaiting; a plain
+    loop, as this runs for every item of a long conversation on every turn)."""
+    kind = item.get("type")
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in _MEDIA_PARTS:
+                    return True
+        return False
+    if kind in TOOL_OUTPUTS:
+        return isinstance(item.get("output"), list)
+    return kind == "computer_call_output"
+
+
+_MEDIA_PARTS = frozenset({"input_image", "input_file"})

@@ -78,6 +78,7 @@ class ResponsesService:
     async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
                       created_at: int | None = None) -> Prepared:
         history: list[dict] = []
+        history_key = None
         if req.previous_response_id:
             chain = await self.store.load_chain(req.previous_response_id, owner)
             last = chain[-1]
@@ -88,6 +89,7 @@ class ResponsesService:
             for link in chain:
                 history.extend(link.input)
                 history.extend(link.output)
+            history_key = ("chain", last.id)
         input_items = req.input
         if self.reasoning_vault is not None:  # before references resolve: stored items are trusted
             input_items = await self.reasoning_vault.open_items(input_items, owner)
@@ -116,8 +118,12 @@ class ResponsesService:
                           allow_private_network=self.settings.allow_private_network,
                           load_file=self._file_loader(owner), services=self.tool_services,
                           accepts_images=target.backend.accepts_images(target.model))
+        # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
+        # then reuse its rendering, keyed by the chain's last response.
+        prefix = (history_key, len(history)) if history_key and all(
+            a is b for a, b in zip(sent, history, strict=False)) else None
         spec = RunSpec(
-            backend=target.backend, model=target.model, history=sent,
+            backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
             tool_choice=req.tool_choice, parallel_tool_calls=req.parallel_tool_calls,
             max_tool_calls=req.max_tool_calls, max_output_tokens=req.max_output_tokens,

@@ -397,10 +397,12 @@ class ToolSet:
             validate = getattr(tool, "validate", None)
             if validate is not None:
                 await validate(ctx)
-        if any(i.get("type") == "mcp_approval_response" for i in ctx.history):
-            from .mcp import check_approvals
+        for item in ctx.history:
+            if item.get("type") == "mcp_approval_response":
+                from .mcp import check_approvals
 
-            check_approvals(ctx.history, self.tools)
+                check_approvals(ctx.history, self.tools)
+                break
 
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:

@@ -30,6 +30,8 @@ class TurnRequest:
     user: str | None = None
     stream: bool = True  # False: the client waits for the whole answer anyway
     truncation: str = "disabled"
+    # (key, n): items[:n] is an earlier chain that never changes; its rendering may be reused
+    prefix: tuple[Any, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -81,7 +81,8 @@ class ChatCompletionsBackend:
 
     def body(self, req: TurnRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": req.model,
-                                "messages": to_messages(req.items, req.instructions, self.chat_options)}
+                                "messages": to_messages(req.items, req.instructions, self.chat_options,
+                                                        req.prefix)}
         if req.tools:
             body["tools"] = list(req.tools)
             if req.tool_choice is not None:

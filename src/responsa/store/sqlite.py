@@ -14,6 +14,7 @@ One process owns a database: a lock file in the data dir refuses a second server
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import logging
 import os
@@ -32,7 +33,9 @@ from .schema import LATEST, SQLITE
 log = logging.getLogger("responsa.store")
 T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+_UNKNOWN = object()
 CHECKPOINT_EVERY = 2.0  # seconds between background checkpoints
+CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -79,6 +82,10 @@ class SQLiteStore:
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
         self._flush_scheduled = False
         self._listeners: list[Callable[[str, str], None]] = []
+        # response id -> (owner, earliest expiry in the chain, the chain's links); see load_chain
+        self._chain_cache: collections.OrderedDict[str, tuple[str, int, list[ChainLink]]] = \
+            collections.OrderedDict()
+        self._parent_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._lock_file: Any = None
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -215,6 +222,10 @@ class SQLiteStore:
                          for i, item in enumerate(input_items)]
         keep = len(output)
 
+        self._parent_of[record.id] = record.previous_response_id
+        if len(self._parent_of) > CHAIN_CACHE_SIZE * 4:
+            self._parent_of.popitem(last=False)
+
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO responses (id, owner, created_at, expires_at, status, background, "
@@ -255,22 +266,62 @@ class SQLiteStore:
                               run_request=orjson.loads(row[8]) if row[8] is not None else None)
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
-        rows = self._read().execute(
-            """
-            WITH RECURSIVE chain(id, prev, status, depth) AS (
-                SELECT id, previous_response_id, status, 0 FROM responses
-                 WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
-                UNION ALL
-                SELECT r.id, r.previous_response_id, r.status, chain.depth + 1
-                  FROM responses r JOIN chain ON r.id = chain.prev
-                 WHERE r.owner = ?2 AND r.expires_at > ?3
-            )
-            SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data
-              FROM chain LEFT JOIN items i ON i.response_id = chain.id
-             ORDER BY chain.depth DESC, i.kind, i.position
-            """,
-            (response_id, owner, int(time.time()))).fetchall()
-        return _chain_from_rows(response_id, rows)
+        # Finished responses never change, and this process makes every delete and purge of
+        # this database, so chains are cached: turn N+1 reads turn N and reuses the chain
+        # cached when turn N was made, instead of reading all N responses again.
+        now = int(time.time())
+        cached = self._chain_cache.get(response_id)
+        if cached is not None and cached[0] == owner and cached[1] > now:
+            self._chain_cache.move_to_end(response_id)
+            return list(cached[2])
+        conn = self._read()
+        # One query either way: this response's own row and items when its parent's chain is
+        # cached (the parent is known from when this process saved it), else the whole chain.
+        prev = self._parent_of.get(response_id, _UNKNOWN)
+        parent = None
+        if isinstance(prev, str):
+            parent = self._chain_cache.get(prev)
+            if parent is not None and (parent[0] != owner or parent[1] <= now):
+                parent = None
+        if prev is None or parent is not None:
+            rows = conn.execute(
+                "SELECT r.status, r.expires_at, i.kind, i.data FROM responses r LEFT JOIN items i "
+                "ON i.response_id = r.id WHERE r.id=? AND r.owner=? AND r.expires_at>? "
+                "ORDER BY i.kind, i.position", (response_id, owner, now)).fetchall()
+            if not rows:
+                raise NotFound(f"Previous response with id '{response_id}' not found.",
+                               param="previous_response_id", code="previous_response_not_found")
+            link = ChainLink(id=response_id, status=rows[0][0])
+            for _status, _expires, kind, data in rows:
+                if data is not None:
+                    (link.input if kind == 0 else link.output).append(orjson.loads(data))
+            links = [*parent[2], link] if parent is not None else [link]
+            expires = min(rows[0][1], parent[1]) if parent is not None else rows[0][1]
+            return self._cache_chain(response_id, owner, expires, links)
+        rows = conn.execute(
+                """
+                WITH RECURSIVE chain(id, prev, status, expires, depth) AS (
+                    SELECT id, previous_response_id, status, expires_at, 0 FROM responses
+                     WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
+                    UNION ALL
+                    SELECT r.id, r.previous_response_id, r.status, r.expires_at, chain.depth + 1
+                      FROM responses r JOIN chain ON r.id = chain.prev
+                     WHERE r.owner = ?2 AND r.expires_at > ?3
+                )
+                SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data, chain.expires
+                  FROM chain LEFT JOIN items i ON i.response_id = chain.id
+                 ORDER BY chain.depth DESC, i.kind, i.position
+                """,
+                (response_id, owner, now)).fetchall()
+        links = _chain_from_rows(response_id, [r[:6] for r in rows])
+        return self._cache_chain(response_id, owner, min(r[6] for r in rows), links)
+
+    def _cache_chain(self, response_id: str, owner: str, expires: int, links: list[ChainLink]) -> list[ChainLink]:
+        if all(link.status in TERMINAL for link in links):
+            self._chain_cache[response_id] = (owner, expires, links)
+            if len(self._chain_cache) > CHAIN_CACHE_SIZE:
+                self._chain_cache.popitem(last=False)
+        return list(links)
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -280,6 +331,7 @@ class SQLiteStore:
                 return False
             conn.execute("DELETE FROM items WHERE response_id=?", (response_id,))
             conn.execute("DELETE FROM events WHERE response_id=?", (response_id,))
+            self._chain_cache.clear()  # cached chains through it must not be continued
             return True
 
         return await self._write(op)
@@ -324,6 +376,8 @@ class SQLiteStore:
                 conn.execute("DELETE FROM events WHERE response_id=?", (rid,))
                 conn.execute("DELETE FROM responses WHERE id=?", (rid,))
             files = conn.execute("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at<=?", (now,))
+            if ids:
+                self._chain_cache.clear()
             return len(ids) + files.rowcount
 
         return await self._write(op)
