@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,7 @@ import orjson
 
 from ..errors import ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable
 from .schema import LATEST, POSTGRES
 from .sqlite import _chain_from_rows
 
@@ -31,33 +32,9 @@ log = logging.getLogger("responsa.store")
 CHANNEL = "responsa"
 # pg_advisory_xact_lock key serialising migrations of replicas starting at once ("responsa").
 MIGRATION_LOCK = 0x726573706F6E7361
-CONNECT_TIMEOUT = 5.0
-ACQUIRE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0
-MAX_IDLE = 300.0  # seconds an idle pooled connection is kept
 LISTEN_CHECK_EVERY = 10.0
-# SQLSTATE classes that mean "the database is not there right now", not "the query is wrong":
-# connection exception, insufficient resources, operator intervention (shutdown, terminate),
-# transaction rollback (serialization failure, deadlock: worth a retry).
-_UNAVAILABLE_CLASSES = ("08", "53", "57", "40")
 _ACTIVE = "status IN ('queued','in_progress')"
-
-
-def _is_outage(error: BaseException) -> bool:
-    if isinstance(error, asyncpg.DataError | asyncpg.exceptions.ClientConfigurationError):
-        return False
-    if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(error, asyncpg.exceptions.InternalClientError):
-        return True  # e.g. a query racing the server's "terminating connection" message
-    if isinstance(error, asyncpg.PostgresError):
-        return (error.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
-    return False
-
-
-def _unavailable(error: BaseException) -> ServiceUnavailable:
-    log.warning("database unavailable: %s: %s", type(error).__name__, error)
-    return ServiceUnavailable("The database is unavailable; try again shortly.", headers={"retry-after": "1"})
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -74,72 +51,6 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-class _Pool:
-    """At most `size` connections, reused newest first; broken and long-idle ones are dropped.
-
-    Leaner than asyncpg's pool, which spends a task on every release (asyncio.shield) and a
-    reset round trip unless told otherwise: here a connection changes hands for free. No
-    session state is ever set and no transaction outlives a call, so nothing needs a reset.
-    """
-
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int) -> None:
-        self._connect = connect
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[tuple[asyncpg.Connection, float]] = []
-        self.closed = False
-
-    async def acquire(self) -> asyncpg.Connection:
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(ACQUIRE_TIMEOUT):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise ServiceUnavailable("Every database connection is busy; try again shortly.",
-                                         headers={"retry-after": "1"}) from None
-        else:
-            await self._slots.acquire()  # free: returns at once
-        now = time.monotonic()
-        while self._idle:
-            conn, since = self._idle.pop()
-            if not conn.is_closed() and now - since < MAX_IDLE:
-                return conn
-            _drop(conn)
-        try:
-            return await self._connect()
-        except BaseException as e:
-            self._slots.release()
-            if isinstance(e, Exception):
-                raise _unavailable(e) from e
-            raise
-
-    def release(self, conn: asyncpg.Connection, broken: bool = False) -> None:
-        if broken or self.closed or conn.is_closed():
-            _drop(conn)
-        else:
-            self._idle.append((conn, time.monotonic()))
-        self._slots.release()
-
-    async def close(self) -> None:
-        self.closed = True
-        idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            try:
-                async with asyncio.timeout(2):
-                    await conn.close()
-            except Exception:
-                _drop(conn)
-
-
-def _drop(conn: asyncpg.Connection) -> None:
-    if not conn.is_closed():
-        conn.terminate()
-
-
-def _keeps_connection(error: BaseException) -> bool:
-    """Whether a connection that raised this is still fit for the next caller."""
-    return isinstance(error, asyncpg.PostgresError) and not _is_outage(error)
-
-
 class PostgresStore:
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
@@ -147,7 +58,7 @@ class PostgresStore:
                  query_logger: Callable[[str], None] | None = None) -> None:
         self.url = url
         self.pool_size = pool_size
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._listeners: list[Callable[[str, str], None]] = []
         self._token = uuid.uuid4().hex[:12]  # tells this process's own notifications apart
         self._listen_task: asyncio.Task | None = None
@@ -166,7 +77,7 @@ class PostgresStore:
             await migrate(conn)
         finally:
             await conn.close()
-        self._pool = _Pool(self._new_connection, self.pool_size)
+        self._pool = Pool(self._new_connection, self.pool_size)
         self._listening = asyncio.Event()
         self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
         with contextlib.suppress(TimeoutError):
@@ -209,9 +120,9 @@ class PostgresStore:
         try:
             yield conn
         except BaseException as e:
-            pool.release(conn, broken=not _keeps_connection(e))
-            if isinstance(e, Exception) and _is_outage(e):
-                raise _unavailable(e) from e
+            pool.release(conn, broken=not keeps_connection(e))
+            if isinstance(e, Exception) and is_outage(e):
+                raise unavailable(e) from e
             raise
         pool.release(conn)
 
@@ -224,9 +135,9 @@ class PostgresStore:
         try:
             result = await getattr(conn, method)(query, *args)
         except BaseException as e:
-            pool.release(conn, broken=not _keeps_connection(e))
-            if isinstance(e, Exception) and _is_outage(e):
-                raise _unavailable(e) from e
+            pool.release(conn, broken=not keeps_connection(e))
+            if isinstance(e, Exception) and is_outage(e):
+                raise unavailable(e) from e
             raise
         pool.release(conn)
         return result
