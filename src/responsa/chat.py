@@ -87,21 +87,31 @@ class _Renderer:
     """Turns items into messages one by one; its state can be saved and resumed (see
     `to_messages`' prefix cache)."""
 
-    __slots__ = ("answered", "approvals", "options", "out", "pending_reasoning")
+    __slots__ = ("answered", "approvals", "media", "options", "out", "pending_reasoning")
 
-    def __init__(self, options: ChatOptions, items: Sequence[dict]) -> None:
+    def __init__(self, options: ChatOptions) -> None:
         self.options = options
         self.out: list[dict] = []
         self.pending_reasoning: list[str] = []
+        # Images and files from tool outputs: tool messages carry text only, so they follow
+        # as a user message once the run of tool messages ends (engines such as OpenAI's
+        # refuse anything between an assistant's tool calls and the tool messages).
+        self.media: list[dict] = []
         # MCP approvals pair requests with later items: indexed on the first request seen.
         self.approvals: dict[str, dict] | None = None
         self.answered: set[str | None] = set()
+
+    def flush_media(self) -> None:
+        if self.media:
+            self.out.append({"role": "user", "content": user_content(self.media)})
+            self.media = []
 
     def assistant(self) -> dict:
         """The assistant message to add tool calls to: the last one, or a new one."""
         out = self.out
         if out and out[-1]["role"] == "assistant" and not self.pending_reasoning:
             return out[-1]
+        self.flush_media()
         msg: dict[str, Any] = {"role": "assistant", "content": None}
         if self.pending_reasoning and self.options.reasoning_input != "drop":
             msg[self.options.reasoning_input] = "\n".join(self.pending_reasoning)
@@ -117,11 +127,8 @@ class _Renderer:
     def tool_result(self, call_id: str, content: Any) -> None:
         text = content if isinstance(content, str) else text_of(content)
         self.out.append({"role": "tool", "tool_call_id": call_id, "content": text})
-        # Tool messages carry text only: images and files follow as a user message.
-        media = [p for p in content if p.get("type") in ("input_image", "input_file")] \
-            if isinstance(content, list) else []
-        if media:
-            self.out.append({"role": "user", "content": user_content(media)})
+        if isinstance(content, list):
+            self.media.extend(p for p in content if p.get("type") in ("input_image", "input_file"))
 
     def feed(self, items: Sequence[dict], all_items: Sequence[dict]) -> None:
         out = self.out
@@ -129,6 +136,7 @@ class _Renderer:
         for item in items:
             kind = item.get("type")
             if kind == "message":
+                self.flush_media()
                 role = item.get("role")
                 if role == "assistant":
                     text = text_of(item.get("content"))
@@ -193,6 +201,7 @@ class _Renderer:
                 tool_result(item["call_id"], parts)
 
     def snapshot(self) -> tuple[list[dict], list[str]]:
+        self.flush_media()
         return list(self.out), list(self.pending_reasoning)
 
     def restore(self, saved: tuple[list[dict], list[str]]) -> None:
@@ -221,7 +230,7 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
     `prefix` = (key, n) says that `items[:n]` is a conversation that never changes under
     that key (an earlier response's whole chain): its rendering is then cached and reused,
     so a turn deep in a long chain renders only its new items."""
-    renderer = _Renderer(options, items)
+    renderer = _Renderer(options)
     start = 0
     if prefix is not None and not any(i.get("type") in _RETROACTIVE for i in items[prefix[1]:]):
         key, start = (prefix[0], options), prefix[1]
@@ -235,6 +244,7 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
             _PREFIXES.move_to_end(key)
         renderer.restore(saved)
     renderer.feed(items[start:], items)
+    renderer.flush_media()
     out = renderer.out
     if instructions:
         out.insert(0, {"role": "system", "content": instructions})
