@@ -36,6 +36,7 @@ from .store import RunClaim, Store
 log = logging.getLogger("responsa.jobs")
 
 LEASE_SECONDS = 30
+PURGE_BATCH = 5000  # what one store.purge_expired call removes at most
 RENEW_EVERY = 5
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
@@ -129,7 +130,12 @@ class Jobs:
                     self._cancel_local(rid)
                 await self.recover(take_all=False)
                 if time.monotonic() - last_purge > 3600:
-                    purged = await self.store.purge_expired(now)
+                    purged = 0
+                    while True:  # a store purges in batches: go on while batches come back full
+                        batch = await self.store.purge_expired(now)
+                        purged += batch
+                        if batch < PURGE_BATCH:
+                            break
                     last_purge = time.monotonic()
                     if purged:
                         log.info("purged %d expired responses and files", purged)
@@ -260,11 +266,11 @@ class Jobs:
             await self.store.request_cancel(rid, owner)
             self._cancel_local(rid)
             await self.store.notify("cancel", rid)
-            await self._wait_terminal(rid, owner, timeout=30)
+            await self._wait_terminal(rid, owner, seconds=30)
         return await self.service.retrieve(rid, owner)
 
-    async def _wait_terminal(self, rid: str, owner: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_terminal(self, rid: str, owner: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         with self.hub.watch(rid) as woken:
             while time.monotonic() < deadline:
                 record = await self.store.get_record(rid, owner)

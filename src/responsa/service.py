@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .config import Settings
-from .errors import APIError, InvalidRequest, NotFound, RateLimited, not_found
+from .errors import APIError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable, not_found
 from .events import TERMINAL, ResponseEvents
 from .ids import response_id
 from .loop import RunSpec, run
@@ -231,7 +231,7 @@ class ResponsesService:
         if p.request.store:
             # Stored as in progress (leased, for recovery after a crash) so that it can be
             # retrieved while it streams; written while the engine works, not before.
-            lease = int(time.time()) + 60
+            lease = int(time.time()) + self.settings.lease_duration
             first_save = self.spawn(self.store.save_response(
                 p.save_record(lease_owner=self.instance, lease_until=lease), [], p.input_items))
 
@@ -249,9 +249,7 @@ class ResponsesService:
                     if first_save is not None:
                         # The final write must land after the first one (replicas may reorder).
                         await asyncio.wait([first_save])
-                        await self.store.save_response(p.save_record(), p.response["output"],
-                                                       None if first_save.exception() is None
-                                                       else p.input_items)
+                        await self._save_final(p, None if first_save.exception() is None else p.input_items)
                 finally:
                     if events.pending and not events.response["status"] == "cancelled":
                         await events.flush()
@@ -259,6 +257,26 @@ class ResponsesService:
 
         task = self.spawn(produce())
         return self._sse(queue, task)
+
+    async def _save_final(self, p: Prepared, input_items: list[dict] | None) -> None:
+        """Store a finished stream. If the database is down the client still gets its end;
+        the write is retried in the background, since this process keeps renewing the
+        response's lease and nothing else would ever finish it."""
+        record, output = p.save_record(), list(p.response["output"])
+        try:
+            await self.store.save_response(record, output, input_items)
+        except ServiceUnavailable:
+            self.spawn(self._retry_save(record, output, input_items))
+
+    async def _retry_save(self, record: ResponseRecord, output: list[dict], input_items: list[dict] | None) -> None:
+        for attempt in range(1000):
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))
+            try:
+                await self.store.save_response(record, output, input_items)
+                log.info("response %s stored after the database came back", record.id)
+                return
+            except ServiceUnavailable:
+                continue
 
     async def _sse(self, queue: asyncio.Queue, task: asyncio.Task) -> AsyncIterator[bytes]:
         interval = self.settings.keepalive_interval
