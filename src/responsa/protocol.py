@@ -157,12 +157,11 @@ def _text(body: dict, req: CreateRequest) -> None:
                 raise InvalidRequest("Invalid 'text.format.name': use 1-64 characters a-z, A-Z, 0-9, _ or -.",
                                      param="text.format.name", code="invalid_value")
             schema = c.mapping(fmt, "schema", "text.format.schema", required=True)
-            out: dict[str, Any] = {"type": "json_schema", "name": name, "schema": schema,
-                                   "strict": c.boolean(fmt, "strict", "text.format.strict", False)}
-            description = c.string(fmt, "description", "text.format.description")
-            if description is not None:
-                out["description"] = description
-            req.text_format = out
+            # `description` is always echoed (null when not given): the Open Responses schema
+            # requires the key.
+            req.text_format = {"type": "json_schema", "name": name, "schema": schema,
+                               "strict": c.boolean(fmt, "strict", "text.format.strict", False),
+                               "description": c.string(fmt, "description", "text.format.description")}
         else:
             req.text_format = {"type": kind}
     verbosity = c.choice(text, "verbosity", "text.verbosity", VERBOSITY)
