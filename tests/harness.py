@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 from responsa.backends.scripted import Script, scripted_upstream_app
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared" / "spec" / "openresponses-openapi-2026-04-24.json"
+SPEC = ROOT / "tests" / "spec" / "openresponses-openapi-2026-04-24.json"  # vendored, see its README
 KEY_A = "key-a-secret"
 KEY_B = "key-b-secret"
 
