@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import InvalidRequest
 
@@ -106,6 +106,10 @@ def integer(obj: dict, key: str, param: str, lo: int | None = None, hi: int | No
     return value
 
 
+@overload
+def choice(obj: dict, key: str, param: str, allowed: tuple[str, ...], *, required: Literal[True]) -> str: ...
+@overload
+def choice(obj: dict, key: str, param: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None: ...
 def choice(obj: dict, key: str, param: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None:
     value = obj.get(key)
     if value is None:

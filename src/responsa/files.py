@@ -6,7 +6,7 @@ Files live in the database (the Store), so every replica serves every file.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
@@ -29,7 +29,7 @@ MIN_EXPIRY, MAX_EXPIRY = 3600, 30 * 86400
 
 
 async def _capped(stream: AsyncIterator[bytes], limit: int,
-                  too_large: Callable[[], PayloadTooLarge]) -> AsyncIterator[bytes]:
+                  too_large: Callable[[], PayloadTooLarge]) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in stream:
         size += len(chunk)

@@ -8,6 +8,7 @@ a `status`. Client-chosen ids (`fco_...`, echoed `msg_...`) are kept.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from . import checks as c
@@ -275,7 +276,7 @@ def _mcp_approval_response(item: dict, param: str) -> dict:
     return out
 
 
-def _mcp_echo(kind: str, required: tuple[str, ...]):
+def _mcp_echo(kind: str, required: tuple[str, ...]) -> Callable[[dict, str], dict]:
     def handle(item: dict, param: str) -> dict:
         for key in required:
             c.string(item, key, f"{param}.{key}", required=True)

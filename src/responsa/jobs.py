@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,7 @@ class Hub:
                 ev.set()
 
     @contextlib.contextmanager
-    def watch(self, response_id: str):
+    def watch(self, response_id: str) -> Iterator[asyncio.Event]:
         ev = asyncio.Event()
         w = self._watches.setdefault(response_id, _Watch())
         w.waiters.add(ev)
@@ -362,7 +362,7 @@ class Jobs:
         await self.store.notify("events", claim.id)
         log.warning("response %s was left %s by a stopped server; marked failed", claim.id, claim.status)
 
-    def _persist_to(self, rid: str):
+    def _persist_to(self, rid: str) -> Callable[[list[dict]], Awaitable[None]]:
         async def persist(batch: list[dict]) -> None:
             await self.store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
 

@@ -47,7 +47,7 @@ async def check_url(url: str, *, allow_private: bool, param: str, what: str = "U
         raise InvalidRequest(f"The {what} host '{parts.hostname}' cannot be resolved: {e}", param=param,
                              code="invalid_url") from e
     for info in infos:
-        if is_blocked(info[4][0]):
+        if is_blocked(str(info[4][0])):  # an IPv4/IPv6 sockaddr starts with the address string
             raise InvalidRequest(
                 f"The {what} '{parts.hostname}' resolves to a private, loopback or link-local address, which "
                 "this server does not fetch from (start it with --allow-private-network to allow it).",
@@ -61,7 +61,8 @@ class PublicResolver(AbstractResolver):
         self.allow_private = allow_private
         self._inner = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         if not self.allow_private:
             for result in results:

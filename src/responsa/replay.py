@@ -30,7 +30,7 @@ def output_from_events(events: Iterable[dict]) -> tuple[list[dict], list[int]]:
             if kind == "response.output_item.added" and index == len(output):
                 output.append(copy.deepcopy(ev["item"]))
                 still_open.add(index)
-            elif kind == "response.output_item.done" and index < len(output):
+            elif kind == "response.output_item.done" and isinstance(index, int) and index < len(output):
                 output[index] = copy.deepcopy(ev["item"])
                 still_open.discard(index)
             elif isinstance(index, int) and index < len(output):

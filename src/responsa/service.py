@@ -367,7 +367,7 @@ RESPONSE_ERROR_CODES = frozenset({
 def response_error_code(error: APIError) -> str:
     """A failed response's `error.code`: the error's own code when typed clients know it."""
     if error.code in RESPONSE_ERROR_CODES:
-        return error.code  # type: ignore[return-value]
+        return error.code
     if isinstance(error, InvalidRequest):
         return "invalid_prompt"
     if isinstance(error, RateLimited):

@@ -56,7 +56,8 @@ class ChatPrompt:
         """The prompt, ending where the assistant's answer starts."""
         messages = chat_messages(items, instructions, tools, native_tools=self.native_tools)
         try:
-            return self._formatter(messages=messages, tools=list(tools) if tools and self.native_tools
+            # llama_cpp types messages and tools as its TypedDicts; ours are plain dicts of those shapes.
+            return self._formatter(messages=messages, tools=list(tools) if tools and self.native_tools  # type: ignore[arg-type]
                                    else None).prompt
         except (jinja2.TemplateError, ValueError, TypeError) as e:
             raise InvalidRequest(f"The model's chat template cannot render this conversation: {e}",

@@ -134,7 +134,7 @@ def turn_chunks(turn: dict, body: dict) -> list[dict]:
                                                                         "arguments": args[:half]}}]})
         deltas.append({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
     finish = turn.get("finish_reason") or ("tool_calls" if turn.get("tool_calls") else "stop")
-    chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     chunks.append({"choices": [], "usage": _usage(turn, body)})
     return chunks
