@@ -63,6 +63,11 @@ class MCPKind:
 
     types = ("mcp",)
 
+    def check_history(self, history: Sequence[dict], tools: Sequence[Any]) -> None:
+        """Approval responses in the conversation must answer known requests a tool here can run."""
+        if any(i.get("type") == "mcp_approval_response" for i in history):
+            check_approvals(history, tools)
+
     def check(self, entry: dict, param: str) -> dict:
         label = c.string(entry, "server_label", f"{param}.server_label", required=True,
                          allow_empty=False) or ""
@@ -333,7 +338,7 @@ def check_approvals(history: Sequence[dict], tools: Sequence[Any]) -> None:
                 "carried over by previous_response_id).", param="tools", code="invalid_value")
 
 
-def _approved(history: Sequence[dict], label: str) -> list[dict]:
+def _approved(history: Sequence[dict], label: str | None) -> list[dict]:
     """This server's approval requests that the user approved and that have not run yet."""
     approved = {i["approval_request_id"] for i in history
                 if i.get("type") == "mcp_approval_response" and i.get("approve")}

@@ -135,7 +135,7 @@ class FunctionTool:
 
 
 class FunctionKind:
-    types = ("function",)
+    types: tuple[str, ...] = ("function",)
 
     def check(self, entry: dict, param: str) -> dict:
         name = c.string(entry, "name", f"{param}.name", required=True)
@@ -209,7 +209,7 @@ def custom_input(arguments: str) -> str:
 
 
 class CustomKind:
-    types = ("custom",)
+    types: tuple[str, ...] = ("custom",)
 
     def check(self, entry: dict, param: str) -> dict:
         name = c.string(entry, "name", f"{param}.name", required=True)
@@ -397,12 +397,12 @@ class ToolSet:
             validate = getattr(tool, "validate", None)
             if validate is not None:
                 await validate(ctx)
-        for item in ctx.history:
-            if item.get("type") == "mcp_approval_response":
-                from .mcp import check_approvals
-
-                check_approvals(ctx.history, self.tools)
-                break
+        # A kind may also check the conversation against the tools (MCP: approvals must answer
+        # known requests); kinds are plug-ins, so this module never imports one.
+        for kind in dict.fromkeys(tool_kinds().values()):
+            check_history = getattr(kind, "check_history", None)
+            if check_history is not None:
+                check_history(ctx.history, self.tools)
 
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:
