@@ -164,17 +164,19 @@ def test_engine_timeout_fails_the_response_without_hanging(strict_server, script
     assert events[-1]["type"] == "response.failed"
 
 
-def test_failed_response_codes_are_ones_typed_clients_know(client: OpenAI, script) -> None:
-    # Once a stream has started an engine 400 can only end the response; its code must be one
-    # the SDKs' ResponseError type allows, the message keeps the detail.
+def test_streamed_requests_the_engine_refuses_get_http_errors(client: OpenAI, script) -> None:
+    # Refused before the engine accepted the turn: an ordinary HTTP error, as for a plain
+    # request (the SDKs retry a 429), and nothing is stored.
     script.add({"status": 400, "error": "This model's maximum context length is 4096 tokens"})
-    events = [wire(e) for e in client.responses.create(model="m", input="x", stream=True)]
-    check_events(events)
-    error = events[-1]["response"]["error"]
-    assert error["code"] == "invalid_prompt" and "context" in error["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="m", input="x", stream=True)
+    assert e.value.code == "context_length_exceeded"
     script.add({"status": 429, "error": "slow down"})
-    events = [wire(e) for e in client.responses.create(model="m", input="x", stream=True)]
-    assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="m", input="x", stream=True)
+    script.add({"status": 404, "error": "no such model"})
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="nope", input="x", stream=True)
 
 
 def test_client_error_is_not_stored(server, client: OpenAI, script) -> None:

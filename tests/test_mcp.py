@@ -210,6 +210,17 @@ def test_max_tool_calls_ignores_parallel_calls_past_the_cap(client: OpenAI, scri
     assert "tools" not in script.requests[-1]
 
 
+def test_engine_refusal_after_a_tool_call_fails_with_a_typed_code(client: OpenAI, script,
+                                                                   calc: MCPTestServer) -> None:
+    # Once a response has output, an engine refusal can only end it; its code must be one the
+    # SDKs' ResponseError type allows, the message keeps the detail.
+    script.add(call("mcp__calc__add", a=1, b=2), {"status": 400, "error": "maximum context length exceeded"})
+    events = stream(client, model="m", input="x", tools=[mcp_tool(calc, require_approval="never")])
+    error = events[-1]["response"]["error"]
+    assert events[-1]["type"] == "response.failed"
+    assert error["code"] == "invalid_prompt" and "context" in error["message"]
+
+
 def test_sse_only_server(client: OpenAI, script, legacy: MCPTestServer) -> None:
     script.add(call("mcp__old__add", a=4, b=5), {"content": "nine"})
     r = client.responses.create(model="m", input="x",

@@ -50,6 +50,8 @@ class ResponseEvents:
         self._message_chunks: list[str] = []
         self._message_part: str = "output_text"
         self._reasoning: int | None = None
+        # Called once, when an engine first accepts a turn (see backends.TurnStart).
+        self.on_accepted: Callable[[], None] | None = None
         # Text of the reasoning item's open content part / summary part (None: none open).
         self._reasoning_chunks: list[str] | None = None
         self._summary_chunks: list[str] | None = None
@@ -76,6 +78,11 @@ class ResponseEvents:
         snap = dict(self.response)
         snap["output"] = list(self.output)
         return snap
+
+    def accepted(self) -> None:
+        if self.on_accepted is not None:
+            callback, self.on_accepted = self.on_accepted, None
+            callback()
 
     # ---- lifecycle ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from .backends import (
     ToolCallDelta,
     TurnEnd,
     TurnRequest,
+    TurnStart,
     Usage,
     merge_usage,
     usage_json,
@@ -165,6 +166,8 @@ async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
                     events.reasoning_summary_delta(ev.text)
                 elif isinstance(ev, RefusalDelta):
                     events.refusal_delta(ev.text)
+                elif isinstance(ev, TurnStart):
+                    events.accepted()
                 elif isinstance(ev, TurnEnd):
                     finish = ev.finish_reason
                     spec.usage.append(ev.usage)

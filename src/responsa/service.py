@@ -57,6 +57,7 @@ def sse_frames(batch: list[dict]) -> bytes:
 
 
 KEEPALIVE = b": keep-alive\n\n"
+ACCEPT_GRACE = 2.0  # seconds a stream waits for the engine to accept before starting anyway
 
 
 class ResponsesService:
@@ -196,13 +197,17 @@ class ResponsesService:
             await self.store.save_response(p.save_record(), p.response["output"], p.input_items)
         return p.response
 
-    async def drive(self, p: Prepared, events: ResponseEvents, *, raise_client_errors: bool = False) -> None:
-        """Run the loop; turn engine failures into a `failed` response."""
+    async def drive(self, p: Prepared, events: ResponseEvents, *,
+                    raise_client_errors: bool | Callable[[], bool] = False) -> None:
+        """Run the loop; turn engine failures into a `failed` response. A client error (the
+        engine refusing this request) is raised instead while `raise_client_errors` holds and
+        nothing was produced yet."""
         try:
             await run(p.spec, events)
         except APIError as e:
             client_error = isinstance(e, InvalidRequest | NotFound | RateLimited)
-            if raise_client_errors and client_error and not events.output:
+            raising = raise_client_errors() if callable(raise_client_errors) else raise_client_errors
+            if raising and client_error and not events.output:
                 raise
             if p.request.store:
                 log.warning("response %s failed: %s", p.response["id"], e.message)
@@ -220,43 +225,75 @@ class ResponsesService:
         _close_items(events)
 
     async def stream(self, p: Prepared) -> AsyncIterator[bytes]:
-        """A streamed response: a producer task runs the loop, the SSE body follows a queue."""
+        """A streamed response: a producer task runs the loop, the SSE body follows a queue.
+
+        The stream starts once the engine has accepted the request: a refusal before that (a
+        rate limit, a context overflow, an unknown model) is this request's HTTP error, as
+        for a plain request, and nothing is stored."""
         queue: asyncio.Queue[list[dict] | None] = asyncio.Queue()
 
         async def sink(batch: list[dict]) -> None:
             queue.put_nowait(batch)
 
         events = self.make_events(p, sink)
+        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         first_save: asyncio.Task | None = None
-        if p.request.store:
-            # Stored as in progress (leased, for recovery after a crash) so that it can be
-            # retrieved while it streams; written while the engine works, not before.
-            lease = int(time.time()) + self.settings.lease_duration
-            first_save = self.spawn(self.store.save_response(
-                p.save_record(lease_owner=self.instance, lease_until=lease), [], p.input_items))
+
+        def on_accepted() -> None:
+            nonlocal first_save
+            if not accepted.done():
+                accepted.set_result(None)
+            if p.request.store and first_save is None:
+                # Stored as in progress (leased, for recovery after a crash) so that it can be
+                # retrieved while it streams; written while the engine works, not before.
+                lease = int(time.time()) + self.settings.lease_duration
+                first_save = self.spawn(self.store.save_response(
+                    p.save_record(lease_owner=self.instance, lease_until=lease), [], p.input_items))
+
+        events.on_accepted = on_accepted
 
         async def produce() -> None:
+            refused = False
             try:
                 events.created()
                 events.in_progress()
                 await events.flush()
-                await self.drive(p, events)
+                await self.drive(p, events, raise_client_errors=lambda: not accepted.done())
+            except APIError as e:
+                refused = True
+                accepted.set_exception(e)
             finally:
-                if not events.done:
-                    events.cancelled(p.spec.total_usage())
-                    _close_items(events)
-                try:
-                    if first_save is not None:
-                        # The final write must land after the first one (replicas may reorder).
-                        await asyncio.wait([first_save])
-                        await self._save_final(p, None if first_save.exception() is None else p.input_items)
-                finally:
-                    if events.pending and not events.response["status"] == "cancelled":
-                        await events.flush()
-                    queue.put_nowait(None)
+                if not refused:
+                    if not accepted.done():
+                        accepted.set_result(None)  # ended before any engine turn (or cancelled)
+                    await self._finish_stream(p, events, queue, first_save)
 
         task = self.spawn(produce())
+        # Wait briefly for the engine to accept (it usually answers at once). An engine slow
+        # to answer at all gets the stream started anyway, with keep-alives; a refusal after
+        # that ends the stream as `response.failed`.
+        await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
+        if not accepted.done():
+            on_accepted()
+        await accepted  # the engine's refusal, if any, becomes this request's HTTP error
         return self._sse(queue, task)
+
+    async def _finish_stream(self, p: Prepared, events: ResponseEvents, queue: asyncio.Queue,
+                             first_save: asyncio.Task | None) -> None:
+        if not events.done:
+            events.cancelled(p.spec.total_usage())
+            _close_items(events)
+        try:
+            if p.request.store:
+                if first_save is not None:
+                    # The final write must land after the first one (replicas may reorder).
+                    await asyncio.wait([first_save])
+                written = first_save is not None and first_save.exception() is None
+                await self._save_final(p, None if written else p.input_items)
+        finally:
+            if events.pending and events.response["status"] != "cancelled":
+                await events.flush()
+            queue.put_nowait(None)
 
     async def _save_final(self, p: Prepared, input_items: list[dict] | None) -> None:
         """Store a finished stream. If the database is down the client still gets its end;

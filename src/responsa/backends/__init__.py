@@ -36,6 +36,13 @@ class TurnRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnStart:
+    """The engine accepted the turn (its answer started, or the prompt fits and generation is
+    about to). Until a backend says so, its errors are the request's: a streamed request then
+    still gets an HTTP error instead of a stream that fails."""
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
 
@@ -84,7 +91,7 @@ class TurnEnd:
     usage: Usage | None = None
 
 
-TurnEvent = TextDelta | RefusalDelta | ReasoningDelta | ReasoningSummaryDelta | ToolCallDelta | TurnEnd
+TurnEvent = TurnStart | TextDelta | RefusalDelta | ReasoningDelta | ReasoningSummaryDelta | ToolCallDelta | TurnEnd
 
 
 class Backend(Protocol):

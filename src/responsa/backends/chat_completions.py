@@ -21,6 +21,7 @@ from . import (
     TurnEnd,
     TurnEvent,
     TurnRequest,
+    TurnStart,
     Usage,
 )
 from .http import HTTPError, Pool, Response
@@ -115,6 +116,7 @@ class ChatCompletionsBackend:
         try:
             if resp.status != 200:
                 raise upstream_error(resp.status, await resp.read(limit=64 * 1024))
+            yield TurnStart()
             if req.stream:
                 async for event in self._stream(resp):
                     yield event

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import BackendConfig, ConfigError
 from ..errors import APIError, InvalidRequest, RateLimited, UpstreamError
-from . import TextDelta, ToolCallDelta, TurnEnd, TurnEvent, TurnRequest, Usage
+from . import TextDelta, ToolCallDelta, TurnEnd, TurnEvent, TurnRequest, TurnStart, Usage
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -222,6 +222,7 @@ class _Job:
         text = self.backend.prompt.render(req.items, req.instructions, plan.tools)
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         self._check_context(len(tokens) + (8 if plan.mode == "call" else 0))
+        self.emit(TurnStart())
         llm.set_seed(random.getrandbits(31))
         if plan.mode == "call":
             finish = self._call(tokens, "", plan)

@@ -44,6 +44,7 @@ from . import (
     TurnEnd,
     TurnEvent,
     TurnRequest,
+    TurnStart,
     Usage,
 )
 
@@ -173,6 +174,7 @@ class ScriptedBackend:
         turn = self.script.next_turn(body)
         if turn.get("status"):
             raise UpstreamError(turn.get("error", "scripted failure"))
+        yield TurnStart()
         for chunk in turn_chunks(turn, body):
             if turn.get("delay"):
                 await asyncio.sleep(turn["delay"])
