@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         if args.command == "migrate":
-            values.setdefault("host", None)
+            # migrate listens on nothing: a RESPONSA_HOST meant for `serve` (whose keys may come as
+            # flags) must not trip the loopback-only rule
+            values["host"] = "127.0.0.1"
             settings = load_settings(values)
         else:
             settings = load_settings(values)

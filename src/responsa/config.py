@@ -69,8 +69,9 @@ def parse_stream_dialect(text: str) -> str:
     return text
 
 
-def default_data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "responsa")
 
 
@@ -238,7 +239,7 @@ def _parse_option(opt: Option, raw: Any, source: str) -> Any:
                 raw = [p.strip() for p in raw.split(",") if p.strip()]
             return tuple(opt.parse(v) for v in raw)
         return opt.parse(raw)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ConfigError) as e:
         raise ConfigError(f"{source}: invalid value for {opt.flag}: {e}") from e
 
 
@@ -259,7 +260,7 @@ def load_settings(cli: Mapping[str, Any], environ: Mapping[str, str] | None = No
     server = file_data.get("server", {})
     unknown = set(server) - set(OPTIONS_BY_NAME)
     if unknown:
-        raise ConfigError(f"config file [server]: unknown keys {sorted(unknown)}")
+        raise ConfigError(f"{config_path} [server]: unknown keys {sorted(unknown)}")
     for opt in OPTIONS:
         raw = cli.get(opt.name)
         if raw is not None and raw != () and raw is not False:
@@ -271,16 +272,16 @@ def load_settings(cli: Mapping[str, Any], environ: Mapping[str, str] | None = No
         elif opt.default is not None:
             values[opt.name] = opt.default
     if not values.get("data_dir"):
-        values["data_dir"] = default_data_dir()
+        values["data_dir"] = default_data_dir(environ)
     values["config"] = config_path
-    backends, routes, default_route = _backends_and_routes(values, file_data, config_path)
+    backends, routes, default_route = _backends_and_routes(values, file_data, config_path, environ)
     settings = Settings(**values, backends=backends, routes=routes, default_route=default_route)
     check(settings)
     return settings
 
 
 def _backends_and_routes(
-    values: Mapping[str, Any], file_data: Mapping[str, Any], path: str | None
+    values: Mapping[str, Any], file_data: Mapping[str, Any], path: str | None, environ: Mapping[str, str]
 ) -> tuple[tuple[BackendConfig, ...], dict[str, Route], Route | None]:
     backends: dict[str, BackendConfig] = {}
     routes: dict[str, Route] = {}
@@ -296,13 +297,16 @@ def _backends_and_routes(
         api_key = spec.pop("api_key", None)
         key_env = spec.pop("api_key_env", None)
         if key_env:
-            api_key = os.environ.get(key_env)
+            api_key = environ.get(key_env)
             if api_key is None:
                 raise ConfigError(f"{path}: [backends.{name}] api_key_env {key_env} is not set")
         known = {"base_url", "auth", "timeout", "reasoning_input", "model_file", "context_window"}
         fields = {k: spec.pop(k) for k in list(spec) if k in known}
         if "timeout" in fields:
-            fields["timeout"] = parse_duration(fields["timeout"])
+            try:
+                fields["timeout"] = parse_duration(fields["timeout"])
+            except ConfigError as e:
+                raise ConfigError(f"{path}: [backends.{name}] timeout: {e}") from e
         else:
             fields["timeout"] = timeout
         if kind == "chat_completions" and not fields.get("base_url"):
