@@ -68,7 +68,7 @@ def start_engine(workdir: Path) -> tuple[str, object]:
     class Engine(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", 0)))
             self.send_response(200)
             self.send_header("content-type", "application/json")

@@ -6,9 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from openai import AsyncOpenAI, AzureOpenAI, OpenAI
-
 from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess
+from openai import AsyncOpenAI, AzureOpenAI, OpenAI
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

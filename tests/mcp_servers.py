@@ -16,14 +16,13 @@ import threading
 from typing import Any
 
 import uvicorn
+from harness import ThreadServer
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
-from harness import ThreadServer
 
 
 def build_server(name: str) -> MCPServer:

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-
 from harness import KEY_A, ScriptedEngine, ServerProcess, check_events, check_response, types_of, wait_for, wire
+from openai import OpenAI
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-
 from harness import KEY_A, ScriptedEngine, ServerProcess, check_events, wire
+from openai import OpenAI
 
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
 

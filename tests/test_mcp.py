@@ -14,11 +14,10 @@ from pathlib import Path
 
 import openai
 import pytest
+from harness import KEY_A, ScriptedEngine, ServerProcess, check_events, check_response, free_port, types_of, wire
+from mcp_servers import MCPTestServer, not_mcp_server, silent_server
 from openai import OpenAI
 
-from harness import (KEY_A, ScriptedEngine, ServerProcess, check_events, check_response, free_port, types_of,
-                     wire)
-from mcp_servers import MCPTestServer, not_mcp_server, silent_server
 from responsa.chat import mcp_function_name
 
 TOKEN = "tok-7f3a9c0e-mcp-secret"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-
 from harness import KEY_A, check_events, check_response, sse_events, types_of, wire
+from openai import OpenAI
 
 
 def test_create_text(client: OpenAI, script) -> None:

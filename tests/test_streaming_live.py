@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import httpx
-from openai import OpenAI
-
 from harness import KEY_A, check_events, sse_events, types_of, wait_for
+from openai import OpenAI
 
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
 
