@@ -35,7 +35,7 @@ try:
 
     from . import gguf
 except ImportError as e:  # reported as a ConfigError when an embedded backend is configured
-    llama_cpp = None
+    llama_cpp = None  # type: ignore[assignment]
     _IMPORT_ERROR: ImportError | None = e
 else:
     _IMPORT_ERROR = None
@@ -116,7 +116,7 @@ class EmbeddedBackend:
     def _load(self) -> None:
         try:
             n_ctx = self.config.context_window or 0
-            threads = {"n_threads": self.threads, "n_threads_batch": self.threads}
+            threads: dict[str, Any] = {"n_threads": self.threads, "n_threads_batch": self.threads}
             llm = llama_cpp.Llama(self.path, n_ctx=n_ctx or DEFAULT_CONTEXT_CAP, verbose=False, **threads)
             if not n_ctx and llm.n_ctx() > llm._model.n_ctx_train() > 0:
                 llm.close()  # a model with a smaller window than the default cap
@@ -138,6 +138,9 @@ class EmbeddedBackend:
 
     def accepts_images(self, model: str) -> bool:
         return False
+
+    def accepts_files(self, model: str) -> bool:
+        return False  # files reach the model as their text
 
     async def aclose(self) -> None:
         def unload() -> None:
@@ -191,7 +194,7 @@ def _token_text(llm: Any, token: int) -> str:
 class _Job:
     """One turn, run in the worker thread; reports through `emit` (thread-safe)."""
 
-    def __init__(self, backend: EmbeddedBackend, req: TurnRequest, emit: Callable[[Any], None]) -> None:
+    def __init__(self, backend: EmbeddedBackend, req: TurnRequest, emit: Callable[[Any], object]) -> None:
         self.backend = backend
         self.req = req
         self.emit = emit
@@ -229,7 +232,7 @@ class _Job:
         elif plan.mode == "auto":
             finish = self._auto(tokens, plan)
         else:
-            grammar = gguf.json_grammar(plan.text_schema) if plan.mode == "json" else None
+            grammar = gguf.json_grammar(plan.text_schema or {}) if plan.mode == "json" else None
             finish = self._text(tokens, grammar)
         if finish != "cancelled":
             self.emit(TurnEnd(finish, Usage(input_tokens=len(tokens), output_tokens=self.output_tokens,
