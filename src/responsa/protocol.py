@@ -89,54 +89,90 @@ class CreateRequest:
 
 
 def parse_create(body: Any) -> CreateRequest:
-    """Check a decoded JSON body. Unknown top-level keys are tolerated (clients send their own)."""
+    """Check a decoded JSON body. Unknown top-level keys are tolerated (clients send their own).
+
+    Only the keys the client sent are looked at (the request's defaults cover the rest): a
+    typical request sends three or four of the thirty-odd parameters."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     model = c.string(body, "model", "model", required=True, allow_empty=False)
     assert model is not None
-    for unsupported in ("prompt", "conversation"):
-        if body.get(unsupported) is not None:
-            raise InvalidRequest(
-                f"'{unsupported}' is not supported by this server yet (see docs/unsupported.md).",
-                param=unsupported, code="unsupported_parameter")
     req = CreateRequest(model=model, input=normalize_input(body.get("input")), raw=body)
-    req.instructions = _instructions(body)
-    req.previous_response_id = c.string(body, "previous_response_id", "previous_response_id",
-                                        allow_empty=False)
-    req.store = c.boolean(body, "store", "store", True)  # type: ignore[assignment]
-    req.background = c.boolean(body, "background", "background", False)  # type: ignore[assignment]
-    req.stream = c.boolean(body, "stream", "stream", False)  # type: ignore[assignment]
+    for key in body:
+        check = _FIELDS.get(key)
+        if check is not None and body[key] is not None:
+            check(body, req)
     if req.background and not req.store:
         raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
                              code="invalid_value")
-    req.stream_options = c.mapping(body, "stream_options", "stream_options")
+    if "tool_choice" in body:
+        req.tool_choice = check_tool_choice(body["tool_choice"], req.tools)
+    if "text" in body or "verbosity" in body:
+        _text(body, req)
+    return req
+
+
+def _unsupported(key: str) -> Any:
+    def check(body: dict, req: CreateRequest) -> None:
+        raise InvalidRequest(f"'{key}' is not supported by this server yet (see docs/unsupported.md).",
+                             param=key, code="unsupported_parameter")
+
+    return check
+
+
+def _include(body: dict, req: CreateRequest) -> None:
     include = c.string_list(body, "include", "include") or []
     for i, value in enumerate(include):
         if value not in INCLUDABLE:
             raise c.bad_value(f"include[{i}]", value, INCLUDABLE)
     req.include = tuple(dict.fromkeys(include))
-    req.tools = check_tools(c.array(body, "tools", "tools") or [])
-    req.tool_choice = check_tool_choice(body.get("tool_choice"), req.tools)
-    req.parallel_tool_calls = c.boolean(body, "parallel_tool_calls", "parallel_tool_calls", True)  # type: ignore[assignment]
-    req.max_tool_calls = c.integer(body, "max_tool_calls", "max_tool_calls", lo=1)
-    req.max_output_tokens = c.integer(body, "max_output_tokens", "max_output_tokens", lo=16)
-    req.temperature = c.number(body, "temperature", "temperature", 0, 2)
-    req.top_p = c.number(body, "top_p", "top_p", 0, 1)
-    req.top_logprobs = c.integer(body, "top_logprobs", "top_logprobs", lo=0, hi=20)
-    req.presence_penalty = c.number(body, "presence_penalty", "presence_penalty", -2, 2) or 0.0
-    req.frequency_penalty = c.number(body, "frequency_penalty", "frequency_penalty", -2, 2) or 0.0
-    _text(body, req)
-    req.reasoning = _reasoning(body)
-    req.truncation = c.choice(body, "truncation", "truncation", ("auto", "disabled")) or "disabled"
-    req.metadata = _metadata(body)
-    req.user = c.string(body, "user", "user", max_len=256)
-    req.safety_identifier = c.string(body, "safety_identifier", "safety_identifier", max_len=128)
-    req.prompt_cache_key = c.string(body, "prompt_cache_key", "prompt_cache_key")
-    req.prompt_cache_retention = c.choice(body, "prompt_cache_retention", "prompt_cache_retention",
-                                          ("in_memory", "24h"))
+
+
+def _service_tier(body: dict, req: CreateRequest) -> None:
     tier = c.choice(body, "service_tier", "service_tier", SERVICE_TIERS)
     req.service_tier = "default" if tier in (None, "auto") else tier
-    return req
+
+
+# Each create parameter, and the check that reads it into the request.
+_FIELDS: dict[str, Any] = {
+    "prompt": _unsupported("prompt"),
+    "conversation": _unsupported("conversation"),
+    "instructions": lambda b, r: setattr(r, "instructions", _instructions(b)),
+    "previous_response_id": lambda b, r: setattr(r, "previous_response_id", c.string(
+        b, "previous_response_id", "previous_response_id", allow_empty=False)),
+    "store": lambda b, r: setattr(r, "store", c.boolean(b, "store", "store", True)),
+    "background": lambda b, r: setattr(r, "background", c.boolean(b, "background", "background", False)),
+    "stream": lambda b, r: setattr(r, "stream", c.boolean(b, "stream", "stream", False)),
+    "stream_options": lambda b, r: setattr(r, "stream_options", c.mapping(b, "stream_options", "stream_options")),
+    "include": _include,
+    "tools": lambda b, r: setattr(r, "tools", check_tools(c.array(b, "tools", "tools") or [])),
+    "parallel_tool_calls": lambda b, r: setattr(r, "parallel_tool_calls", c.boolean(
+        b, "parallel_tool_calls", "parallel_tool_calls", True)),
+    "max_tool_calls": lambda b, r: setattr(r, "max_tool_calls", c.integer(b, "max_tool_calls", "max_tool_calls",
+                                                                          lo=1)),
+    "max_output_tokens": lambda b, r: setattr(r, "max_output_tokens", c.integer(
+        b, "max_output_tokens", "max_output_tokens", lo=16)),
+    "temperature": lambda b, r: setattr(r, "temperature", c.number(b, "temperature", "temperature", 0, 2)),
+    "top_p": lambda b, r: setattr(r, "top_p", c.number(b, "top_p", "top_p", 0, 1)),
+    "top_logprobs": lambda b, r: setattr(r, "top_logprobs", c.integer(b, "top_logprobs", "top_logprobs", lo=0,
+                                                                      hi=20)),
+    "presence_penalty": lambda b, r: setattr(r, "presence_penalty", c.number(
+        b, "presence_penalty", "presence_penalty", -2, 2) or 0.0),
+    "frequency_penalty": lambda b, r: setattr(r, "frequency_penalty", c.number(
+        b, "frequency_penalty", "frequency_penalty", -2, 2) or 0.0),
+    "reasoning": lambda b, r: setattr(r, "reasoning", _reasoning(b)),
+    "truncation": lambda b, r: setattr(r, "truncation", c.choice(b, "truncation", "truncation",
+                                                                 ("auto", "disabled")) or "disabled"),
+    "metadata": lambda b, r: setattr(r, "metadata", _metadata(b)),
+    "user": lambda b, r: setattr(r, "user", c.string(b, "user", "user", max_len=256)),
+    "safety_identifier": lambda b, r: setattr(r, "safety_identifier", c.string(
+        b, "safety_identifier", "safety_identifier", max_len=128)),
+    "prompt_cache_key": lambda b, r: setattr(r, "prompt_cache_key", c.string(b, "prompt_cache_key",
+                                                                             "prompt_cache_key")),
+    "prompt_cache_retention": lambda b, r: setattr(r, "prompt_cache_retention", c.choice(
+        b, "prompt_cache_retention", "prompt_cache_retention", ("in_memory", "24h"))),
+    "service_tier": _service_tier,
+}
 
 
 def _instructions(body: dict) -> str | None:

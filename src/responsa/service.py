@@ -194,7 +194,7 @@ class ResponsesService:
                 await self.store.save_response(p.save_record(), p.response["output"], p.input_items)
             raise
         if p.request.store:
-            await self.store.save_response(p.save_record(), p.response["output"], p.input_items)
+            await self.store.save_response(p.save_record(), p.response["output"], p.input_items, wait=False)
         return p.response
 
     async def drive(self, p: Prepared, events: ResponseEvents, *,

@@ -88,9 +88,11 @@ class Store(Protocol):
     # ---- responses ------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
         """Insert or update a response in one transaction. `input_items` are written once,
-        with the first save; `output` replaces the stored output."""
+        with the first save; `output` replaces the stored output. With `wait=False` a store
+        may return once the write is queued, if it can promise that any read made after the
+        caller's next network write (its answer) sees it (SQLite can; PostgreSQL waits)."""
         ...
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:

@@ -211,7 +211,8 @@ class PostgresStore:
     # ---- responses -----------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
+        # Always waits: another replica may serve the client's next read.
         kinds: list[int] = []
         positions: list[int] = []
         item_ids: list[str] = []

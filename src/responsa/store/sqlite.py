@@ -142,15 +142,18 @@ class SQLiteStore:
     # ---- writes ---------------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._queue_write(fn)
+
+    def _queue_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._writer is None:
             raise ServiceUnavailable("The store is not open.")
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((fn, fut))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _flush(self) -> None:
         """Commit every write queued during this turn of the loop in one transaction."""
@@ -212,7 +215,7 @@ class SQLiteStore:
     # ---- responses -----------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
         body = orjson.dumps(record.body)
         run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
         out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, orjson.dumps(item))
@@ -241,7 +244,14 @@ class SQLiteStore:
             if out_rows:
                 conn.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?)", out_rows)
 
-        await self._write(op)
+        if wait:
+            await self._write(op)
+            return
+        # The commit runs at the end of this turn of the event loop, before the loop reads
+        # anything new from the network: no request can look for this response before it
+        # is committed, so the caller may answer at once (one commit off a plain request's
+        # latency). A failure is logged; the response is then just not retrievable.
+        self._queue_write(op).add_done_callback(_log_failed_write)
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
         conn = self._read()
@@ -507,6 +517,11 @@ class SQLiteStore:
         return await self._write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?,?,?)",
             (name, value, int(time.time()))).rowcount == 1)
+
+
+def _log_failed_write(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a response could not be stored: %s", fut.exception())
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
