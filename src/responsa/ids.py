@@ -26,12 +26,13 @@ def random_hex(nbytes: int) -> str:
 
 
 def new_id(prefix: str) -> str:
-    """`prefix_` + 48 hex characters: the creation second, then 160 random bits.
+    """`prefix_` + 48 hex characters: the creation time in microseconds, then 140 random bits.
 
-    The hosted API's ids start with the creation time too. Here it also keeps database
-    inserts at the end of each index instead of scattered over it, which divides the pages
-    a batch of writes dirties (and the write-ahead log it fills) several times over."""
-    return f"{prefix}_{int(time.time()):08x}{random_hex(20)}"
+    The hosted API's ids start with the creation time too. Here it also makes database
+    inserts append to each index instead of landing all over it: measured with SQLite, the
+    pages a commit writes dropped from about 10 to 8 per response going from a seconds
+    prefix to this one, and random ids were worse still."""
+    return f"{prefix}_{time.time_ns() // 1000:013x}{random_hex(18)[:35]}"
 
 
 def response_id() -> str:
