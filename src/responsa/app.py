@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -65,6 +67,36 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
+class AccessLog:
+    """One line per request on stderr, in the format of the other log lines, written in
+    batches every 0.2 s: a logging record, a formatted timestamp and a write per request
+    were about 6% of a plain request's CPU."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.scheduled = False
+        self._second = 0
+        self._stamp = ""
+
+    def add(self, client: str, method: str, path: str, status: int, ms: float) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        self.lines.append(f'{self._stamp},{int((now - second) * 1000):03d} INFO responsa.access: {client} '
+                          f'"{method} {path}" {status} {ms:.1f}ms\n')
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.lines:
+            data, self.lines = "".join(self.lines), []
+            sys.stderr.write(data)
+            sys.stderr.flush()
+
+
 class RequestIds:
     """ASGI wrapper: an `x-request-id` on every answer, and one access-log line per request.
 
@@ -73,9 +105,9 @@ class RequestIds:
     plain request's CPU. The handler is the same one the router would call, and errors are
     rendered the same way."""
 
-    def __init__(self, app: Any, log_access: bool, create_response: Any = None) -> None:
+    def __init__(self, app: Any, access: AccessLog | None, create_response: Any = None) -> None:
         self.app = app
-        self.log_access = log_access
+        self.access = access
         self.create_response = create_response
         self.hot_paths = frozenset(f"{prefix}/responses" for prefix in PREFIXES)
 
@@ -109,9 +141,9 @@ class RequestIds:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if self.log_access:
-                access_log.info('%s "%s %s" %d %.1fms', scope.get("client", ("-",))[0], scope["method"],
-                                scope["path"], status, (time.perf_counter() - started) * 1000)
+            if self.access is not None:
+                self.access.add((scope.get("client") or ("-",))[0], scope["method"], scope["path"], status,
+                                (time.perf_counter() - started) * 1000)
 
 
 def create_app(settings: Settings) -> Any:
@@ -129,6 +161,8 @@ def create_app(settings: Settings) -> Any:
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size)
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
     media = service.media = Media(store, settings)
+
+    access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -149,6 +183,8 @@ def create_app(settings: Settings) -> Any:
             await media.aclose()
             await router.aclose()
             await store.close()
+            if access is not None:
+                access.flush()
 
     routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
@@ -159,4 +195,4 @@ def create_app(settings: Settings) -> Any:
     )
     app.state.service = service
     app.state.settings = settings
-    return RequestIds(app, settings.access_log, endpoints.create_response)
+    return RequestIds(app, access, endpoints.create_response)
