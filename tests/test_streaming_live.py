@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import openai
 from harness import KEY_A, check_events, sse_events, types_of, wait_for
 from openai import OpenAI
 
@@ -53,7 +54,14 @@ def test_in_progress_while_streaming_then_completed(server, client: OpenAI, scri
     events = iter(stream)
     first = next(events)
     assert first.type == "response.created"
-    mid = wait_for(lambda: (r := client.responses.retrieve(first.response.id)) and r, timeout=10)
+
+    def retrievable() -> object:
+        try:
+            return client.responses.retrieve(first.response.id)
+        except openai.NotFoundError:
+            return None  # written once the stream has run for 0.1 s
+
+    mid = wait_for(retrievable, timeout=10)
     assert mid.status == "in_progress"
     rest = list(events)
     assert rest[-1].type == "response.completed"

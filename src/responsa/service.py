@@ -58,6 +58,7 @@ def sse_frames(batch: list[dict]) -> bytes:
 
 KEEPALIVE = b": keep-alive\n\n"
 ACCEPT_GRACE = 2.0  # seconds a stream waits for the engine to accept before starting anyway
+IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress record is written
 
 
 class ResponsesService:
@@ -237,18 +238,12 @@ class ResponsesService:
 
         events = self.make_events(p, sink)
         accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        first_save: asyncio.Task | None = None
+        in_progress = _InProgressRecord(self, p)
 
         def on_accepted() -> None:
-            nonlocal first_save
             if not accepted.done():
                 accepted.set_result(None)
-            if p.request.store and first_save is None:
-                # Stored as in progress (leased, for recovery after a crash) so that it can be
-                # retrieved while it streams; written while the engine works, not before.
-                lease = int(time.time()) + self.settings.lease_duration
-                first_save = self.spawn(self.store.save_response(
-                    p.save_record(lease_owner=self.instance, lease_until=lease), [], p.input_items))
+            in_progress.schedule()
 
         events.on_accepted = on_accepted
 
@@ -266,7 +261,7 @@ class ResponsesService:
                 if not refused:
                     if not accepted.done():
                         accepted.set_result(None)  # ended before any engine turn (or cancelled)
-                    await self._finish_stream(p, events, queue, first_save)
+                    await self._finish_stream(p, events, queue, in_progress)
 
         task = self.spawn(produce())
         # Wait briefly for the engine to accept (it usually answers at once). An engine slow
@@ -279,16 +274,13 @@ class ResponsesService:
         return self._sse(queue, task)
 
     async def _finish_stream(self, p: Prepared, events: ResponseEvents, queue: asyncio.Queue,
-                             first_save: asyncio.Task | None) -> None:
+                             in_progress: _InProgressRecord) -> None:
         if not events.done:
             events.cancelled(p.spec.total_usage())
             _close_items(events)
         try:
             if p.request.store:
-                if first_save is not None:
-                    # The final write must land after the first one (replicas may reorder).
-                    await asyncio.wait([first_save])
-                written = first_save is not None and first_save.exception() is None
+                written = await in_progress.settle()
                 await self._save_final(p, None if written else p.input_items)
         finally:
             if events.pending and events.response["status"] != "cancelled":
@@ -410,6 +402,38 @@ def response_error_code(error: APIError) -> str:
     if isinstance(error, RateLimited):
         return "rate_limit_exceeded"
     return "server_error"
+
+
+class _InProgressRecord:
+    """A stored stream's in-progress record (leased, for recovery after a crash; readable
+    while it streams). Written once the stream has run for IN_PROGRESS_AFTER: most streams end
+    sooner, and then one write stores them whole instead of two."""
+
+    def __init__(self, service: ResponsesService, p: Prepared) -> None:
+        self.service, self.p = service, p
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+
+    def schedule(self) -> None:
+        if self.p.request.store and self.timer is None and self.task is None:
+            self.timer = asyncio.get_running_loop().call_later(IN_PROGRESS_AFTER, self._write)
+
+    def _write(self) -> None:
+        self.timer = None
+        service, p = self.service, self.p
+        lease = int(time.time()) + service.settings.lease_duration
+        self.task = service.spawn(service.store.save_response(
+            p.save_record(lease_owner=service.instance, lease_until=lease), [], p.input_items))
+
+    async def settle(self) -> bool:
+        """Before the final write: whether the in-progress record (with the input) is stored."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is None:
+            return False
+        await asyncio.wait([self.task])  # the final write must land after this one
+        return self.task.exception() is None
 
 
 def _close_items(events: ResponseEvents) -> None:
