@@ -293,7 +293,9 @@ class ResponsesService:
         response's lease and nothing else would ever finish it."""
         record, output = p.save_record(), list(p.response["output"])
         try:
-            await self.store.save_response(record, output, input_items)
+            # wait=False: a store that can (SQLite) lets the terminal event out before its commit,
+            # which lands before anything the client sends next is read.
+            await self.store.save_response(record, output, input_items, wait=False)
         except ServiceUnavailable:
             self.spawn(self._retry_save(record, output, input_items))
 
