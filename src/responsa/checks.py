@@ -123,26 +123,23 @@ def choice(obj: dict, key: str, param: str, allowed: tuple[str, ...], *, require
     return value
 
 
-def mapping(obj: dict, key: str, param: str, *, required: bool = False) -> dict | None:
+def _of_type(obj: dict, key: str, param: str, kind: type, name: str, required: bool) -> Any:
     value = obj.get(key)
     if value is None:
         if required:
             raise missing(param)
         return None
-    if not isinstance(value, dict):
-        raise wrong_type(param, "an object", value)
+    if not isinstance(value, kind):
+        raise wrong_type(param, name, value)
     return value
+
+
+def mapping(obj: dict, key: str, param: str, *, required: bool = False) -> dict | None:
+    return _of_type(obj, key, param, dict, "an object", required)
 
 
 def array(obj: dict, key: str, param: str, *, required: bool = False) -> list | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise missing(param)
-        return None
-    if not isinstance(value, list):
-        raise wrong_type(param, "an array", value)
-    return value
+    return _of_type(obj, key, param, list, "an array", required)
 
 
 def string_list(obj: dict, key: str, param: str) -> list[str] | None:
