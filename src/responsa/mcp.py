@@ -63,10 +63,13 @@ class MCPKind:
 
     types = ("mcp",)
 
-    def check_history(self, history: Sequence[dict], tools: Sequence[Any]) -> None:
-        """Approval responses in the conversation must answer known requests a tool here can run."""
-        if any(i.get("type") == "mcp_approval_response" for i in history):
-            check_approvals(history, tools)
+    def check_history(self, history: Sequence[dict], tools: Sequence[Any], new_from: int = 0) -> None:
+        """Approval responses in the request's input (`history[new_from:]`; earlier ones were
+        checked when they were new) must answer known requests a tool here can run."""
+        for i in range(new_from, len(history)):
+            if history[i].get("type") == "mcp_approval_response":
+                check_approvals(history, tools)
+                return
 
     def check(self, entry: dict, param: str) -> dict:
         label = c.string(entry, "server_label", f"{param}.server_label", required=True,

@@ -171,6 +171,8 @@ class Media:
         # about a long PDF does not extract it again on every turn. Bounded by total length.
         self._texts: OrderedDict[str, str] = OrderedDict()
         self._texts_size = 0
+        # (chain, backend, model) whose earlier items needed no resolution (see resolve).
+        self._plain_histories: OrderedDict[Any, bool] = OrderedDict()
 
     async def file_text(self, blob: Blob, param: str, file_id: str | None) -> str:
         """`extract_text` in a thread; uploaded files' text is cached."""
@@ -191,20 +193,35 @@ class Media:
             await self._session.close()
 
     async def resolve(self, items: Sequence[dict], owner: str, target: Any, *,
-                      first_input: int = 0) -> list[dict]:
+                      first_input: int = 0, history_key: Any = None) -> list[dict]:
         """The items as the engine gets them. Items before `first_input` come from earlier
-        responses: a file deleted since is replaced by a note instead of failing the chain."""
+        responses: a file deleted since is replaced by a note instead of failing the chain.
+        `history_key` names those earlier items (a chain never changes): once they needed no
+        resolution for this engine and model, they are not looked at again."""
         backend, model = target.backend, target.model
+        plain_key = (history_key, backend.name, model) if history_key is not None else None
+        start = 0
+        if plain_key is not None and plain_key in self._plain_histories:
+            self._plain_histories.move_to_end(plain_key)
+            start = first_input
         accepts_files = getattr(backend, "accepts_files", None)
         run = _Resolution(self, owner, images=backend.accepts_images(model),
                           files=bool(accepts_files and accepts_files(model)))
-        out = []
-        for n, item in enumerate(items):
+        out = list(items[:start])
+        changed = False
+        for n in range(start, len(items)):
+            item = items[n]
             if not _may_carry_media(item):
                 out.append(item)  # most items: nothing to look at (a long chain is mostly text)
                 continue
             where = f"input[{n - first_input}]" if n >= first_input else None
-            out.append(await run.item(item, where))
+            resolved = await run.item(item, where)
+            changed = changed or (resolved is not item and n < first_input)
+            out.append(resolved)
+        if plain_key is not None and start == 0 and not changed:
+            self._plain_histories[plain_key] = True
+            if len(self._plain_histories) > 4096:
+                self._plain_histories.popitem(last=False)
         return out
 
     async def include_image_urls(self, items: Sequence[dict], owner: str) -> list[dict]:

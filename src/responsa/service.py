@@ -100,7 +100,7 @@ class ResponsesService:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent = [*history, *input_items]
         if self.media is not None:
-            sent = await self.media.resolve(sent, owner, target, first_input=len(history))
+            sent = await self.media.resolve(sent, owner, target, first_input=len(history), history_key=history_key)
         elif not target.backend.accepts_images(target.model) and _has_images(sent):
             raise InvalidRequest(f"The model '{req.model}' does not accept image input.", param="input",
                                  code="unsupported_image_input")
@@ -116,7 +116,7 @@ class ResponsesService:
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
                                 background=req.background, previous_response_id=req.previous_response_id)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
-                          request_headers=req.headers, include=req.include, owner=owner,
+                          request_headers=req.headers, include=req.include, owner=owner, input_start=len(history),
                           allow_private_network=self.settings.allow_private_network,
                           load_file=self._file_loader(owner), services=self.tool_services,
                           accepts_images=target.backend.accepts_images(target.model))

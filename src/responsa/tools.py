@@ -58,6 +58,7 @@ class ToolContext:
     history: Sequence[dict]  # every item of the conversation so far (chain, input, output)
     request_headers: dict[str, str] = field(default_factory=dict)
     include: tuple[str, ...] = ()
+    input_start: int = 0  # history[input_start:] is this request's own input
     owner: str = ""
     allow_private_network: bool = False
     # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
@@ -402,7 +403,7 @@ class ToolSet:
         for kind in dict.fromkeys(tool_kinds().values()):
             check_history = getattr(kind, "check_history", None)
             if check_history is not None:
-                check_history(ctx.history, self.tools)
+                check_history(ctx.history, self.tools, ctx.input_start)
 
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:

@@ -137,6 +137,8 @@ class SQLiteStore:
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
             raise ServiceUnavailable("The store is not open.")
+        if self._pending:
+            self._flush()  # reads see every write made before them, even those not awaited
         return self._reader
 
     # ---- writes ---------------------------------------------------------------------------------
