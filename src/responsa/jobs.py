@@ -37,6 +37,7 @@ log = logging.getLogger("responsa.jobs")
 
 LEASE_SECONDS = 30
 PURGE_BATCH = 5000  # what one store.purge_expired call removes at most
+TERMINAL_EVENT_WAIT = 2.0  # seconds a follower waits for a finished run's terminal event
 RENEW_EVERY = 5
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
@@ -287,6 +288,7 @@ class Jobs:
         """Stored events after `after`, then live ones, until the run ends."""
         last = -1 if after is None else after
         interval = self.service.settings.keepalive_interval
+        ended_at: float | None = None
         with self.hub.watch(rid) as woken:
             quiet = 0.0
             while True:
@@ -300,10 +302,20 @@ class Jobs:
                         return
                 if not rows:
                     record = await self.store.get_record(rid, owner)
-                    if record is None or record.status in TERMINAL:
-                        # Ended without a terminal event (cancelled): drain once more, then stop.
-                        if not await self.store.load_events(rid, last):
-                            return
+                    if record is None:
+                        return
+                    if record.status in TERMINAL:
+                        # A run's end and its terminal event are two writes: a finished run other
+                        # than a cancelled one (which has no terminal event) gets a moment for
+                        # the event to land; then the stream ends either way.
+                        waited = ended_at is not None and time.monotonic() - ended_at > TERMINAL_EVENT_WAIT
+                        if record.status == "cancelled" or waited:
+                            if not await self.store.load_events(rid, last):
+                                return
+                            continue
+                        if ended_at is None:
+                            ended_at = time.monotonic()
+                        await asyncio.sleep(0.02)
                         continue
                 # Woken by a notification, or poll now and then (another replica without notify).
                 try:
