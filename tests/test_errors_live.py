@@ -188,7 +188,8 @@ def test_client_error_is_not_stored(server, client: OpenAI, script) -> None:
     try:
         rows = db.execute("SELECT count(*) FROM items WHERE CAST(data AS TEXT) LIKE '%unique-marker-4711%'")
         assert rows.fetchone()[0] == 0
-        client.responses.create(model="m", input="unique-marker-4712")  # the control is found
+        control = client.responses.create(model="m", input="unique-marker-4712")  # the control is found
+        client.responses.retrieve(control.id)  # committed once the server reads its next request
         rows = db.execute("SELECT count(*) FROM items WHERE CAST(data AS TEXT) LIKE '%unique-marker-4712%'")
         assert rows.fetchone()[0] == 2  # its input, and the echo in its output
     finally:
