@@ -276,3 +276,19 @@ def test_store_false_is_not_retrievable(client: OpenAI, script) -> None:
         client.responses.retrieve(r.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="m", input="x", previous_response_id=r.id)
+
+
+@pytest.mark.anyio
+async def test_async_azure_client(server, script) -> None:
+    script.add({"content": "async azure"}, {"content": "streamed azure"})
+    client = openai.AsyncAzureOpenAI(base_url=server.url + "/openai/v1/", api_version="preview", api_key=KEY_A,
+                                     max_retries=0)
+    r = await client.responses.create(model="deployment", input="hi")
+    check_response(r)
+    assert r.output_text == "async azure"
+    async with client.responses.stream(model="deployment", input="hi", previous_response_id=r.id) as stream:
+        events = [wire(e) async for e in stream]
+        final = await stream.get_final_response()
+    check_events(events)
+    assert final.output_text == "streamed azure" and final.previous_response_id == r.id
+    assert (await client.responses.retrieve(final.id)).output_text == "streamed azure"
