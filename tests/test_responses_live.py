@@ -120,8 +120,9 @@ def test_stream_helper_and_stored_equals_streamed(client: OpenAI, script) -> Non
 @pytest.mark.anyio
 async def test_async_client_stream(async_client, script) -> None:
     script.add({"content": "async hello"})
-    stream = await async_client.responses.create(model="m", input="x", stream=True)
-    events = [wire(e) async for e in stream]
+    async with async_client:  # closed on this test's event loop (see test_async_azure_client)
+        stream = await async_client.responses.create(model="m", input="x", stream=True)
+        events = [wire(e) async for e in stream]
     check_events(events)
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "async hello"
 
@@ -281,14 +282,16 @@ def test_store_false_is_not_retrievable(client: OpenAI, script) -> None:
 @pytest.mark.anyio
 async def test_async_azure_client(server, script) -> None:
     script.add({"content": "async azure"}, {"content": "streamed azure"})
-    client = openai.AsyncAzureOpenAI(base_url=server.url + "/openai/v1/", api_version="preview", api_key=KEY_A,
-                                     max_retries=0)
-    r = await client.responses.create(model="deployment", input="hi")
-    check_response(r)
-    assert r.output_text == "async azure"
-    async with client.responses.stream(model="deployment", input="hi", previous_response_id=r.id) as stream:
-        events = [wire(e) async for e in stream]
-        final = await stream.get_final_response()
-    check_events(events)
-    assert final.output_text == "streamed azure" and final.previous_response_id == r.id
-    assert (await client.responses.retrieve(final.id)).output_text == "streamed azure"
+    # Closed before the test's event loop ends: a client left to the garbage collector would
+    # close its connections later, on a loop that no longer runs, inside some other test.
+    async with openai.AsyncAzureOpenAI(base_url=server.url + "/openai/v1/", api_version="preview",
+                                       api_key=KEY_A, max_retries=0) as client:
+        r = await client.responses.create(model="deployment", input="hi")
+        check_response(r)
+        assert r.output_text == "async azure"
+        async with client.responses.stream(model="deployment", input="hi", previous_response_id=r.id) as stream:
+            events = [wire(e) async for e in stream]
+            final = await stream.get_final_response()
+        check_events(events)
+        assert final.output_text == "streamed azure" and final.previous_response_id == r.id
+        assert (await client.responses.retrieve(final.id)).output_text == "streamed azure"
