@@ -252,7 +252,11 @@ def _open_event_schemas() -> dict[str, str]:
 def wire(obj: Any) -> dict:
     """What the server sent, from an SDK object (fields the SDK merely defaulted left out)."""
     # by_alias: SDK fields named after Python keywords (`schema_`) go back to their wire names.
-    return obj if isinstance(obj, dict) else obj.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    # warnings=False: the stream helper's parsed snapshots (ParsedResponse...) are subclasses
+    # of the declared types, which pydantic reports while dumping them as they are.
+    if isinstance(obj, dict):
+        return obj
+    return obj.model_dump(mode="json", exclude_unset=True, by_alias=True, warnings=False)
 
 
 def check_events(events: Sequence[Any], *, first: int = 0, complete: bool = True) -> None:
