@@ -9,7 +9,9 @@ does not run, MCP listings) are left out.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,20 +26,20 @@ class ChatOptions:
     merge_system: bool = False
 
 
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def mcp_function_name(server_label: str, tool_name: str) -> str:
     """The function name the model sees for an MCP server's tool.
 
     MCP tool names may be long or hold characters function names may not ('.', '/'); those
     are replaced and a hash of the full name added, so distinct tools keep distinct names."""
-    import re
-
     name = f"mcp__{server_label}__{tool_name}"
-    if len(name) <= 64 and re.fullmatch(r"[A-Za-z0-9_-]+", name):
+    if len(name) <= 64 and _FUNCTION_NAME.fullmatch(name):
         return name
-    import hashlib
-
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:55] + "_" + digest
+    return _NOT_IN_NAMES.sub("_", name)[:55] + "_" + digest
 
 
 def text_of(content: Any) -> str:

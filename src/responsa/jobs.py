@@ -30,7 +30,7 @@ import orjson
 from .errors import InvalidRequest, ServiceUnavailable, not_found
 from .events import TERMINAL, ResponseEvents
 from .replay import output_from_events
-from .service import KEEPALIVE, Prepared, ResponsesService
+from .service import KEEPALIVE, Prepared, ResponsesService, close_items
 from .store import RunClaim, Store
 
 log = logging.getLogger("responsa.jobs")
@@ -224,9 +224,7 @@ class Jobs:
                               p.spec.total_usage())
         finally:
             if events.done:
-                from .service import _close_items
-
-                _close_items(events)
+                close_items(events)
                 # The end of a run must be stored, or it would stay in progress under a lease
                 # this process keeps renewing: wait out an outage (the task stays ours).
                 await self._stored(lambda: store.save_response(p.save_record(), p.response["output"]))
@@ -359,9 +357,7 @@ class Jobs:
         else:
             still_open = []
         events = ResponseEvents(response, self._persist_to(claim.id), first_sequence_number=next_seq)
-        from .service import _close_items
-
-        _close_items(events)
+        close_items(events)
         for index in still_open:
             events.done_item(index)
         events.failed(*INTERRUPTED, response.get("usage"))

@@ -8,7 +8,7 @@ service decide whether they become an HTTP error or a `failed` response.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .backends import (
     Backend,
@@ -235,6 +235,4 @@ def truncate_oldest(history: list[dict]) -> bool:
 
 
 def _replace_items(request: TurnRequest, items: list[dict]) -> TurnRequest:
-    from dataclasses import replace
-
     return replace(request, items=items, prefix=None)  # the prefix was cut: render it all

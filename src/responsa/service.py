@@ -223,7 +223,7 @@ class ResponsesService:
                           p.response["id"] if p.request.store else "(store=false)")
             events.failed("server_error", "The server failed while producing this response.",
                           p.spec.total_usage())
-        _close_items(events)
+        close_items(events)
 
     async def stream(self, p: Prepared) -> AsyncIterator[bytes]:
         """A streamed response: a producer task runs the loop, the SSE body follows a queue.
@@ -277,7 +277,7 @@ class ResponsesService:
                              in_progress: _InProgressRecord) -> None:
         if not events.done:
             events.cancelled(p.spec.total_usage())
-            _close_items(events)
+            close_items(events)
         try:
             if p.request.store:
                 written = await in_progress.settle()
@@ -438,7 +438,7 @@ class _InProgressRecord:
         return self.task.exception() is None
 
 
-def _close_items(events: ResponseEvents) -> None:
+def close_items(events: ResponseEvents) -> None:
     """Items still open when a response ends are marked incomplete."""
     for item in events.output:
         if item.get("status") in ("in_progress", "calling", "generating", "searching", "interpreting"):

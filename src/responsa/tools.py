@@ -15,6 +15,7 @@ the model; `ignored_tool_types` names them for a warning header.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,8 +199,6 @@ class CustomTool:
 
 def custom_input(arguments: str) -> str:
     """The `input` string of a custom tool call made as a function call."""
-    import json
-
     try:
         parsed = json.loads(arguments)
     except ValueError:
@@ -368,7 +367,12 @@ class ToolSet:
     def __init__(self, tools: list[Tool]) -> None:
         self.tools = tools
         self._owner: dict[str, Tool] = {}
-        for tool in tools:
+        self._index()
+
+    def _index(self) -> None:
+        """Which tool owns each function name; two tools offering one name is a 400."""
+        self._owner = {}
+        for tool in self.tools:
             for fn in tool.functions():
                 name = fn["function"]["name"]
                 if name in self._owner:
@@ -408,8 +412,7 @@ class ToolSet:
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:
             await tool.prepare(ctx)
-        # Preparing may change what a tool offers (an MCP server's listing).
-        self.__init__(self.tools)  # type: ignore[misc]
+        self._index()  # preparing may change what a tool offers (an MCP server's listing)
 
 
 def chat_tool_choice(choice: str | dict, toolset: ToolSet) -> tuple[str | dict, set[str] | None]:

@@ -123,12 +123,6 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def describe_tokens(usage: Usage | None) -> str:
-    if usage is None:
-        return "no usage"
-    return f"{usage.input_tokens} in / {usage.output_tokens} out"
-
-
 def merge_usage(parts: Sequence[Usage | None]) -> Usage:
     """Usage summed over every engine turn of a response."""
     total = Usage()
