@@ -1,6 +1,6 @@
 """The dependency rules of the design notes, checked by parsing every import in src/responsa.
 
-Dependencies point one way: cli -> app -> endpoints -> service -> loop -> events -> protocol.
+Dependencies point one way: cli -> app -> endpoints -> service -> jobs -> run -> loop -> events -> protocol.
 `loop` sees only the Backend and Tool protocols, never the store, MCP client or HTTP.
 Third-party libraries stay in their room: Starlette in app/endpoints/files, the MCP SDK in
 mcp.py, database drivers in store/*, the HTTP client in backends/* (and media/images where
@@ -26,21 +26,23 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
-    ("jobs", frozenset({"jobs"})),  # background runs drive the service
-    ("service", frozenset({"service", "router"})),
+    ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
+    ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
+    # One response's life (run), how it is prepared (prepare) and routed (router).
+    ("run", frozenset({"run", "prepare", "router"})),
     # The loop, and the tool kinds it runs through the Tool protocol (tools.py loads them by
     # name, so nothing below imports one).
     ("loop", frozenset({"loop", "mcp", "images", "computer"})),
-    ("events", frozenset({"events"})),
+    ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "netguard", "replay"})),
+    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "netguard", "replay", "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
 # the events it emits, and the basics.
-LOOP_MAY_IMPORT = frozenset({"backends", "tools", "events", "errors", "ids"})
+LOOP_MAY_IMPORT = frozenset({"backends", "tools", "events", "errors", "ids", "shapes"})
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
@@ -205,7 +207,7 @@ def external(imp: Import) -> str | None:
 def test_the_parser_sees_the_imports_we_know() -> None:
     """Guards the checks below against passing on an empty or misread import list."""
     edges = {(i.module, i.target) for i in imports() if i.internal}
-    assert ("service", "loop") in edges
+    assert ("run", "loop") in edges
     assert ("loop", "events") in edges
     assert ("endpoints", "service") in edges
     assert ("tools", "checks") in edges  # `from . import checks as c`
@@ -222,7 +224,7 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_dependencies_point_down() -> None:
-    """cli -> app -> endpoints -> service -> loop -> events -> protocol -> the basics."""
+    """cli -> app -> endpoints -> service -> jobs -> run -> loop -> events -> protocol -> the basics."""
     upward = []
     for imp in imports():
         # Annotations only: they load nothing at run time (tools.ToolContext names ResponseEvents).

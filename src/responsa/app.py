@@ -26,6 +26,7 @@ from .files import FilesEndpoints
 from .ids import random_hex
 from .jobs import Jobs
 from .media import Media
+from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
 from .service import ResponsesService
@@ -152,15 +153,17 @@ def create_app(settings: Settings) -> Any:
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     router = Router(settings)
     instance = uuid.uuid4().hex
-    service = ResponsesService(store, router, settings, instance=instance)
-    vault = service.reasoning_vault = ReasoningVault(store, keys=settings.reasoning_key,
-                                                     retention=settings.retention)
-    jobs = Jobs(service, store, max_runs=settings.max_background_runs, instance=instance,
+    vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
+    media = Media(store, settings)
+    preparer = Preparer(store, router, settings, vault=vault, media=media)
+    jobs = Jobs(store, preparer, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
+    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, vault=vault, media=media,
+                               instance=instance)
     auth = Auth(settings.api_key)
-    endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size)
+    endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
+                          keepalive_interval=settings.keepalive_interval)
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
-    media = service.media = Media(store, settings)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
 

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import checks as c
 from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from .feed import Event, Feed
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
 from .tools import ignored_tool_types
@@ -22,6 +23,7 @@ ANONYMOUS = "local"
 # Request headers that tools may read.
 FORWARDED_HEADERS = ("x-ms-oai-image-generation-deployment",)
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+KEEPALIVE = b": keep-alive\n\n"
 
 
 class JSONResponse(Response):
@@ -166,17 +168,35 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
-def sse(body: AsyncIterator[bytes]) -> Response:
-    return EventStream(body)
+def sse_frames(batch: list[Event]) -> bytes:
+    """Stream events as SSE: `event:` + `data:` + a blank line each."""
+    return b"".join(b"event: " + ev["type"].encode() + b"\ndata: " + orjson.dumps(ev) + b"\n\n" for ev in batch)
+
+
+async def sse_body(feed: Feed, keepalive_interval: float) -> AsyncIterator[bytes]:
+    """A feed as an SSE body: what is queued in one write, a comment when nothing comes for a while."""
+    try:
+        while True:
+            events = await feed.get(keepalive_interval)
+            if events is None:
+                return
+            yield sse_frames(events) if events else KEEPALIVE
+    finally:
+        feed.abandon()  # the client went away (or the feed ended): stop the producer if it still runs
 
 
 class Endpoints:
     """The API's routes, bound to one service."""
 
-    def __init__(self, service: ResponsesService, auth: Auth, *, max_body_size: int) -> None:
+    def __init__(self, service: ResponsesService, auth: Auth, *, max_body_size: int,
+                 keepalive_interval: float) -> None:
         self.service = service
         self.auth = auth
         self.max_body_size = max_body_size
+        self.keepalive_interval = keepalive_interval
+
+    def sse(self, feed: Feed, headers: dict[str, str] | None = None) -> Response:
+        return EventStream(sse_body(feed, self.keepalive_interval), headers)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -203,11 +223,9 @@ class Endpoints:
         ignored = ignored_tool_types(req.tools)
         if ignored:
             extra["x-responsa-ignored-tools"] = ",".join(ignored)
-        if isinstance(result, dict):
-            return JSONResponse(result, headers=extra)
-        response = sse(result)
-        response.headers.update(extra)
-        return response
+        if isinstance(result, Feed):
+            return self.sse(result, extra)
+        return JSONResponse(result, headers=extra)
 
     async def get_response(self, request: Request) -> Response:
         owner = self.auth(request)
@@ -215,15 +233,7 @@ class Endpoints:
         include = query_include(request)
         if query_bool(request, "stream"):
             after = query_int(request, "starting_after", lo=-1)
-            record = await self.service.store.get_record(rid, owner)
-            if record is None:
-                from .errors import not_found
-
-                raise not_found("Response", rid)
-            if not record.background:
-                raise InvalidRequest("Only background responses can be streamed again: create the response "
-                                     "with background=true.", param="stream", code="invalid_request")
-            return sse(self.service.jobs.follow(rid, owner, after))
+            return self.sse(await self.service.follow(rid, owner, after))
         return JSONResponse(await self.service.retrieve(rid, owner, include))
 
     async def delete_response(self, request: Request) -> Response:
@@ -232,7 +242,7 @@ class Endpoints:
 
     async def cancel_response(self, request: Request) -> Response:
         owner = self.auth(request)
-        return JSONResponse(await self.service.jobs.cancel(request.path_params["response_id"], owner))
+        return JSONResponse(await self.service.cancel(request.path_params["response_id"], owner))
 
     async def list_input_items(self, request: Request) -> Response:
         owner = self.auth(request)
@@ -249,18 +259,17 @@ class Endpoints:
 
     async def list_models(self, request: Request) -> Response:
         self.auth(request)
-        names = await self.service.router.models()
+        names = await self.service.models()
         return JSONResponse({"object": "list", "data": [_model(n) for n in names]})
 
     async def get_model(self, request: Request) -> Response:
         self.auth(request)
         name = request.path_params["model"]
-        self.service.router.resolve(name)
+        self.service.check_model(name)
         return JSONResponse(_model(name))
 
     async def health(self, request: Request) -> Response:
-        model_ready = await self.service.router.ready()
-        database = await self.service.store.ping()
+        model_ready, database = await self.service.ready()
         ready = model_ready and database
         body = {"status": "ok" if ready else "starting" if database else "unavailable",
                 "model_ready": model_ready, "database": database}

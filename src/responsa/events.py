@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .ids import function_call_id, message_id, new_id, reasoning_id
+from .shapes import Event, Item, ResponseObject, Status
 
-Sink = Callable[[list[dict]], Awaitable[None]]
+Sink = Callable[[list[Event]], Awaitable[None]]
 TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 # Raw reasoning text events: the SDKs' names, or the Open Responses specification's.
@@ -36,14 +37,14 @@ def empty_usage() -> dict:
 class ResponseEvents:
     """Builds one Response and, if anyone listens, its stream events."""
 
-    def __init__(self, response: dict, sink: Sink | None = None, *, dialect: str = "openai",
+    def __init__(self, response: ResponseObject, sink: Sink | None = None, *, dialect: str = "openai",
                  first_sequence_number: int = 0) -> None:
         self.response = response
-        self.output: list[dict] = response["output"]
+        self.output: list[Item] = response["output"]
         self.sink = sink
         self.live = sink is not None
         self.seq = first_sequence_number
-        self.pending: list[dict] = []
+        self.pending: list[Event] = []
         self._reasoning_names = REASONING_EVENT_NAMES[dialect]
         # Open items being streamed: index of the message / reasoning item, or None.
         self._message: int | None = None
@@ -69,13 +70,15 @@ class ResponseEvents:
             self.pending.append(fields)
         self.seq += 1
 
-    async def flush(self) -> None:
-        if self.pending:
+    async def flush(self, *, force: bool = False) -> None:
+        """Hand the queued events to the sink (with `force`, even none: a sink that keeps what
+        it could not deliver tries again)."""
+        if self.pending or force:
             batch, self.pending = self.pending, []
             await self.sink(batch)  # type: ignore[misc]
 
-    def snapshot(self) -> dict:
-        snap = dict(self.response)
+    def snapshot(self) -> ResponseObject:
+        snap = self.response.copy()
         snap["output"] = list(self.output)
         return snap
 
@@ -106,7 +109,7 @@ class ResponseEvents:
         else:
             self.seq += 1
 
-    def _finish(self, status: str, event: str | None) -> None:
+    def _finish(self, status: Status, event: str | None) -> None:
         self.close_open_items("completed" if status == "completed" else "incomplete")
         self.response["status"] = status
         if status == "completed":

@@ -21,27 +21,28 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import orjson
 
 from .errors import InvalidRequest, ServiceUnavailable, not_found
-from .events import TERMINAL, ResponseEvents
+from .events import TERMINAL
+from .feed import Event, Feed
+from .prepare import Preparer
+from .protocol import parse_create
 from .replay import output_from_events
-from .service import KEEPALIVE, Prepared, ResponsesService, close_items
+from .run import Interrupted, Mode, ResponseRun
+from .shapes import ResponseObject
 from .store import RunClaim, Store
 
 log = logging.getLogger("responsa.jobs")
 
-LEASE_SECONDS = 30
 PURGE_BATCH = 5000  # what one store.purge_expired call removes at most
 TERMINAL_EVENT_WAIT = 2.0  # seconds a follower waits for a finished run's terminal event
 RENEW_EVERY = 5
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
-                               "finished. Start it again.")
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._watches: dict[str, _Watch] = {}
-        self.cancel_callbacks: list[Any] = []
+        self.cancel_callbacks: list[Callable[[str], None]] = []
 
     def deliver(self, channel: str, response_id: str) -> None:
         if channel == "cancel":
@@ -83,25 +84,24 @@ class Hub:
 class Jobs:
     """Runs background responses in this process and recovers orphaned ones."""
 
-    def __init__(self, service: ResponsesService, store: Store, *, max_runs: int, instance: str | None = None,
-                 take_all_orphans: bool = False, lease_seconds: int = LEASE_SECONDS) -> None:
-        self.service = service
+    def __init__(self, store: Store, preparer: Preparer, *, max_runs: int, lease_seconds: int,
+                 instance: str | None = None, take_all_orphans: bool = False) -> None:
         self.store = store
+        self.preparer = preparer
         self.lease_seconds = lease_seconds
         # Renew (and look for orphans) several times per lease, so one slow round does not lose it.
         self.renew_every = max(0.5, min(RENEW_EVERY, lease_seconds / 3))
         self.instance = instance or uuid.uuid4().hex
         self.slots = asyncio.Semaphore(max_runs)
         self.hub = Hub()
-        self.running: dict[str, asyncio.Task] = {}
-        self.cancelling: set[str] = set()
+        self.running: dict[str, tuple[ResponseRun, asyncio.Task]] = {}
+        self.followers: set[asyncio.Task] = set()
         self.stopping = False
         # SQLite: one process owns the database, so every unfinished run at start is an orphan.
         self.take_all_orphans = take_all_orphans
         self._maintenance: asyncio.Task | None = None
         store.on_notify(self.hub.deliver)
         self.hub.cancel_callbacks.append(self._cancel_local)
-        service.jobs = self
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -110,12 +110,16 @@ class Jobs:
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def stop(self) -> None:
+        """Shutdown: runs still going end `failed` (interrupted), queued ones are handed back."""
         self.stopping = True
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        tasks = list(self.running.values())
+        tasks = [*self.followers]
+        for run, task in list(self.running.values()):
+            run.interrupted = not task.cancelling()  # a run being cancelled by its owner stays cancelled
+            tasks.append(task)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -149,92 +153,69 @@ class Jobs:
 
     # ---- submit and run -----------------------------------------------------------------------
 
-    async def submit(self, p: Prepared) -> dict | AsyncIterator[bytes]:
+    async def submit(self, run: ResponseRun) -> ResponseObject | Feed:
         """Store the queued response with its first events, start the run, answer at once."""
-        first: list[dict] = []
+        first: list[Event] = []
 
-        async def collect(batch: list[dict]) -> None:
+        async def collect(batch: list[Event]) -> None:
             first.extend(batch)
 
-        events = self.service.make_events(p, collect)
-        p.response["status"] = "queued"
+        run.listen(collect, Mode.BACKGROUND)
+        events = run.events
+        run.response["status"] = "queued"
         events.created()
         events.queued()
         await events.flush()
-        record = p.save_record(lease_owner=self.instance, lease_until=int(time.time()) + self.lease_seconds)
-        record.run_request = storable_request(p.request.raw)
-        await self.store.save_response(record, [], p.input_items)
-        await self.store.append_events(p.response["id"], [(e["sequence_number"], orjson.dumps(e)) for e in first])
-        snapshot = dict(p.response, output=[])
-        self._launch(p, events)
-        if p.request.stream:
-            return self.follow(p.response["id"], p.owner, after=None)
+        assert run.request is not None
+        record = run.save_record(lease_owner=self.instance, lease_until=int(time.time()) + self.lease_seconds)
+        record.run_request = storable_request(run.request.raw)
+        await self.store.save_response(record, [], run.input_items)
+        run.input_items = None  # written
+        await self.store.append_events(run.id, [(e["sequence_number"], orjson.dumps(e)) for e in first])
+        snapshot = run.response.copy()
+        snapshot["output"] = []
+        self._launch(run)
+        if run.request.stream:
+            return self.follow(run.id, run.owner, after=None)
         return snapshot
 
-    def _launch(self, p: Prepared, events: ResponseEvents) -> None:
-        rid = p.response["id"]
-        task = self.service.spawn(self._run(p, events))
-        self.running[rid] = task
+    def _launch(self, run: ResponseRun) -> None:
+        rid = run.id
+        task = asyncio.get_running_loop().create_task(self._run(run))
+        self.running[rid] = (run, task)
         task.add_done_callback(lambda _t: self.running.pop(rid, None))
 
-    async def _run(self, p: Prepared, events: ResponseEvents) -> None:
-        rid = p.response["id"]
-        store = self.store
+    async def _run(self, run: ResponseRun) -> None:
+        rid, store, events = run.id, self.store, run.events
 
         # Events the database refused (an outage) are kept and sent again with the next batch
         # (appending is idempotent), so the stored stream never has a gap.
-        unsaved: list[dict] = []
+        unsaved: list[Event] = []
 
-        async def persist(batch: list[dict]) -> None:
+        async def persist(batch: list[Event]) -> None:
             unsaved.extend(batch)
             await store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in unsaved])
             unsaved.clear()
             await store.notify("events", rid)
 
-        events.sink = persist
-        events.live = True
-        started = False
-        try:
-            async with self.slots:
+        run.listen(persist, Mode.BACKGROUND)
+        run.lease_owner = self.instance
+        run.retry_writes = self._stored
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # the run stored its own end
+            async with run.lifetime(), self.slots:
                 if await store.cancel_requested(rid):
                     raise asyncio.CancelledError
-                started = True
+                run.started = True
                 events.in_progress()
-                await store.save_response(p.save_record(lease_owner=self.instance,
-                                                        lease_until=int(time.time()) + self.lease_seconds),
-                                          p.response["output"])
+                await store.save_response(run.save_record(lease_owner=self.instance,
+                                                          lease_until=int(time.time()) + self.lease_seconds),
+                                          run.response["output"])
                 await events.flush()
-                await self.service.drive(p, events)
-        except asyncio.CancelledError:
-            if self.stopping and rid not in self.cancelling:
-                # Server shutdown: a run that never started can start again elsewhere.
-                if not started:
-                    await store.release_run(rid, self.instance)
-                    return
-                events.pending.clear()
-                events.failed(*INTERRUPTED, p.spec.total_usage())
-            elif not events.done:
-                events.cancelled(p.spec.total_usage())
-        except Exception as e:  # the store failed outside the loop (an outage): end the run anyway
-            if not isinstance(e, ServiceUnavailable):
-                log.exception("background response %s failed", rid)
-            if not events.done:
-                events.failed(*((e.code or "server_error", e.message) if isinstance(e, ServiceUnavailable)
-                                else ("server_error", "The server failed while running this response.")),
-                              p.spec.total_usage())
-        finally:
-            if events.done:
-                close_items(events)
-                # The end of a run must be stored, or it would stay in progress under a lease
-                # this process keeps renewing: wait out an outage (the task stays ours).
-                await self._stored(lambda: store.save_response(p.save_record(), p.response["output"]))
-                unsaved.extend(events.pending)
-                events.pending.clear()
-                await self._stored(lambda: persist([]))
-            self.cancelling.discard(rid)
+                await run.drive()
 
-    async def _stored(self, write: Any) -> None:
-        """Retry a write while the database is unavailable (not at shutdown)."""
+    async def _stored(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Retry a write while the database is unavailable (not at shutdown): the end of a run must
+        be stored, or it would stay in progress under a lease this process keeps renewing."""
         delay = 0.5
         while True:
             try:
@@ -249,12 +230,12 @@ class Jobs:
     # ---- cancel ---------------------------------------------------------------------------------
 
     def _cancel_local(self, rid: str) -> None:
-        task = self.running.get(rid)
-        if task is not None and not task.done():
-            self.cancelling.add(rid)
-            task.cancel()
+        entry = self.running.get(rid)
+        if entry is not None and not entry[1].done():
+            entry[1].cancel()
 
-    async def cancel(self, rid: str, owner: str) -> dict:
+    async def cancel(self, rid: str, owner: str) -> None:
+        """Cancel a background run wherever it runs, and wait (a while) for it to end."""
         record = await self.store.get_record(rid, owner)
         if record is None:
             raise not_found("Response", rid)
@@ -266,7 +247,6 @@ class Jobs:
             self._cancel_local(rid)
             await self.store.notify("cancel", rid)
             await self._wait_terminal(rid, owner, seconds=30)
-        return await self.service.retrieve(rid, owner)
 
     async def _wait_terminal(self, rid: str, owner: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -282,23 +262,39 @@ class Jobs:
 
     # ---- follow -----------------------------------------------------------------------------------
 
-    async def follow(self, rid: str, owner: str, after: int | None) -> AsyncIterator[bytes]:
+    def follow(self, rid: str, owner: str, after: int | None) -> Feed:
         """Stored events after `after`, then live ones, until the run ends."""
+        feed = Feed()
+
+        async def produce() -> None:
+            try:
+                await self._follow(rid, owner, after, feed)
+            finally:
+                feed.close()
+
+        task = feed.producer = asyncio.get_running_loop().create_task(produce())
+        self.followers.add(task)
+        task.add_done_callback(self.followers.discard)
+        return feed
+
+    async def _follow(self, rid: str, owner: str, after: int | None, feed: Feed) -> None:
         last = -1 if after is None else after
-        interval = self.service.settings.keepalive_interval
         ended_at: float | None = None
         with self.hub.watch(rid) as woken:
-            quiet = 0.0
             while True:
                 woken.clear()
                 rows = await self.store.load_events(rid, last)
-                for seq, data in rows:
-                    last = seq
-                    ev_type = orjson.loads(data)["type"]
-                    yield b"event: " + ev_type.encode() + b"\ndata: " + bytes(data) + b"\n\n"
-                    if ev_type in TERMINAL_EVENTS:
-                        return
-                if not rows:
+                if rows:
+                    batch = []
+                    for seq, data in rows:
+                        last = seq
+                        event = orjson.loads(data)
+                        batch.append(event)
+                        if event["type"] in TERMINAL_EVENTS:
+                            await feed.put(batch)
+                            return
+                    await feed.put(batch)
+                else:
                     record = await self.store.get_record(rid, owner)
                     if record is None:
                         return
@@ -316,15 +312,9 @@ class Jobs:
                         await asyncio.sleep(0.02)
                         continue
                 # Woken by a notification, or poll now and then (another replica without notify).
-                try:
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await woken.wait()
-                    quiet = 0.0
-                except TimeoutError:
-                    quiet += 1.0
-                    if quiet >= interval:
-                        quiet = 0.0
-                        yield KEEPALIVE
 
     # ---- recovery -----------------------------------------------------------------------------------
 
@@ -356,43 +346,40 @@ class Jobs:
             response["output"] = output
         else:
             still_open = []
-        events = ResponseEvents(response, self._persist_to(claim.id), first_sequence_number=next_seq)
-        close_items(events)
-        for index in still_open:
-            events.done_item(index)
-        events.failed(*INTERRUPTED, response.get("usage"))
-        record.status = response["status"]
-        record.body = {k: v for k, v in response.items() if k != "output"}
-        record.lease_owner = record.lease_until = None
-        await self.store.save_response(record, response["output"])
-        if claim.background:
-            await events.flush()
-        await self.store.notify("events", claim.id)
+        run = ResponseRun(store=self.store, request=None, owner=claim.owner, record=record,
+                          response=cast(ResponseObject, response),  # stored as this server built it
+                          input_items=None, spec=None, first_sequence_number=next_seq)
+
+        async def persist(batch: list[Event]) -> None:
+            await self.store.append_events(claim.id, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
+
+        async def notify() -> None:
+            await self.store.notify("events", claim.id)
+
+        if claim.background:  # a stream's events were never stored: only a background run's are
+            run.listen(persist, Mode.RECOVERED)
+        else:
+            run.mode = Mode.RECOVERED
+        run.on_end = notify
+        run.recover_items(still_open)
+        await run.finish(Interrupted())
         log.warning("response %s was left %s by a stopped server; marked failed", claim.id, claim.status)
 
-    def _persist_to(self, rid: str) -> Callable[[list[dict]], Awaitable[None]]:
-        async def persist(batch: list[dict]) -> None:
-            await self.store.append_events(rid, [(e["sequence_number"], orjson.dumps(e)) for e in batch])
-
-        return persist
-
     async def _resume(self, claim: RunClaim) -> bool:
-        from .protocol import parse_create
-
         record = await self.store.get_record(claim.id, claim.owner)
         if record is None or claim.run_request is None:
             return False
         try:
             req = parse_create(claim.run_request)
-            p = await self.service.prepare(req, claim.owner, rid=claim.id, created_at=record.created_at)
+            run = await self.preparer.prepare(req, claim.owner, rid=claim.id, created_at=record.created_at)
         except Exception as e:
             log.warning("cannot resume queued run %s: %s", claim.id, e)
             return False
         stored = await self.store.load_events(claim.id, -1)
-        next_seq = stored[-1][0] + 1 if stored else 0
-        p.response["status"] = "queued"
-        events = self.service.make_events(p, None, first_sequence_number=next_seq)
-        self._launch(p, events)
+        run.events.seq = stored[-1][0] + 1 if stored else 0
+        run.response["status"] = "queued"
+        run.input_items = None  # stored when the run was queued
+        self._launch(run)
         log.info("resumed queued background response %s", claim.id)
         return True
 

@@ -193,11 +193,12 @@ class Media:
             await self._session.close()
 
     async def resolve(self, items: Sequence[dict], owner: str, target: Any, *,
-                      first_input: int = 0, history_key: Any = None) -> list[dict]:
-        """The items as the engine gets them. Items before `first_input` come from earlier
-        responses: a file deleted since is replaced by a note instead of failing the chain.
-        `history_key` names those earlier items (a chain never changes): once they needed no
-        resolution for this engine and model, they are not looked at again."""
+                      first_input: int = 0, history_key: Any = None) -> tuple[list[dict], bool]:
+        """The items as the engine gets them, and whether the earlier ones (before
+        `first_input`, from earlier responses) are sent exactly as stored. In those a file
+        deleted since is replaced by a note instead of failing the chain. `history_key` names
+        them (a chain never changes): once they needed no resolution for this engine and model,
+        they are not looked at again."""
         backend, model = target.backend, target.model
         plain_key = (history_key, backend.name, model) if history_key is not None else None
         start = 0
@@ -222,7 +223,7 @@ class Media:
             self._plain_histories[plain_key] = True
             if len(self._plain_histories) > 4096:
                 self._plain_histories.popitem(last=False)
-        return out
+        return out, not changed
 
     async def include_image_urls(self, items: Sequence[dict], owner: str) -> list[dict]:
         """`include=message.input_image.image_url`: file-based images get their `data:` URL."""

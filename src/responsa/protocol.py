@@ -9,6 +9,7 @@ from typing import Any
 from . import checks as c
 from .errors import InvalidRequest
 from .items import normalize_input
+from .shapes import ResponseEcho
 from .tools import check_tool_choice, check_tools
 
 INCLUDABLE = (
@@ -59,7 +60,7 @@ class CreateRequest:
     headers: dict[str, str] = field(default_factory=dict)
     raw: dict | None = None  # the body as sent (kept to restart queued background runs)
 
-    def echo(self) -> dict[str, Any]:
+    def echo(self) -> ResponseEcho:
         """The request fields a Response object repeats, with effective defaults filled in."""
         return {
             "instructions": self.instructions,

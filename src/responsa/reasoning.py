@@ -22,7 +22,7 @@ import binascii
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -32,6 +32,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import InvalidRequest
 from .store import Store
+
+if TYPE_CHECKING:
+    from .events import ResponseEvents
 
 INCLUDE = "reasoning.encrypted_content"
 SECRET_PREFIX = "reasoning-key/"
@@ -159,11 +162,8 @@ class ReasoningVault:
             raise InvalidRequest(f"{what} {reason}.", param=f"input[{n}].encrypted_content",
                                  code="invalid_encrypted_content") from None
 
-    def attach(self, events: Any, prepared: Any) -> None:
-        """Seal each reasoning item as it is done, when the request includes encrypted content."""
-        if INCLUDE not in prepared.request.include:
-            return
-        owner = prepared.owner
+    def seal_done_items(self, events: ResponseEvents, owner: str) -> None:
+        """Seal each reasoning item as it is done (the request included encrypted content)."""
 
         def seal_done(item: dict) -> None:
             if item.get("type") == "reasoning":

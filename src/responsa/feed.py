@@ -1,0 +1,61 @@
+"""Event batches on their way from the task producing them to the one edge that frames them.
+
+A streamed response, a followed background run (and the WebSocket transport) all hand their
+consumer a `Feed`: the producer puts batches of stream events, the edge takes them with a
+timeout and writes a keep-alive when it hears nothing for a while. Nothing here knows a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class Feed:
+    """One producer's event batches for one consumer; the producer is cancelled if the consumer leaves."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
+        self._ended = False
+        self.producer: asyncio.Task | None = None
+
+    async def put(self, batch: list[Event]) -> None:
+        """A sink for `ResponseEvents`: queue one batch."""
+        self._queue.put_nowait(batch)
+
+    def close(self) -> None:
+        """No more batches: the consumer sees the end once it has taken what is queued."""
+        self._queue.put_nowait(None)
+
+    async def get(self, idle: float) -> list[Event] | None:
+        """Everything queued (at least one event), `[]` after `idle` seconds without any, or
+        None at the end. Batches produced meanwhile are merged so that they go out in one write."""
+        if self._ended:
+            return None
+        queue = self._queue
+        if queue.empty():
+            try:
+                async with asyncio.timeout(idle):
+                    batch = await queue.get()
+            except TimeoutError:
+                return []
+        else:
+            batch = queue.get_nowait()
+        if batch is None:
+            self._ended = True
+            return None
+        events = list(batch)
+        while not queue.empty():
+            more = queue.get_nowait()
+            if more is None:
+                self._ended = True
+                break
+            events.extend(more)
+        return events
+
+    def abandon(self) -> None:
+        """The consumer is gone: stop the producer (which stores what it must on its way out)."""
+        if self.producer is not None and not self.producer.done():
+            self.producer.cancel()

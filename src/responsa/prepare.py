@@ -1,0 +1,136 @@
+"""From a checked create request to a run ready to start: the context assembled, nothing stored.
+
+The earlier chain is loaded in one store round trip, item references and sealed reasoning are
+opened, the model is routed, images and files are resolved for the engine, and the toolset is
+built and validated. Every failure here is the request's HTTP error: nothing has been stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import Settings
+from .errors import InvalidRequest, NotFound, not_found
+from .events import TERMINAL
+from .ids import response_id
+from .loop import RunSpec
+from .media import Media
+from .protocol import CreateRequest
+from .reasoning import ReasoningVault
+from .router import Router
+from .run import ResponseRun
+from .shapes import ResponseObject
+from .store import ResponseRecord, Store
+from .tools import ToolContext, ToolSet, public_tools
+
+
+class Preparer:
+    """Builds `ResponseRun`s: everything a response needs before its first event."""
+
+    def __init__(self, store: Store, router: Router, settings: Settings, *, vault: ReasoningVault,
+                 media: Media) -> None:
+        self.store = store
+        self.router = router
+        self.settings = settings
+        self.vault = vault
+        self.media = media
+        # What server-side tools may use (ToolContext.services): settings, shared clients.
+        self.tool_services: dict[str, Any] = {"settings": settings}
+
+    async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
+                      created_at: int | None = None) -> ResponseRun:
+        history: list[dict] = []
+        history_key = None
+        if req.previous_response_id:
+            chain = await self.store.load_chain(req.previous_response_id, owner)
+            last = chain[-1]
+            if last.status not in TERMINAL:
+                raise InvalidRequest(
+                    f"Previous response with id '{last.id}' is still {last.status}; wait for it to finish.",
+                    param="previous_response_id", code="previous_response_in_progress")
+            for link in chain:
+                history.extend(link.input)
+                history.extend(link.output)
+            history_key = ("chain", last.id)
+        # Sealed reasoning is opened before references resolve: stored items are trusted.
+        input_items = await self.vault.open_items(req.input, owner)
+        input_items = await self._resolve_references(input_items, owner)
+        target = self.router.resolve(req.model)
+        # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
+        sent, history_as_stored = await self.media.resolve(
+            [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
+        created_at = created_at or int(time.time())
+        rid = rid or response_id()
+        response: ResponseObject = {
+            **req.echo(), "id": rid, "object": "response", "created_at": created_at, "status": "in_progress",
+            "completed_at": None, "error": None, "incomplete_details": None, "model": req.model,
+            "output": [], "usage": None, "tools": public_tools(req.tools),
+        }
+        record = ResponseRecord(id=rid, owner=owner, created_at=created_at,
+                                expires_at=created_at + self.settings.retention, status="in_progress", body={},
+                                background=req.background, previous_response_id=req.previous_response_id)
+        ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
+                          request_headers=req.headers, include=req.include, owner=owner, input_start=len(history),
+                          allow_private_network=self.settings.allow_private_network,
+                          load_file=self._file_loader(owner), services=self.tool_services,
+                          accepts_images=target.backend.accepts_images(target.model))
+        # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
+        # then reuse its rendering, keyed by the chain's last response.
+        prefix = (history_key, len(history)) if history_key and history_as_stored else None
+        spec = RunSpec(
+            backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
+            toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
+            tool_choice=req.tool_choice, parallel_tool_calls=req.parallel_tool_calls,
+            max_tool_calls=req.max_tool_calls, max_output_tokens=req.max_output_tokens,
+            temperature=req.temperature, top_p=req.top_p, response_format=response_format(req.text_format),
+            reasoning_effort=(req.reasoning or {}).get("effort"), user=req.user, truncation=req.truncation,
+            stream=req.stream or req.background,
+        )
+        await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
+        run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
+                          input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
+        if "reasoning.encrypted_content" in req.include:
+            self.vault.seal_done_items(run.events, owner)
+        return run
+
+    def _file_loader(self, owner: str) -> Callable[[str], Awaitable[tuple[bytes, str]]]:
+        async def load(file_id: str) -> tuple[bytes, str]:
+            record = await self.store.get_file(file_id, owner)
+            data = await self.store.file_content(file_id, owner) if record else None
+            if record is None or data is None:
+                raise not_found("File", file_id)
+            return data, record.mime_type
+
+        return load
+
+    async def _resolve_references(self, items: list[dict], owner: str) -> list[dict]:
+        refs = [i["id"] for i in items if i["type"] == "item_reference"]
+        if not refs:
+            return items
+        found = await self.store.find_items(owner, refs)
+        out = []
+        for n, item in enumerate(items):
+            if item["type"] == "item_reference":
+                stored = found.get(item["id"])
+                if stored is None:
+                    raise NotFound(f"Item with id '{item['id']}' not found.", param=f"input[{n}]",
+                                   code="item_not_found")
+                out.append(stored)
+            else:
+                out.append(item)
+        return out
+
+
+def response_format(fmt: dict) -> dict | None:
+    """`text.format` as Chat Completions' `response_format`."""
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        schema: dict[str, Any] = {"name": fmt["name"], "schema": fmt["schema"], "strict": bool(fmt.get("strict"))}
+        if fmt.get("description"):
+            schema["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": schema}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return None
