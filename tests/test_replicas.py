@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,25 @@ def test_run_on_a_followed_and_cancelled_through_b(pair, script) -> None:
     on_a = sdk(a).responses.retrieve(r.id)
     assert on_a.status == "cancelled"
     assert on_a.output[0].content[0].text.startswith("w0 w1 w2")
+
+
+def test_run_on_a_deleted_through_b_stays_deleted_everywhere(pair, script) -> None:
+    a, b = pair
+    script.add({"content": SLOW, "delay": 0.05})
+    r = sdk(a).responses.create(model="m", input="write a lot", background=True)
+    wait_for(lambda: sdk(b).responses.retrieve(r.id).status == "in_progress")
+    sdk(b).responses.delete(r.id)
+    wait_for(lambda: script.aborted == 1)  # B told A, and A stopped the engine
+    # A's last writes (its end, its events) find the response gone and leave it so.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        for server in (a, b):
+            with pytest.raises(openai.NotFoundError):
+                sdk(server).responses.retrieve(r.id)
+        time.sleep(0.1)
+    resp = httpx.get(f"{a.base_url}/responses/{r.id}", params={"stream": "true"},
+                     headers={"Authorization": f"Bearer {KEY_A}"})
+    assert resp.status_code == 404
 
 
 def test_a_killed_mid_run_b_fails_it(database: str, pair, engine: ScriptedEngine, script,

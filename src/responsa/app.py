@@ -29,6 +29,7 @@ from .media import Media
 from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
+from .run import LiveRuns
 from .service import ResponsesService
 from .store import open_store
 
@@ -155,11 +156,12 @@ def create_app(settings: Settings) -> Any:
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     media = Media(store, settings)
-    preparer = Preparer(store, router, settings, vault=vault, media=media)
-    jobs = Jobs(store, preparer, max_runs=settings.max_background_runs, instance=instance,
+    live = LiveRuns()
+    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live)
+    jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
-    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, vault=vault, media=media,
-                               instance=instance)
+    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, vault=vault,
+                               media=media, instance=instance)
     auth = Auth(settings.api_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval)

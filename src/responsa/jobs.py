@@ -33,7 +33,7 @@ from .feed import Event, Feed
 from .prepare import Preparer
 from .protocol import parse_create
 from .replay import output_from_events
-from .run import Interrupted, Mode, ResponseRun
+from .run import Interrupted, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import RunClaim, Store
 
@@ -84,17 +84,17 @@ class Hub:
 class Jobs:
     """Runs background responses in this process and recovers orphaned ones."""
 
-    def __init__(self, store: Store, preparer: Preparer, *, max_runs: int, lease_seconds: int,
+    def __init__(self, store: Store, preparer: Preparer, live: LiveRuns, *, max_runs: int, lease_seconds: int,
                  instance: str | None = None, take_all_orphans: bool = False) -> None:
         self.store = store
         self.preparer = preparer
+        self.live = live  # this process's runs, streams included (their leases are renewed here too)
         self.lease_seconds = lease_seconds
         # Renew (and look for orphans) several times per lease, so one slow round does not lose it.
         self.renew_every = max(0.5, min(RENEW_EVERY, lease_seconds / 3))
         self.instance = instance or uuid.uuid4().hex
         self.slots = asyncio.Semaphore(max_runs)
         self.hub = Hub()
-        self.running: dict[str, tuple[ResponseRun, asyncio.Task]] = {}
         self.followers: set[asyncio.Task] = set()
         self.stopping = False
         # SQLite: one process owns the database, so every unfinished run at start is an orphan.
@@ -117,9 +117,10 @@ class Jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         tasks = [*self.followers]
-        for run, task in list(self.running.values()):
-            run.interrupted = not task.cancelling()  # a run being cancelled by its owner stays cancelled
-            tasks.append(task)
+        for run, task in self.live.entries():
+            if run.mode is Mode.BACKGROUND:
+                run.interrupted = not task.cancelling()  # a run being cancelled by its owner stays cancelled
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -180,10 +181,7 @@ class Jobs:
         return snapshot
 
     def _launch(self, run: ResponseRun) -> None:
-        rid = run.id
-        task = asyncio.get_running_loop().create_task(self._run(run))
-        self.running[rid] = (run, task)
-        task.add_done_callback(lambda _t: self.running.pop(rid, None))
+        self.live.add(run, asyncio.get_running_loop().create_task(self._run(run)))
 
     async def _run(self, run: ResponseRun) -> None:
         rid, store, events = run.id, self.store, run.events
@@ -209,7 +207,7 @@ class Jobs:
                 events.in_progress()
                 await store.save_response(run.save_record(lease_owner=self.instance,
                                                           lease_until=int(time.time()) + self.lease_seconds),
-                                          run.response["output"])
+                                          run.response["output"], create=False)
                 await events.flush()
                 await run.drive()
 
@@ -230,9 +228,7 @@ class Jobs:
     # ---- cancel ---------------------------------------------------------------------------------
 
     def _cancel_local(self, rid: str) -> None:
-        entry = self.running.get(rid)
-        if entry is not None and not entry[1].done():
-            entry[1].cancel()
+        self.live.cancel(rid)
 
     async def cancel(self, rid: str, owner: str) -> None:
         """Cancel a background run wherever it runs, and wait (a while) for it to end."""
@@ -322,7 +318,7 @@ class Jobs:
         """Take over runs and streams whose process died."""
         claims = await self.store.orphaned_runs(int(time.time()), self.instance, take_all=take_all)
         for claim in claims:
-            if claim.id in self.running:
+            if claim.id in self.live:
                 continue  # ours and alive: its lease lapsed while the database was unreachable
             try:
                 await self._recover_one(claim)

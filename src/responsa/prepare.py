@@ -20,7 +20,7 @@ from .media import Media
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import ResponseRun
+from .run import LiveRuns, ResponseRun
 from .shapes import ResponseObject
 from .store import ResponseRecord, Store
 from .tools import ToolContext, ToolSet, public_tools
@@ -30,8 +30,9 @@ class Preparer:
     """Builds `ResponseRun`s: everything a response needs before its first event."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, vault: ReasoningVault,
-                 media: Media) -> None:
+                 media: Media, live: LiveRuns) -> None:
         self.store = store
+        self.live = live
         self.router = router
         self.settings = settings
         self.vault = vault
@@ -44,12 +45,16 @@ class Preparer:
         history: list[dict] = []
         history_key = None
         if req.previous_response_id:
-            chain = await self.store.load_chain(req.previous_response_id, owner)
+            try:
+                chain = await self.store.load_chain(req.previous_response_id, owner)
+            except NotFound:
+                # A stream this process started a moment ago is not stored yet: in progress, not unknown.
+                if self.live.get(req.previous_response_id, owner) is None:
+                    raise
+                raise _in_progress(req.previous_response_id, "in_progress") from None
             last = chain[-1]
             if last.status not in TERMINAL:
-                raise InvalidRequest(
-                    f"Previous response with id '{last.id}' is still {last.status}; wait for it to finish.",
-                    param="previous_response_id", code="previous_response_in_progress")
+                raise _in_progress(last.id, last.status)
             for link in chain:
                 history.extend(link.input)
                 history.extend(link.output)
@@ -121,6 +126,11 @@ class Preparer:
             else:
                 out.append(item)
         return out
+
+
+def _in_progress(rid: str, status: str) -> InvalidRequest:
+    return InvalidRequest(f"Previous response with id '{rid}' is still {status}; wait for it to finish.",
+                          param="previous_response_id", code="previous_response_in_progress")
 
 
 def response_format(fmt: dict) -> dict | None:

@@ -78,6 +78,7 @@ class ResponseRun:
         # started again, or, if it never left the queue, is handed back for another process.
         self.interrupted = False
         self.lease_owner: str | None = None
+        self.deleted = False  # deleted by its owner while it ran: nothing more is stored
         # Called after the last events went out (a stream closes its feed, a background run notifies).
         self.on_end: Callable[[], Awaitable[None]] | None = None
         # Writes that finish needs: a stored stream's in-progress record, a background run's retries.
@@ -175,7 +176,9 @@ class ResponseRun:
             self._end(cause)
         close_items(events)
         try:
-            if self.mode is Mode.BACKGROUND or self.mode is Mode.RECOVERED:
+            if self.deleted:
+                pass
+            elif self.mode is Mode.BACKGROUND or self.mode is Mode.RECOVERED:
                 await self._store_with_events()
             else:
                 await self._store_direct(cause)
@@ -218,7 +221,7 @@ class ResponseRun:
         lease and nothing else would ever finish it."""
         record, output = self.save_record(), list(self.response["output"])
         try:
-            await self.store.save_response(record, output, input_items, wait=False)
+            await self.store.save_response(record, output, input_items, wait=False, create=input_items is not None)
         except ServiceUnavailable:
             assert self.spawn is not None
             self.spawn(_retry_save(self.store, record, output, input_items))
@@ -229,7 +232,7 @@ class ResponseRun:
         events, store = self.events, self.store
 
         async def save() -> None:
-            await store.save_response(self.save_record(), self.response["output"])
+            await store.save_response(self.save_record(), self.response["output"], create=False)
 
         async def retrying(write: Callable[[], Awaitable[None]]) -> None:
             if self.retry_writes is None:
@@ -247,7 +250,7 @@ async def _retry_save(store: Store, record: ResponseRecord, output: list[dict],
     for attempt in range(1000):
         await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))
         try:
-            await store.save_response(record, output, input_items)
+            await store.save_response(record, output, input_items, create=input_items is not None)
             log.info("response %s stored after the database came back", record.id)
             return
         except ServiceUnavailable:
@@ -285,6 +288,44 @@ class InProgressRecord:
             return False
         await asyncio.wait([self.task])  # the final write must land after this one
         return self.task.exception() is None
+
+
+class LiveRuns:
+    """The runs this process is producing (streams and background runs), by response id: what a
+    cancel or delete stops here, and what a follow-up request may be told is still in progress."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, tuple[ResponseRun, asyncio.Task]] = {}
+
+    def add(self, run: ResponseRun, task: asyncio.Task) -> None:
+        rid = run.id
+        self._runs[rid] = (run, task)
+        task.add_done_callback(lambda _t: self._runs.pop(rid, None))
+
+    def get(self, rid: str, owner: str) -> ResponseRun | None:
+        """The caller's stored run with that id, if this process is producing it."""
+        entry = self._runs.get(rid)
+        if entry is None or entry[0].owner != owner or not entry[0].stored:
+            return None
+        return entry[0]
+
+    def task(self, rid: str) -> asyncio.Task | None:
+        entry = self._runs.get(rid)
+        return entry[1] if entry is not None else None
+
+    def entries(self) -> list[tuple[ResponseRun, asyncio.Task]]:
+        return list(self._runs.values())
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self._runs
+
+    def cancel(self, rid: str) -> bool:
+        """Stop a run produced here (its finish stores what it must); whether there was one."""
+        entry = self._runs.get(rid)
+        if entry is None or entry[1].done():
+            return False
+        entry[1].cancel()
+        return True
 
 
 def close_items(events: ResponseEvents) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import APIError, InvalidRequest, not_found
+from .events import TERMINAL
 from .feed import Feed
 from .jobs import Jobs
 from .media import Media
@@ -22,7 +23,7 @@ from .prepare import Preparer
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import InProgressRecord, Mode, ResponseRun
+from .run import InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import Store
 
@@ -33,12 +34,13 @@ class ResponsesService:
     """The Responses API's use cases over one store, router and set of background jobs."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, preparer: Preparer, jobs: Jobs,
-                 vault: ReasoningVault, media: Media, instance: str) -> None:
+                 live: LiveRuns, vault: ReasoningVault, media: Media, instance: str) -> None:
         self.store = store
         self.router = router
         self.settings = settings
         self.preparer = preparer
         self.jobs = jobs
+        self.live = live
         self.vault = vault
         self.media = media
         self.instance = instance
@@ -107,6 +109,7 @@ class ResponsesService:
                     accepted.set_result(None)  # ended before any engine turn (or cancelled)
 
         feed.producer = self.spawn(produce())
+        self.live.add(run, feed.producer)
         # Wait briefly for the engine to accept (it usually answers at once). An engine slow to
         # answer at all gets the stream started anyway, with keep-alives; a refusal after that
         # ends the stream as `response.failed`.
@@ -157,7 +160,20 @@ class ResponsesService:
         return await self.retrieve(rid, owner)
 
     async def delete(self, rid: str, owner: str) -> dict:
-        if not await self.store.delete_response(rid, owner):
+        """Delete a response; one still running is stopped first, wherever it runs, and stays deleted."""
+        live = self.live.get(rid, owner)
+        if live is not None:
+            live.deleted = True
+            self.live.cancel(rid)
+            if live.in_progress_record is not None:
+                await live.in_progress_record.settle()  # its first write lands before the delete
+        record = await self.store.get_record(rid, owner)
+        if record is not None and record.status not in TERMINAL:
+            # Another replica running it hears of it at once (notify) or at its next lease renewal;
+            # its last writes then find the response gone and leave it so.
+            await self.store.request_cancel(rid, owner)
+            await self.store.notify("cancel", rid)
+        if not await self.store.delete_response(rid, owner) and live is None:
             raise not_found("Response", rid)
         return {"id": rid, "object": "response", "deleted": True}
 

@@ -88,11 +88,14 @@ class Store(Protocol):
     # ---- responses ------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True,
+                            create: bool = True) -> None:
         """Insert or update a response in one transaction. `input_items` are written once,
         with the first save; `output` replaces the stored output. With `wait=False` a store
         may return once the write is queued, if it can promise that any read made after the
-        caller's next network write (its answer) sees it (SQLite can; PostgreSQL waits)."""
+        caller's next network write (its answer) sees it (SQLite can; PostgreSQL waits).
+        With `create=False` (any write after a response's first) a response that is no longer
+        stored (deleted while it ran) stays deleted: nothing is written."""
         ...
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
@@ -124,7 +127,8 @@ class Store(Protocol):
     # ---- background runs --------------------------------------------------------------------
 
     async def append_events(self, response_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        """Store stream events (sequence number, serialised JSON) of a background response."""
+        """Store stream events (sequence number, serialised JSON) of a stored background
+        response (none for a response no longer stored)."""
         ...
 
     async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]: ...

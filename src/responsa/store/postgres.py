@@ -211,7 +211,8 @@ class PostgresStore:
     # ---- responses -----------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True,
+                            create: bool = True) -> None:
         # Always waits: another replica may serve the client's next read.
         kinds: list[int] = []
         positions: list[int] = []
@@ -224,6 +225,27 @@ class PostgresStore:
                 item_ids.append(item.get("id", ""))
                 data.append(orjson.dumps(item))
         run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+        if not create:
+            # Deleted meanwhile: a late write must not bring it back (nothing is written).
+            await self._execute(
+                """
+                WITH r AS (
+                    UPDATE responses SET status = $2, body = $3, run_request = $4, lease_owner = $5,
+                        lease_until = $6 WHERE id = $1 RETURNING owner
+                ), d AS (
+                    DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $7
+                      AND EXISTS (SELECT 1 FROM r)
+                )
+                INSERT INTO items (response_id, kind, position, item_id, owner, data)
+                SELECT $1, t.kind, t.position, t.item_id, r.owner, t.data
+                  FROM r, unnest($8::smallint[], $9::int[], $10::text[], $11::bytea[])
+                       AS t(kind, position, item_id, data)
+                ON CONFLICT (response_id, kind, position)
+                DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
+                """,
+                record.id, record.status, orjson.dumps(record.body), run_request, record.lease_owner,
+                record.lease_until, len(output), kinds, positions, item_ids, data)
+            return
         await self._execute(
             """
             WITH r AS (
@@ -351,8 +373,9 @@ class PostgresStore:
         if not events:
             return
         await self._execute(
+            # Only for a stored response: a run's late events must not outlive its deletion.
             "INSERT INTO events (response_id, seq, data) SELECT $1, s, d FROM unnest($2::int[], $3::bytea[]) "
-            "AS t(s, d) ON CONFLICT DO NOTHING",
+            "AS t(s, d) WHERE EXISTS (SELECT 1 FROM responses WHERE id = $1) ON CONFLICT DO NOTHING",
             response_id, [seq for seq, _ in events], [bytes(data) for _, data in events])
 
     async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:

@@ -217,7 +217,8 @@ class SQLiteStore:
     # ---- responses -----------------------------------------------------------------------------
 
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
-                            input_items: Sequence[dict] | None = None, *, wait: bool = True) -> None:
+                            input_items: Sequence[dict] | None = None, *, wait: bool = True,
+                            create: bool = True) -> None:
         body = orjson.dumps(record.body)
         run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
         out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, orjson.dumps(item))
@@ -232,6 +233,12 @@ class SQLiteStore:
             self._parent_of.popitem(last=False)
 
         def op(conn: sqlite3.Connection) -> None:
+            if not create:
+                cur = conn.execute(
+                    "UPDATE responses SET status=?, body=?, run_request=?, lease_owner=?, lease_until=? WHERE id=?",
+                    (record.status, body, run_request, record.lease_owner, record.lease_until, record.id))
+                if cur.rowcount == 0:
+                    return  # deleted meanwhile: a late write must not bring it back
             conn.execute(
                 "INSERT INTO responses (id, owner, created_at, expires_at, status, background, "
                 "previous_response_id, body, run_request, lease_owner, lease_until) "
@@ -397,8 +404,10 @@ class SQLiteStore:
     # ---- background runs -------------------------------------------------------------------------
 
     async def append_events(self, response_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        rows = [(response_id, seq, data) for seq, data in events]
-        await self._write(lambda conn: conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?)", rows))
+        rows = [(response_id, seq, data, response_id) for seq, data in events]
+        # Only for a stored response: a run's late events must not outlive its deletion.
+        await self._write(lambda conn: conn.executemany(
+            "INSERT OR IGNORE INTO events SELECT ?,?,? WHERE EXISTS (SELECT 1 FROM responses WHERE id=?)", rows))
 
     async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:
         return self._read().execute("SELECT seq, data FROM events WHERE response_id=? AND seq>? ORDER BY seq",
