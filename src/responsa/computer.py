@@ -116,9 +116,6 @@ class ComputerTool:
                            "additionalProperties": False},
         }}]
 
-    def owns(self, name: str) -> bool:
-        return name == FUNCTION_NAME
-
     async def prepare(self, ctx: ToolContext) -> None:
         if self.batched:  # no declared display: the screen is as large as the latest screenshot
             size = await latest_screenshot_size(ctx)

@@ -14,7 +14,6 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 DAY = 86400
@@ -386,7 +385,3 @@ def check(settings: Settings) -> None:
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")
-
-
-def data_path(settings: Settings, *parts: str) -> Path:
-    return Path(settings.data_dir).joinpath(*parts)

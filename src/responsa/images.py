@@ -143,9 +143,6 @@ class ImageGenerationTool:
                            "additionalProperties": False},
         }}]
 
-    def owns(self, name: str) -> bool:
-        return name == FUNCTION_NAME
-
     async def prepare(self, ctx: ToolContext) -> None:
         return None
 

@@ -187,9 +187,6 @@ class MCPTool:
             out.append({"type": "function", "function": fn})
         return out
 
-    def owns(self, name: str) -> bool:
-        return name in self._by_function
-
     def _offer(self, tools: Sequence[dict]) -> None:
         self.tools = [t for t in tools if self._allowed(t)]
         self._by_function = {mcp_function_name(self.label, t["name"]): t for t in self.tools}

@@ -116,7 +116,7 @@ class ResponsesService:
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
                                 background=req.background, previous_response_id=req.previous_response_id)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
-                          request_headers=req.headers, include=req.include, owner=owner, input_start=len(history),
+                          request_headers=req.headers, input_start=len(history),
                           allow_private_network=self.settings.allow_private_network,
                           load_file=self._file_loader(owner), services=self.tool_services,
                           accepts_images=target.backend.accepts_images(target.model))

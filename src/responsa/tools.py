@@ -58,9 +58,7 @@ class ToolContext:
     events: ResponseEvents
     history: Sequence[dict]  # every item of the conversation so far (chain, input, output)
     request_headers: dict[str, str] = field(default_factory=dict)
-    include: tuple[str, ...] = ()
     input_start: int = 0  # history[input_start:] is this request's own input
-    owner: str = ""
     allow_private_network: bool = False
     # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
     load_file: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
@@ -78,8 +76,6 @@ class Tool(Protocol):
     def functions(self) -> list[dict]:
         """Chat Completions `tools[]` entries offered to the model."""
         ...
-
-    def owns(self, name: str) -> bool: ...
 
     async def prepare(self, ctx: ToolContext) -> None:
         """Work before the first turn (for example listing an MCP server's tools)."""
@@ -124,9 +120,6 @@ class FunctionTool:
         if self.entry.get("strict"):
             fn["strict"] = True
         return [{"type": "function", "function": fn}]
-
-    def owns(self, name: str) -> bool:
-        return name == self.name
 
     async def prepare(self, ctx: ToolContext) -> None:
         return None
@@ -185,9 +178,6 @@ class CustomTool:
             "parameters": {"type": "object", "properties": {"input": {"type": "string"}},
                            "required": ["input"], "additionalProperties": False},
         }}]
-
-    def owns(self, name: str) -> bool:
-        return name == self.name
 
     async def prepare(self, ctx: ToolContext) -> None:
         return None

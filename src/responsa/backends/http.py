@@ -37,7 +37,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._header_name = b""
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.headers_done = False
