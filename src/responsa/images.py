@@ -90,7 +90,7 @@ class ImageGenerationKind:
         return entry
 
     def build(self, entry: dict, ctx: ToolContext) -> ImageGenerationTool:
-        endpoint = images_endpoint(ctx.services.get("settings"))
+        endpoint = images_endpoint(ctx.settings)
         if endpoint is None:
             raise InvalidRequest(
                 "The image_generation tool needs an Images API, and this server has none configured: "
@@ -265,7 +265,7 @@ def _head(b64: str) -> bytes:
 
 async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
     """The bytes of an image given as base64 (`b64`), `image_url` (http(s) or data:) or `file_id`."""
-    limit = min(MAX_IMAGE_BYTES, getattr(ctx.services.get("settings"), "max_file_size", MAX_IMAGE_BYTES))
+    limit = min(MAX_IMAGE_BYTES, ctx.settings.max_file_size)
     if ref.get("b64"):
         data = _b64(ref["b64"])
     elif ref.get("file_id"):
@@ -281,7 +281,7 @@ async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
             raise ImageFailure("An image data URL must be base64-encoded.", code="invalid_base64_image")
         data = _b64(payload)
     elif ref.get("image_url"):
-        data = await download_image(ref["image_url"], ctx.allow_private_network, limit)
+        data = await download_image(ref["image_url"], ctx.settings.allow_private_network, limit)
     else:
         raise ImageFailure("An input image has neither an image_url nor a file_id.", code="invalid_image")
     if len(data) > limit:

@@ -35,7 +35,6 @@ from .store import RunClaim, Store
 
 log = logging.getLogger("responsa.jobs")
 
-LEASE_SECONDS = 30
 PURGE_BATCH = 5000  # what one store.purge_expired call removes at most
 TERMINAL_EVENT_WAIT = 2.0  # seconds a follower waits for a finished run's terminal event
 RENEW_EVERY = 5
@@ -84,7 +83,7 @@ class Jobs:
     """Runs background responses in this process and recovers orphaned ones."""
 
     def __init__(self, service: ResponsesService, store: Store, *, max_runs: int, instance: str | None = None,
-                 take_all_orphans: bool = False, lease_seconds: int = LEASE_SECONDS) -> None:
+                 take_all_orphans: bool = False, lease_seconds: int) -> None:
         self.service = service
         self.store = store
         self.lease_seconds = lease_seconds

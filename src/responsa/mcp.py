@@ -44,8 +44,6 @@ SECRET_KEYS = ("headers", "authorization", PARAM_KEY)
 # Streamable HTTP answers meaning "this URL speaks something else": try the SSE transport.
 FALLBACK_STATUSES = frozenset({400, 404, 405, 406, 415})
 MAX_PAGES = 20
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_OUTPUT = 256 * 1024
 
 
 class ListingFailed(APIError):
@@ -211,7 +209,7 @@ class MCPTool:
 
     async def validate(self, ctx: ToolContext) -> None:
         """Refuse, as a 400, a server on a private address (unless allowed)."""
-        await check_url(self.entry["server_url"], allow_private=ctx.allow_private_network,
+        await check_url(self.entry["server_url"], allow_private=ctx.settings.allow_private_network,
                         param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
 
     async def prepare(self, ctx: ToolContext) -> None:
@@ -287,14 +285,12 @@ class MCPTool:
         events.done_item(index)
 
     def _connection(self, ctx: ToolContext) -> Connection:
-        settings = ctx.services.get("settings")
         headers = dict(self.entry.get("headers") or {})
         if self.entry.get("authorization"):
             headers["Authorization"] = f"Bearer {self.entry['authorization']}"
         return Connection(self.entry["server_url"], headers,
-                          timeout=float(getattr(settings, "mcp_timeout", DEFAULT_TIMEOUT)),
-                          max_output=int(getattr(settings, "mcp_max_output", DEFAULT_MAX_OUTPUT)),
-                          allow_private=ctx.allow_private_network)
+                          timeout=float(ctx.settings.mcp_timeout), max_output=ctx.settings.mcp_max_output,
+                          allow_private=ctx.settings.allow_private_network)
 
 
 def _parameters(schema: Any) -> dict:

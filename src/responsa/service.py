@@ -72,8 +72,6 @@ class ResponsesService:
         self.reasoning_vault: Any = None
         self.media: Any = None
         self.jobs: Any = None
-        # What server-side tools may use (ToolContext.services): settings, shared clients.
-        self.tool_services: dict[str, Any] = {"settings": settings}
 
     # ---- create -----------------------------------------------------------------------------
 
@@ -117,8 +115,7 @@ class ResponsesService:
                                 background=req.background, previous_response_id=req.previous_response_id)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
-                          allow_private_network=self.settings.allow_private_network,
-                          load_file=self._file_loader(owner), services=self.tool_services,
+                          load_file=self._file_loader(owner), settings=self.settings,
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
@@ -164,7 +161,7 @@ class ResponsesService:
         return out
 
     def make_events(self, p: Prepared, sink: Any, first_sequence_number: int = 0) -> ResponseEvents:
-        events = ResponseEvents(p.response, sink, dialect=getattr(self.settings, "stream_dialect", "openai"),
+        events = ResponseEvents(p.response, sink, dialect=self.settings.stream_dialect,
                                 first_sequence_number=first_sequence_number)
         if self.reasoning_vault is not None:
             self.reasoning_vault.attach(events, p)

@@ -25,6 +25,7 @@ from . import checks as c
 from .errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .events import ResponseEvents
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -57,12 +58,11 @@ class ToolContext:
 
     events: ResponseEvents
     history: Sequence[dict]  # every item of the conversation so far (chain, input, output)
+    settings: Settings
     request_headers: dict[str, str] = field(default_factory=dict)
     input_start: int = 0  # history[input_start:] is this request's own input
-    allow_private_network: bool = False
     # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
     load_file: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
-    services: dict[str, Any] = field(default_factory=dict)
     # Whether the routed engine takes image input (computer use sends it screenshots).
     accepts_images: bool = True
     # Items only the model sees, each placed before the output item at its index: what a tool
