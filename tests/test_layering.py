@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "netguard", "replay"})),
+    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard", "replay"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,

@@ -11,16 +11,14 @@ MAX_INVALID invalid calls in one response the response fails saying why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-import struct
 from typing import Any
 
 from . import checks as c
 from .errors import InvalidRequest, UpstreamError
 from .ids import new_id
+from .imagebytes import base64_head, from_base64, image_size
 from .tools import Outcome, ToolCall, ToolContext
 
 FUNCTION_NAME = "computer"
@@ -292,12 +290,14 @@ async def latest_screenshot_size(ctx: ToolContext) -> tuple[int, int] | None:
         url = shot.get("image_url")
         if isinstance(url, str) and url.startswith("data:"):
             payload = url.partition(",")[2]
-            try:
-                data = base64.b64decode(payload[:64], validate=True)  # PNG and GIF: the header is enough
-                if image_size(data) is None:
-                    data = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
+            data = base64_head(payload, 48)  # PNG and GIF: the header is enough
+            if not data:
                 return None
+            if image_size(data) is None:
+                try:
+                    data = from_base64(payload)
+                except ValueError:
+                    return None
         elif shot.get("file_id") and ctx.load_file is not None:
             try:
                 data, _ = await ctx.load_file(shot["file_id"])
@@ -307,27 +307,4 @@ async def latest_screenshot_size(ctx: ToolContext) -> tuple[int, int] | None:
         if size is None or not (0 < size[0] <= MAX_DISPLAY and 0 < size[1] <= MAX_DISPLAY):
             return None
         return size
-    return None
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG, GIF or JPEG image from its header."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        return struct.unpack("<HH", data[6:10])
-    if data.startswith(b"\xff\xd8"):
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            length = struct.unpack(">H", data[i + 2:i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
-                return width, height
-            i += 2 + length
     return None

@@ -68,19 +68,6 @@ class ImageFile:
         return "image." + self.mime.split("/")[1]
 
 
-def sniff(data: bytes) -> str | None:
-    """The image type from the first bytes."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
 async def download_image(url: str, allow_private: bool, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """An input image from an http(s) URL, refused if it resolves to a private address."""
     try:
