@@ -28,8 +28,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
     ("jobs", frozenset({"jobs"})),  # background runs drive the service
     ("service", frozenset({"service", "router"})),
-    # The loop, and the tool kinds it runs through the Tool protocol (tools.py loads them by
-    # name, so nothing below imports one).
+    # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
+    # with tools.py, so nothing below imports one).
     ("loop", frozenset({"loop", "mcp", "images", "computer"})),
     ("events", frozenset({"events"})),
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
@@ -288,9 +288,9 @@ def test_exceptions_are_still_needed_and_stay_lazy() -> None:
         assert not eager, f"{key[1]} must be imported inside a function in {key[0]}: {eager}"
 
 
-def test_tools_never_imports_the_kinds_it_loads_by_name() -> None:
-    """tools.py finds mcp, images and computer by name at run time; importing one would pull the
-    MCP SDK or the image client into everything that parses a request."""
+def test_tools_never_imports_a_server_side_tool_kind() -> None:
+    """The composition root registers mcp, images and computer with tools.py; tools.py importing
+    one would pull the MCP client or the image client into everything that parses a request."""
     kinds = {"mcp", "images", "computer"}
     wrong = [where(i) for i in imports() if i.module == "tools" and i.internal and i.target in kinds]
     assert not wrong, wrong

@@ -19,7 +19,7 @@ from . import checks as c
 from .errors import InvalidRequest, UpstreamError
 from .ids import new_id
 from .imagebytes import base64_head, from_base64, image_size
-from .tools import Outcome, ToolCall, ToolContext
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 FUNCTION_NAME = "computer"
 ENVIRONMENTS = ("browser", "mac", "windows", "ubuntu", "linux")
@@ -37,7 +37,7 @@ SCREENS = {"browser": "web browser", "mac": "macOS computer", "windows": "Window
 
 # ---- the tool entry ------------------------------------------------------------------------
 
-class ComputerKind:
+class ComputerKind(ToolKind):
     """`computer_use_preview` (display size and environment given) and `computer` (no fields)."""
 
     types = ("computer_use_preview", "computer")
@@ -59,11 +59,8 @@ class ComputerKind:
         environment = c.choice(entry, "environment", f"{param}.environment", ENVIRONMENTS, required=True)
         return {"type": kind, "display_width": width, "display_height": height, "environment": environment}
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> ComputerTool:
-        if not getattr(ctx, "accepts_images", True):
+        if not ctx.accepts_images:
             raise InvalidRequest(
                 f"The {entry['type']} tool sends the model screenshots, and this model does not accept image "
                 "input. Use a model that takes images.", param="tools", code="unsupported_image_input")
@@ -76,11 +73,10 @@ class ActionError(ValueError):
     """What is wrong with a call's action, in words for the model."""
 
 
-class ComputerTool:
+class ComputerTool(Tool):
     """One computer tool for a run: offered as the `computer` function; a valid call ends the response."""
 
-    streams_arguments = False
-    client_side = True  # the client performs the actions: not one of the calls max_tool_calls limits
+    client_side = True  # the client performs the actions
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
@@ -147,9 +143,7 @@ class ComputerTool:
         if self.invalid >= MAX_INVALID:
             raise UpstreamError(f"The model made {self.invalid} invalid computer actions in a row; the last: "
                                 f"{problem}", code="server_error")
-        notes = getattr(ctx, "model_notes", None)
-        if notes is None:
-            raise UpstreamError(f"The model made an invalid computer action: {problem}", code="server_error")
+        notes = ctx.model_notes
         at = len(ctx.events.output)
         notes.append((at, {"id": new_id("fc"), "type": "function_call", "call_id": call.call_id,
                            "name": FUNCTION_NAME, "arguments": call.arguments or "{}", "status": "completed"}))

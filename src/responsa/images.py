@@ -29,7 +29,7 @@ from .images_api import (
     download_image,
     images_endpoint,
 )
-from .tools import Outcome, ToolCall, ToolContext
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 log = logging.getLogger("responsa.images")
 
@@ -51,7 +51,7 @@ KNOWN = frozenset({"type", "model", *PASSED, *GENERATION_ONLY, *EDIT_ONLY, "part
 
 # ---- the tool entry ------------------------------------------------------------------------
 
-class ImageGenerationKind:
+class ImageGenerationKind(ToolKind):
     """`{"type": "image_generation", ...}`: checked at parse time, built per run."""
 
     types = ("image_generation",)
@@ -83,9 +83,6 @@ class ImageGenerationKind:
         out.update({k: v for k, v in values.items() if v is not None})
         return out
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> ImageGenerationTool:
         endpoint = images_endpoint(ctx.settings)
         if endpoint is None:
@@ -113,10 +110,8 @@ def _check_mask(entry: dict, param: str) -> dict | None:
 
 # ---- the tool --------------------------------------------------------------------------------
 
-class ImageGenerationTool:
+class ImageGenerationTool(Tool):
     """One `image_generation` entry for a run: offered as a function, run against the Images API."""
-
-    streams_arguments = False
 
     def __init__(self, entry: dict, endpoint: ImagesEndpoint) -> None:
         self.entry = entry
@@ -139,9 +134,6 @@ class ImageGenerationTool:
             "parameters": {"type": "object", "properties": props, "required": ["prompt"],
                            "additionalProperties": False},
         }}]
-
-    async def prepare(self, ctx: ToolContext) -> None:
-        return None
 
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
         events = ctx.events

@@ -32,7 +32,7 @@ from .chat import mcp_function_name
 from .errors import APIError, InvalidRequest
 from .ids import new_id
 from .netguard import check_url
-from .tools import Outcome, ToolCall, ToolContext
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 log = logging.getLogger("responsa.mcp")
 
@@ -56,12 +56,12 @@ class ListingFailed(APIError):
 
 # ---- the tool entry --------------------------------------------------------------------------
 
-class MCPKind:
+class MCPKind(ToolKind):
     """`{"type": "mcp", ...}` tool entries."""
 
     types = ("mcp",)
 
-    def check_history(self, history: Sequence[dict], tools: Sequence[Any], new_from: int = 0) -> None:
+    def check_history(self, history: Sequence[dict], tools: Sequence[Tool], new_from: int) -> None:
         """Approval responses in the request's input (`history[new_from:]`; earlier ones were
         checked when they were new) must answer known requests a tool here can run."""
         for i in range(new_from, len(history)):
@@ -160,10 +160,8 @@ def _matches(flt: dict | None, tool: dict) -> bool:
 
 # ---- one run's MCP server ---------------------------------------------------------------------
 
-class MCPTool:
+class MCPTool(Tool):
     """One MCP server for one run: its listing, the functions it offers, and its calls."""
-
-    streams_arguments = False  # the call item is written whole when the call runs
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
