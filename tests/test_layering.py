@@ -30,14 +30,15 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
     # One response's life (run), how it is prepared (prepare) and routed (router).
     ("run", frozenset({"run", "prepare", "router"})),
-    # The loop, and the tool kinds it runs through the Tool protocol (tools.py loads them by
-    # name, so nothing below imports one).
+    # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
+    # with tools.py, so nothing below imports one).
     ("loop", frozenset({"loop", "mcp", "images", "computer"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "netguard", "replay", "shapes"})),
+    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard", "replay",
+                          "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,

@@ -261,24 +261,14 @@ async def test_events_append_and_load(store: Store) -> None:
     assert await store.load_events("ev", 2) == []
 
 
-async def test_claim_and_release(store: Store) -> None:
+async def test_release(store: Store) -> None:
     now = int(time.time())
     await store.save_response(record("run", status="queued", background=True, lease_owner="A",
                                      lease_until=now + 30), [])
-    assert await store.claim_run("run", "B", now + 30) is False
-    assert await store.claim_run("run", "A", now + 40) is True
     await store.release_run("run", "B")  # not B's: no effect
-    assert await store.claim_run("run", "B", now + 30) is False
+    assert await store.orphaned_runs(now, "C") == []
     await store.release_run("run", "A")
-    assert await store.claim_run("run", "B", now + 30) is True
-
-    await store.save_response(record("stale", status="in_progress", background=True, lease_owner="A",
-                                     lease_until=now - 5), [])
-    assert await store.claim_run("stale", "B", now + 30) is True
-    await store.save_response(record("fg", status="in_progress", lease_owner="A", lease_until=now - 5), [])
-    assert await store.claim_run("fg", "B", now + 30) is False  # not a background run
-    await store.save_response(record("done", status="completed", background=True), [])
-    assert await store.claim_run("done", "B", now + 30) is False
+    assert [c.id for c in await store.orphaned_runs(now, "C")] == ["run"]  # unowned: anyone may take it
 
 
 async def test_renew_and_cancel(store: Store) -> None:

@@ -19,12 +19,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from .computer import ComputerKind
 from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
 from .files import FilesEndpoints
 from .ids import random_hex
+from .images import ImageGenerationKind
 from .jobs import Jobs
+from .mcp import MCPKind
 from .media import Media
 from .prepare import Preparer
 from .reasoning import ReasoningVault
@@ -32,6 +35,7 @@ from .router import Router
 from .run import LiveRuns
 from .service import ResponsesService
 from .store import open_store
+from .tools import register_tool_kinds
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -150,6 +154,7 @@ class RequestIds:
 
 def create_app(settings: Settings) -> Any:
     """The ASGI application for these settings."""
+    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     router = Router(settings)

@@ -11,17 +11,15 @@ MAX_INVALID invalid calls in one response the response fails saying why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-import struct
 from typing import Any
 
 from . import checks as c
 from .errors import InvalidRequest, UpstreamError
 from .ids import new_id
-from .tools import Outcome, ToolCall, ToolContext
+from .imagebytes import base64_head, from_base64, image_size
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 FUNCTION_NAME = "computer"
 ENVIRONMENTS = ("browser", "mac", "windows", "ubuntu", "linux")
@@ -39,7 +37,7 @@ SCREENS = {"browser": "web browser", "mac": "macOS computer", "windows": "Window
 
 # ---- the tool entry ------------------------------------------------------------------------
 
-class ComputerKind:
+class ComputerKind(ToolKind):
     """`computer_use_preview` (display size and environment given) and `computer` (no fields)."""
 
     types = ("computer_use_preview", "computer")
@@ -61,11 +59,8 @@ class ComputerKind:
         environment = c.choice(entry, "environment", f"{param}.environment", ENVIRONMENTS, required=True)
         return {"type": kind, "display_width": width, "display_height": height, "environment": environment}
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> ComputerTool:
-        if not getattr(ctx, "accepts_images", True):
+        if not ctx.accepts_images:
             raise InvalidRequest(
                 f"The {entry['type']} tool sends the model screenshots, and this model does not accept image "
                 "input. Use a model that takes images.", param="tools", code="unsupported_image_input")
@@ -78,11 +73,10 @@ class ActionError(ValueError):
     """What is wrong with a call's action, in words for the model."""
 
 
-class ComputerTool:
+class ComputerTool(Tool):
     """One computer tool for a run: offered as the `computer` function; a valid call ends the response."""
 
-    streams_arguments = False
-    client_side = True  # the client performs the actions: not one of the calls max_tool_calls limits
+    client_side = True  # the client performs the actions
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
@@ -115,9 +109,6 @@ class ComputerTool:
             "parameters": {"type": "object", "properties": params, "required": required,
                            "additionalProperties": False},
         }}]
-
-    def owns(self, name: str) -> bool:
-        return name == FUNCTION_NAME
 
     async def prepare(self, ctx: ToolContext) -> None:
         if self.batched:  # no declared display: the screen is as large as the latest screenshot
@@ -152,9 +143,7 @@ class ComputerTool:
         if self.invalid >= MAX_INVALID:
             raise UpstreamError(f"The model made {self.invalid} invalid computer actions in a row; the last: "
                                 f"{problem}", code="server_error")
-        notes = getattr(ctx, "model_notes", None)
-        if notes is None:
-            raise UpstreamError(f"The model made an invalid computer action: {problem}", code="server_error")
+        notes = ctx.model_notes
         at = len(ctx.events.output)
         notes.append((at, {"id": new_id("fc"), "type": "function_call", "call_id": call.call_id,
                            "name": FUNCTION_NAME, "arguments": call.arguments or "{}", "status": "completed"}))
@@ -295,12 +284,14 @@ async def latest_screenshot_size(ctx: ToolContext) -> tuple[int, int] | None:
         url = shot.get("image_url")
         if isinstance(url, str) and url.startswith("data:"):
             payload = url.partition(",")[2]
-            try:
-                data = base64.b64decode(payload[:64], validate=True)  # PNG and GIF: the header is enough
-                if image_size(data) is None:
-                    data = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
+            data = base64_head(payload, 48)  # PNG and GIF: the header is enough
+            if not data:
                 return None
+            if image_size(data) is None:
+                try:
+                    data = from_base64(payload)
+                except ValueError:
+                    return None
         elif shot.get("file_id") and ctx.load_file is not None:
             try:
                 data, _ = await ctx.load_file(shot["file_id"])
@@ -310,27 +301,4 @@ async def latest_screenshot_size(ctx: ToolContext) -> tuple[int, int] | None:
         if size is None or not (0 < size[0] <= MAX_DISPLAY and 0 < size[1] <= MAX_DISPLAY):
             return None
         return size
-    return None
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG, GIF or JPEG image from its header."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        return struct.unpack("<HH", data[6:10])
-    if data.startswith(b"\xff\xd8"):
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            length = struct.unpack(">H", data[i + 2:i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
-                return width, height
-            i += 2 + length
     return None

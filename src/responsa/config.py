@@ -1,9 +1,10 @@
 """Settings: the only module that reads the environment and the config file.
 
-Every `responsa serve` option is declared once in `OPTIONS`; the CLI builds its parser from
-it, each option can also come from `RESPONSA_<NAME>` or the `[server]` table of the TOML
-config file, and a test checks that each one is documented. Precedence: command line, then
-environment, then config file, then the default.
+Every `responsa serve` option is declared once: its flag, help and parser in `OPTIONS`, its
+type and default as a `Settings` field. The CLI builds its parser from `OPTIONS`, each option
+can also come from `RESPONSA_<NAME>` or the `[server]` table of the TOML config file, and a
+test checks that each one is documented. Precedence: command line, then environment, then
+config file, then the default.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 DAY = 86400
@@ -81,7 +81,6 @@ class Option:
 
     name: str  # python name; flag is --name-with-dashes, env is RESPONSA_NAME
     help: str
-    default: Any = None
     parse: Callable[[Any], Any] = str
     repeatable: bool = False
     flag_only: bool = False  # a switch (store_true) on the command line
@@ -95,99 +94,82 @@ class Option:
     def env(self) -> str:
         return "RESPONSA_" + self.name.upper()
 
+    @property
+    def default(self) -> Any:
+        """The value when nothing sets it: the `Settings` field's (None where it is computed)."""
+        default = _SETTINGS_FIELDS[self.name].default
+        return None if default is MISSING else default
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "Interface to listen on. Without --api-key only a loopback host is allowed.", "127.0.0.1"),
-    Option("port", "TCP port to listen on.", 8080, int),
+    Option("host", "Interface to listen on. Without --api-key only a loopback host is allowed."),
+    Option("port", "TCP port to listen on.", int),
     Option("data_dir", "Directory for the SQLite database, uploaded files and the reasoning encryption key.",
-           None, str, metavar="DIR"),
+           metavar="DIR"),
     Option("database_url", "Database to use instead of SQLite in --data-dir: postgresql://user@host/db.",
-           None, str, metavar="URL"),
+           metavar="URL"),
     Option("database_pool_size", "Most PostgreSQL connections one process opens (plus one for notifications).",
-           10, int, metavar="N"),
+           int, metavar="N"),
     Option("lease_duration", "How long a background run's lease lasts unless renewed; a replica that dies is "
-           "detected this long after its last renewal.", 30, parse_duration, metavar="DURATION"),
+           "detected this long after its last renewal.", parse_duration, metavar="DURATION"),
     Option("config", "TOML file mapping model / deployment names to backends (see docs/configuration.md).",
-           None, str, metavar="FILE"),
+           metavar="FILE"),
     Option("upstream_base_url", "OpenAI-compatible Chat Completions engine that serves every model name "
-           "(for example http://127.0.0.1:8000/v1).", None, str, metavar="URL"),
-    Option("upstream_api_key", "API key sent to the upstream engine as `Authorization: Bearer`.",
-           None, str, metavar="KEY"),
+           "(for example http://127.0.0.1:8000/v1).", metavar="URL"),
+    Option("upstream_api_key", "API key sent to the upstream engine as `Authorization: Bearer`.", metavar="KEY"),
     Option("upstream_timeout", "Longest wait for the upstream engine, per turn and between streamed chunks.",
-           600, parse_duration, metavar="DURATION"),
+           parse_duration, metavar="DURATION"),
     Option("model_file", "Serve a GGUF file with the embedded engine under a model name (repeatable).",
-           (), str, repeatable=True, metavar="NAME=PATH"),
-    Option("embedded_queue", "Requests that may wait for a busy embedded model; more get a 429.", 16, int,
+           repeatable=True, metavar="NAME=PATH"),
+    Option("embedded_queue", "Requests that may wait for a busy embedded model; more get a 429.", int,
            metavar="N"),
-    Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", 0, int,
+    Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", int,
            metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
-           (), str, repeatable=True, metavar="KEY"),
+           repeatable=True, metavar="KEY"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
-           "loopback and link-local addresses.", False, parse_bool, flag_only=True),
+           "loopback and link-local addresses.", parse_bool, flag_only=True),
     Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
-           "(connecting included).", 60, parse_duration, metavar="DURATION"),
+           "(connecting included).", parse_duration, metavar="DURATION"),
     Option("mcp_max_output", "Largest MCP tool output kept; longer output is cut, with a note saying so.",
-           256 * 1024, parse_size, metavar="SIZE"),
-    Option("retention", "How long stored responses, their items and events are kept.", 30 * DAY,
-           parse_duration, metavar="DURATION"),
-    Option("max_body_size", "Largest accepted JSON request body.", 64 * 1024**2, parse_size, metavar="SIZE"),
+           parse_size, metavar="SIZE"),
+    Option("retention", "How long stored responses, their items and events are kept.", parse_duration,
+           metavar="DURATION"),
+    Option("max_body_size", "Largest accepted JSON request body.", parse_size, metavar="SIZE"),
     Option("max_file_size", "Largest file: uploads to /files (413 above it), and image or file URLs the "
-           "server downloads.", 64 * 1024**2, parse_size, metavar="SIZE"),
+           "server downloads.", parse_size, metavar="SIZE"),
     Option("fetch_image_urls", "Download http(s) image URLs and send them to the engine inline (behind the "
-           "private-network guard) instead of passing the URL for the engine to fetch.", False, parse_bool,
+           "private-network guard) instead of passing the URL for the engine to fetch.", parse_bool,
            flag_only=True),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
-           32, int, metavar="N"),
-    Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.", 15,
+           int, metavar="N"),
+    Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.",
            parse_duration, metavar="DURATION"),
-    Option("log_level", "Log level: debug, info, warning or error.", "info"),
-    Option("access_log", "Log one line per request.", True, parse_bool),
+    Option("log_level", "Log level: debug, info, warning or error."),
+    Option("access_log", "Log one line per request.", parse_bool),
     Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
            "(`include: reasoning.encrypted_content`). Repeat to rotate: the first encrypts, all decrypt "
            "(RESPONSA_REASONING_KEY takes a comma-separated list). Default: a key kept in the database.",
-           (), parse_reasoning_key, repeatable=True, metavar="KEY"),
+           parse_reasoning_key, repeatable=True, metavar="KEY"),
     Option("stream_dialect", "Names of raw reasoning stream events: `openai` (response.reasoning_text.*, as "
-           "the SDKs expect) or `open-responses` (response.reasoning.*).", "openai", parse_stream_dialect,
+           "the SDKs expect) or `open-responses` (response.reasoning.*).", parse_stream_dialect,
            metavar="DIALECT"),
     Option("images_base_url", "OpenAI-compatible Images API for the image_generation tool (default: the "
-           "--upstream-base-url engine).", None, str, metavar="URL"),
+           "--upstream-base-url engine).", metavar="URL"),
     Option("images_api_key", "API key for --images-base-url (default: --upstream-api-key when the Images API "
-           "is the upstream engine).", None, str, metavar="KEY"),
+           "is the upstream engine).", metavar="KEY"),
     Option("images_model", "Image model used when neither the tool's `model` nor the "
-           "x-ms-oai-image-generation-deployment header names one.", "gpt-image-1.5", str, metavar="NAME"),
+           "x-ms-oai-image-generation-deployment header names one.", metavar="NAME"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 
 @dataclass(frozen=True)
-class BackendConfig:
-    """One engine from the config file, or made from the command line."""
-
-    name: str
-    kind: str  # "chat_completions" | "embedded" | "scripted"
-    base_url: str | None = None
-    api_key: str | None = None
-    auth: str = "bearer"  # or "api-key" (Azure)
-    timeout: int = 600
-    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
-    model_file: str | None = None
-    context_window: int | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Route:
-    """A model name clients use, the backend that serves it, and the engine's own name for it."""
-
-    backend: str
-    model: str | None = None  # None: pass the client's name through
-
-
-@dataclass(frozen=True)
 class Settings:
+    """Every setting, typed; the field defaults are the options' defaults (`Option.default`)."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = field(default_factory=default_data_dir)
@@ -230,6 +212,33 @@ class Settings:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+_SETTINGS_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One engine from the config file, or made from the command line."""
+
+    name: str
+    kind: str  # "chat_completions" | "embedded" | "scripted"
+    base_url: str | None = None
+    api_key: str | None = None
+    auth: str = "bearer"  # or "api-key" (Azure)
+    timeout: int = Settings.upstream_timeout
+    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
+    model_file: str | None = None
+    context_window: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model name clients use, the backend that serves it, and the engine's own name for it."""
+
+    backend: str
+    model: str | None = None  # None: pass the client's name through
 
 
 def _parse_option(opt: Option, raw: Any, source: str) -> Any:
@@ -286,7 +295,7 @@ def _backends_and_routes(
     backends: dict[str, BackendConfig] = {}
     routes: dict[str, Route] = {}
     default_route: Route | None = None
-    timeout = values.get("upstream_timeout", 600)
+    timeout = values["upstream_timeout"]
     for name, spec in (file_data.get("backends") or {}).items():
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: [backends.{name}] must be a table")
@@ -319,8 +328,8 @@ def _backends_and_routes(
             raise ConfigError(
                 f"{path}: [backends.{name}] reasoning_input must be drop, reasoning_content or reasoning")
         if kind == "embedded":
-            spec.setdefault("queue", values.get("embedded_queue", 16))
-            spec.setdefault("threads", values.get("embedded_threads", 0))
+            spec.setdefault("queue", values["embedded_queue"])
+            spec.setdefault("threads", values["embedded_threads"])
         backends[name] = BackendConfig(name=name, kind=kind, api_key=api_key, options=spec, **fields)
     for model, spec in (file_data.get("models") or {}).items():
         if isinstance(spec, str):
@@ -342,7 +351,7 @@ def _backends_and_routes(
             raise ConfigError(f"--model-file {name}: no such file {file}")
         backends[f"file:{name}"] = BackendConfig(
             name=f"file:{name}", kind="embedded", model_file=file,
-            options={"queue": values.get("embedded_queue", 16), "threads": values.get("embedded_threads", 0)})
+            options={"queue": values["embedded_queue"], "threads": values["embedded_threads"]})
         routes[name] = Route(backend=f"file:{name}", model=name)
     if values.get("upstream_base_url"):
         backends["upstream"] = BackendConfig(
@@ -386,7 +395,3 @@ def check(settings: Settings) -> None:
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")
-
-
-def data_path(settings: Settings, *parts: str) -> Path:
-    return Path(settings.data_dir).joinpath(*parts)

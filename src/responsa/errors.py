@@ -51,12 +51,6 @@ class NotFound(APIError):
     should_retry = False
 
 
-class Conflict(APIError):
-    status = 409
-    type = "invalid_request_error"
-    should_retry = False
-
-
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"
@@ -87,7 +81,3 @@ class UpstreamError(APIError):
 def not_found(kind: str, ident: str, param: str | None = None) -> NotFound:
     """The one wording for unknown, foreign, deleted and expired ids alike."""
     return NotFound(f"{kind} with id '{ident}' not found.", param=param)
-
-
-def invalid(param: str | None, message: str, code: str | None = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)

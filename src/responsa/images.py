@@ -10,17 +10,15 @@ loop runs another turn so that the model can answer. When the Images API fails, 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
-import struct
 from typing import Any
 
 from . import checks as c
 from .errors import InvalidRequest
 from .ids import new_id
+from .imagebytes import base64_head, data_url_parts, from_base64, image_size, image_type
 from .images_api import (
     MAX_IMAGE_BYTES,
     ImageFailure,
@@ -30,9 +28,8 @@ from .images_api import (
     ImagesEndpoint,
     download_image,
     images_endpoint,
-    sniff,
 )
-from .tools import Outcome, ToolCall, ToolContext
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 log = logging.getLogger("responsa.images")
 
@@ -54,7 +51,7 @@ KNOWN = frozenset({"type", "model", *PASSED, *GENERATION_ONLY, *EDIT_ONLY, "part
 
 # ---- the tool entry ------------------------------------------------------------------------
 
-class ImageGenerationKind:
+class ImageGenerationKind(ToolKind):
     """`{"type": "image_generation", ...}`: checked at parse time, built per run."""
 
     types = ("image_generation",)
@@ -86,11 +83,8 @@ class ImageGenerationKind:
         out.update({k: v for k, v in values.items() if v is not None})
         return out
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> ImageGenerationTool:
-        endpoint = images_endpoint(ctx.services.get("settings"))
+        endpoint = images_endpoint(ctx.settings)
         if endpoint is None:
             raise InvalidRequest(
                 "The image_generation tool needs an Images API, and this server has none configured: "
@@ -116,10 +110,8 @@ def _check_mask(entry: dict, param: str) -> dict | None:
 
 # ---- the tool --------------------------------------------------------------------------------
 
-class ImageGenerationTool:
+class ImageGenerationTool(Tool):
     """One `image_generation` entry for a run: offered as a function, run against the Images API."""
-
-    streams_arguments = False
 
     def __init__(self, entry: dict, endpoint: ImagesEndpoint) -> None:
         self.entry = entry
@@ -142,12 +134,6 @@ class ImageGenerationTool:
             "parameters": {"type": "object", "properties": props, "required": ["prompt"],
                            "additionalProperties": False},
         }}]
-
-    def owns(self, name: str) -> bool:
-        return name == FUNCTION_NAME
-
-    async def prepare(self, ctx: ToolContext) -> None:
-        return None
 
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
         events = ctx.events
@@ -246,29 +232,20 @@ def _item_meta(entry: dict, result: ImageResult) -> dict:
         value = result.meta.get(key) or entry.get(key)
         if isinstance(value, str) and value in allowed.get(key, (value,)):
             out[key] = value
-    head = _head(result.b64)
-    if out.get("size") in (None, "auto") and head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        width, height = struct.unpack(">II", head[16:24])
-        out["size"] = f"{width}x{height}"
-    if "output_format" not in out:
-        mime = sniff(head)
-        if mime:
-            out["output_format"] = mime.split("/")[1]
+    head = base64_head(result.b64, 33)
+    mime = image_type(head)
+    if out.get("size") in (None, "auto") and mime == "image/png" and (size := image_size(head)):
+        out["size"] = f"{size[0]}x{size[1]}"
+    if "output_format" not in out and mime:
+        out["output_format"] = mime.split("/")[1]
     return out
-
-
-def _head(b64: str) -> bytes:
-    try:
-        return base64.b64decode(b64[:44])
-    except (binascii.Error, ValueError):
-        return b""
 
 
 # ---- input images ----------------------------------------------------------------------------
 
 async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
     """The bytes of an image given as base64 (`b64`), `image_url` (http(s) or data:) or `file_id`."""
-    limit = min(MAX_IMAGE_BYTES, getattr(ctx.services.get("settings"), "max_file_size", MAX_IMAGE_BYTES))
+    limit = min(MAX_IMAGE_BYTES, ctx.settings.max_file_size)
     if ref.get("b64"):
         data = _b64(ref["b64"])
     elif ref.get("file_id"):
@@ -279,17 +256,17 @@ async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
         except Exception as e:
             raise ImageFailure(f"File '{ref['file_id']}' not found.", code="image_file_not_found") from e
     elif str(ref.get("image_url") or "").startswith("data:"):
-        header, _, payload = ref["image_url"].partition(",")
-        if not header.endswith(";base64"):
+        parts = data_url_parts(ref["image_url"])
+        if parts is None:
             raise ImageFailure("An image data URL must be base64-encoded.", code="invalid_base64_image")
-        data = _b64(payload)
+        data = _b64(parts[1])
     elif ref.get("image_url"):
-        data = await download_image(ref["image_url"], ctx.allow_private_network, limit)
+        data = await download_image(ref["image_url"], ctx.settings.allow_private_network, limit)
     else:
         raise ImageFailure("An input image has neither an image_url nor a file_id.", code="invalid_image")
     if len(data) > limit:
         raise ImageFailure(f"An input image is larger than {limit} bytes.", code="image_too_large")
-    mime = sniff(data)
+    mime = image_type(data)
     if mime is None:
         raise ImageFailure("An input image is not a PNG, JPEG, WebP or GIF image.",
                            code="unsupported_image_media_type")
@@ -298,6 +275,6 @@ async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
 
 def _b64(text: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
+        return from_base64(text)
+    except ValueError as e:
         raise ImageFailure("An input image is not valid base64.", code="invalid_base64_image") from e

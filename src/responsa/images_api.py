@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
+from .config import Settings
 from .errors import InvalidRequest
 from .netguard import check_url, resolver
 
@@ -31,7 +31,7 @@ class ImagesEndpoint:
     base_url: str
     api_key: str | None
     default_model: str
-    timeout: int = 600
+    timeout: int
 
     def headers(self) -> dict[str, str]:
         if not self.api_key:
@@ -43,16 +43,13 @@ class ImagesEndpoint:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def images_endpoint(settings: Any) -> ImagesEndpoint | None:
+def images_endpoint(settings: Settings) -> ImagesEndpoint | None:
     """--images-base-url, else the upstream engine (with its key), else None."""
-    if settings is None:
-        return None
-    model = getattr(settings, "images_model", None) or "gpt-image-1.5"
-    timeout = getattr(settings, "upstream_timeout", 600)
-    if getattr(settings, "images_base_url", None):
+    model, timeout = settings.images_model, settings.upstream_timeout
+    if settings.images_base_url:
         return ImagesEndpoint(settings.images_base_url, settings.images_api_key, model, timeout)
-    if getattr(settings, "upstream_base_url", None):
-        key = getattr(settings, "images_api_key", None) or settings.upstream_api_key
+    if settings.upstream_base_url:
+        key = settings.images_api_key or settings.upstream_api_key
         return ImagesEndpoint(settings.upstream_base_url, key, model, timeout)
     return None
 
@@ -69,19 +66,6 @@ class ImageFile:
     @property
     def filename(self) -> str:
         return "image." + self.mime.split("/")[1]
-
-
-def sniff(data: bytes) -> str | None:
-    """The image type from the first bytes."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
 
 
 async def download_image(url: str, allow_private: bool, limit: int = MAX_IMAGE_BYTES) -> bytes:

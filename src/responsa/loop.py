@@ -129,7 +129,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 # A name the model invented: hand it to the client like any function call.
                 events.function_call(call.call_id, call.name, arguments)
                 stop = True
-            elif (not getattr(tool, "client_side", False) and spec.max_tool_calls is not None
+            elif (not tool.client_side and spec.max_tool_calls is not None
                   and server_calls >= spec.max_tool_calls):
                 # Past max_tool_calls further calls are ignored, as the hosted API does; the
                 # next turn offers no tools, so the model answers with what it has.
@@ -193,7 +193,7 @@ def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], 
     if ev.arguments:
         call.arguments.append(ev.arguments)
     tool = spec.toolset.owner(call.name) if call.name else None
-    if call.index is None and tool is not None and getattr(tool, "streams_arguments", False):
+    if call.index is None and tool is not None and tool.streams_arguments:
         # A client function: open its item now and stream the arguments as they come.
         call.index = events.function_call_start(call.call_id, call.name)
         if call.arguments:

@@ -32,7 +32,7 @@ from .chat import mcp_function_name
 from .errors import APIError, InvalidRequest
 from .ids import new_id
 from .netguard import check_url
-from .tools import Outcome, ToolCall, ToolContext
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 log = logging.getLogger("responsa.mcp")
 
@@ -44,8 +44,6 @@ SECRET_KEYS = ("headers", "authorization", PARAM_KEY)
 # Streamable HTTP answers meaning "this URL speaks something else": try the SSE transport.
 FALLBACK_STATUSES = frozenset({400, 404, 405, 406, 415})
 MAX_PAGES = 20
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_OUTPUT = 256 * 1024
 
 
 class ListingFailed(APIError):
@@ -58,12 +56,12 @@ class ListingFailed(APIError):
 
 # ---- the tool entry --------------------------------------------------------------------------
 
-class MCPKind:
+class MCPKind(ToolKind):
     """`{"type": "mcp", ...}` tool entries."""
 
     types = ("mcp",)
 
-    def check_history(self, history: Sequence[dict], tools: Sequence[Any], new_from: int = 0) -> None:
+    def check_history(self, history: Sequence[dict], tools: Sequence[Tool], new_from: int) -> None:
         """Approval responses in the request's input (`history[new_from:]`; earlier ones were
         checked when they were new) must answer known requests a tool here can run."""
         for i in range(new_from, len(history)):
@@ -162,10 +160,8 @@ def _matches(flt: dict | None, tool: dict) -> bool:
 
 # ---- one run's MCP server ---------------------------------------------------------------------
 
-class MCPTool:
+class MCPTool(Tool):
     """One MCP server for one run: its listing, the functions it offers, and its calls."""
-
-    streams_arguments = False  # the call item is written whole when the call runs
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
@@ -186,9 +182,6 @@ class MCPTool:
             fn["description"] = description
             out.append({"type": "function", "function": fn})
         return out
-
-    def owns(self, name: str) -> bool:
-        return name in self._by_function
 
     def _offer(self, tools: Sequence[dict]) -> None:
         self.tools = [t for t in tools if self._allowed(t)]
@@ -214,7 +207,7 @@ class MCPTool:
 
     async def validate(self, ctx: ToolContext) -> None:
         """Refuse, as a 400, a server on a private address (unless allowed)."""
-        await check_url(self.entry["server_url"], allow_private=ctx.allow_private_network,
+        await check_url(self.entry["server_url"], allow_private=ctx.settings.allow_private_network,
                         param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
 
     async def prepare(self, ctx: ToolContext) -> None:
@@ -290,14 +283,12 @@ class MCPTool:
         events.done_item(index)
 
     def _connection(self, ctx: ToolContext) -> Connection:
-        settings = ctx.services.get("settings")
         headers = dict(self.entry.get("headers") or {})
         if self.entry.get("authorization"):
             headers["Authorization"] = f"Bearer {self.entry['authorization']}"
         return Connection(self.entry["server_url"], headers,
-                          timeout=float(getattr(settings, "mcp_timeout", DEFAULT_TIMEOUT)),
-                          max_output=int(getattr(settings, "mcp_max_output", DEFAULT_MAX_OUTPUT)),
-                          allow_private=ctx.allow_private_network)
+                          timeout=float(ctx.settings.mcp_timeout), max_output=ctx.settings.mcp_max_output,
+                          allow_private=ctx.settings.allow_private_network)
 
 
 def _parameters(schema: Any) -> dict:

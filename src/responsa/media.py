@@ -10,8 +10,6 @@ Whatever cannot be sent is a 400 naming the part, never dropped.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import mimetypes
 import posixpath
@@ -25,6 +23,7 @@ import aiohttp
 
 from .config import Settings
 from .errors import InvalidRequest, not_found
+from .imagebytes import data_url, data_url_parts, from_base64, image_type
 from .netguard import BlockedAddress, PublicResolver, check_url
 from .store import Store
 
@@ -60,17 +59,7 @@ class Blob:
 
 def sniff(data: bytes) -> str | None:
     """The MIME type of common image formats and PDF from their first bytes."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith(b"%PDF-"):
-        return "application/pdf"
-    return None
+    return "application/pdf" if data.startswith(b"%PDF-") else image_type(data)
 
 
 def guess_mime(data: bytes, declared: str | None, filename: str | None) -> str:
@@ -88,25 +77,21 @@ def guess_mime(data: bytes, declared: str | None, filename: str | None) -> str:
     return "application/octet-stream"
 
 
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def decode_base64(text: str, param: str, code: str = "invalid_base64") -> bytes:
     try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        return from_base64(text.strip())
+    except ValueError:
         raise InvalidRequest(f"Invalid '{param}': the data is not valid base64.", param=param,
                              code=code) from None
 
 
 def parse_data_url(url: str, param: str, code: str = "invalid_base64") -> tuple[str, bytes]:
     """(MIME type, bytes) of a `data:<mime>;base64,<data>` URL."""
-    header, sep, payload = url.partition(",")
-    if not sep or not header.startswith("data:") or not header.endswith(";base64"):
+    parts = data_url_parts(url)
+    if parts is None or "," not in url:
         raise InvalidRequest(f"Invalid '{param}': expected a data URL of the form "
                              "'data:<mime type>;base64,<data>'.", param=param, code=code)
-    mime = header[5:-7].split(";", 1)[0].strip().lower()
+    mime, payload = parts
     return mime, decode_base64(payload, param, code)
 
 

@@ -37,8 +37,6 @@ class Preparer:
         self.settings = settings
         self.vault = vault
         self.media = media
-        # What server-side tools may use (ToolContext.services): settings, shared clients.
-        self.tool_services: dict[str, Any] = {"settings": settings}
 
     async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
                       created_at: int | None = None) -> ResponseRun:
@@ -77,9 +75,8 @@ class Preparer:
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
                                 background=req.background, previous_response_id=req.previous_response_id)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
-                          request_headers=req.headers, include=req.include, owner=owner, input_start=len(history),
-                          allow_private_network=self.settings.allow_private_network,
-                          load_file=self._file_loader(owner), services=self.tool_services,
+                          request_headers=req.headers, input_start=len(history),
+                          load_file=self._file_loader(owner), settings=self.settings,
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.

@@ -25,6 +25,7 @@ from . import checks as c
 from .errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .events import ResponseEvents
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -57,14 +58,11 @@ class ToolContext:
 
     events: ResponseEvents
     history: Sequence[dict]  # every item of the conversation so far (chain, input, output)
+    settings: Settings
     request_headers: dict[str, str] = field(default_factory=dict)
-    include: tuple[str, ...] = ()
     input_start: int = 0  # history[input_start:] is this request's own input
-    owner: str = ""
-    allow_private_network: bool = False
     # Loads an uploaded file's (bytes, mime type) by id for this owner, or raises NotFound.
     load_file: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
-    services: dict[str, Any] = field(default_factory=dict)
     # Whether the routed engine takes image input (computer use sends it screenshots).
     accepts_images: bool = True
     # Items only the model sees, each placed before the output item at its index: what a tool
@@ -73,17 +71,27 @@ class ToolContext:
 
 
 class Tool(Protocol):
-    """One request tool entry, ready for a run."""
+    """One request tool entry, ready for a run. Tools subclass it for the defaults below."""
+
+    entry: dict  # the checked `tools[]` entry
+    # The client runs the calls (a function, a computer action): they end the response and are
+    # not among the calls `max_tool_calls` limits, which are those run here.
+    client_side: bool = False
+    # The call's item is opened as soon as the model names the function, and its arguments
+    # streamed as they come (otherwise the tool writes its items when the call is complete).
+    streams_arguments: bool = False
 
     def functions(self) -> list[dict]:
         """Chat Completions `tools[]` entries offered to the model."""
         ...
 
-    def owns(self, name: str) -> bool: ...
+    async def validate(self, ctx: ToolContext) -> None:
+        """Checks that need I/O, before the response exists: an APIError here is the request's."""
+        return None
 
     async def prepare(self, ctx: ToolContext) -> None:
         """Work before the first turn (for example listing an MCP server's tools)."""
-        ...
+        return None
 
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
         """Run or hand out one call, emitting its output items."""
@@ -91,6 +99,9 @@ class Tool(Protocol):
 
 
 class ToolKind(Protocol):
+    """A `tools[]` entry type: checks entries and builds their Tools. Kinds subclass it for the
+    defaults below."""
+
     types: tuple[str, ...]
 
     def check(self, entry: dict, param: str) -> dict:
@@ -99,18 +110,22 @@ class ToolKind(Protocol):
 
     def public(self, entry: dict) -> dict:
         """The entry as stored and returned: without secrets."""
-        ...
+        return entry
 
     def build(self, entry: dict, ctx: ToolContext) -> Tool: ...
+
+    def check_history(self, history: Sequence[dict], tools: Sequence[Tool], new_from: int) -> None:
+        """Refuse (400) a conversation this kind's items make invalid; `history[new_from:]` is new."""
+        return None
 
 
 # ---- function tools ------------------------------------------------------------------
 
-class FunctionTool:
+class FunctionTool(Tool):
     """A client function: the call becomes a `function_call` item for the client to run."""
 
     streams_arguments = True
-    client_side = True  # not counted against max_tool_calls (which limits calls run here)
+    client_side = True
 
     def __init__(self, entry: dict) -> None:
         self.entry = entry
@@ -125,18 +140,12 @@ class FunctionTool:
             fn["strict"] = True
         return [{"type": "function", "function": fn}]
 
-    def owns(self, name: str) -> bool:
-        return name == self.name
-
-    async def prepare(self, ctx: ToolContext) -> None:
-        return None
-
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
         ctx.events.function_call(call.call_id, call.name, call.arguments)
         return Outcome.STOP
 
 
-class FunctionKind:
+class FunctionKind(ToolKind):
     types: tuple[str, ...] = ("function",)
 
     def check(self, entry: dict, param: str) -> dict:
@@ -157,17 +166,13 @@ class FunctionKind:
         }
         return out
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> Tool:
         return FunctionTool(entry)
 
 
-class CustomTool:
+class CustomTool(Tool):
     """A free-form client tool: offered as a function taking one `input` string."""
 
-    streams_arguments = False
     client_side = True
 
     def __init__(self, entry: dict) -> None:
@@ -186,12 +191,6 @@ class CustomTool:
                            "required": ["input"], "additionalProperties": False},
         }}]
 
-    def owns(self, name: str) -> bool:
-        return name == self.name
-
-    async def prepare(self, ctx: ToolContext) -> None:
-        return None
-
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
         ctx.events.custom_tool_call(call.call_id, call.name, custom_input(call.arguments))
         return Outcome.STOP
@@ -208,7 +207,7 @@ def custom_input(arguments: str) -> str:
     return arguments
 
 
-class CustomKind:
+class CustomKind(ToolKind):
     types: tuple[str, ...] = ("custom",)
 
     def check(self, entry: dict, param: str) -> dict:
@@ -226,43 +225,30 @@ class CustomKind:
         out["type"] = "custom"
         return out
 
-    def public(self, entry: dict) -> dict:
-        return entry
-
     def build(self, entry: dict, ctx: ToolContext) -> Tool:
         return CustomTool(entry)
 
 
 # ---- the registry ----------------------------------------------------------------------
 
-_KINDS: dict[str, ToolKind] | None = None
+# Every tool kind by `type`. Function and custom tools are always here; the kinds that run on
+# the server (MCP, image generation, computer use) live beside the code they need and are
+# registered by the composition root (app.py), so that parsing a request loads none of them.
+_KINDS: dict[str, ToolKind] = {}
 
 
-def tool_kinds() -> dict[str, ToolKind]:
-    """Every tool kind by `type`. Imported lazily: kinds live beside the code that runs them."""
-    global _KINDS
-    if _KINDS is None:
-        kinds: list[ToolKind] = [FunctionKind(), CustomKind()]
-        kinds.extend(_optional_kinds())
-        _KINDS = {t: k for k in kinds for t in k.types}
-    return _KINDS
+def register_tool_kinds(*kinds: ToolKind) -> None:
+    """Accept `tools[]` entries of these kinds (each under its `types`)."""
+    for kind in kinds:
+        for tool_type in kind.types:
+            _KINDS[tool_type] = kind
 
 
-def _optional_kinds() -> list[ToolKind]:
-    found: list[ToolKind] = []
-    for module, attr in (("mcp", "MCPKind"), ("images", "ImageGenerationKind"), ("computer", "ComputerKind")):
-        try:
-            mod = __import__(f"responsa.{module}", fromlist=[attr])
-        except ModuleNotFoundError as e:
-            if e.name != f"responsa.{module}":
-                raise
-            continue
-        found.append(getattr(mod, attr)())
-    return found
+register_tool_kinds(FunctionKind(), CustomKind())
 
 
 def check_tools(entries: list[Any]) -> list[dict]:
-    kinds = tool_kinds()
+    kinds = _KINDS
     out = []
     names: set[str] = set()
     labels: set[str] = set()
@@ -300,7 +286,7 @@ def check_tools(entries: list[Any]) -> list[dict]:
 
 def public_tools(entries: list[dict]) -> list[dict]:
     """The tool entries as stored and echoed, with secrets (MCP headers) removed."""
-    kinds = tool_kinds()
+    kinds = _KINDS
     return [kinds[e["type"]].public(e) if e["type"] in kinds else e for e in entries]
 
 
@@ -382,7 +368,7 @@ class ToolSet:
 
     @classmethod
     def build(cls, entries: list[dict], ctx: ToolContext) -> ToolSet:
-        kinds = tool_kinds()
+        kinds = _KINDS
         return cls([kinds[e["type"]].build(e, ctx) for e in entries if e["type"] in kinds])
 
     def functions(self, allowed: set[str] | None = None) -> list[dict]:
@@ -399,15 +385,11 @@ class ToolSet:
     async def validate(self, ctx: ToolContext) -> None:
         """Checks that need I/O (an MCP server's address), run before the response exists (4xx)."""
         for tool in self.tools:
-            validate = getattr(tool, "validate", None)
-            if validate is not None:
-                await validate(ctx)
-        # A kind may also check the conversation against the tools (MCP: approvals must answer
-        # known requests); kinds are plug-ins, so this module never imports one.
-        for kind in dict.fromkeys(tool_kinds().values()):
-            check_history = getattr(kind, "check_history", None)
-            if check_history is not None:
-                check_history(ctx.history, self.tools, ctx.input_start)
+            await tool.validate(ctx)
+        # Every kind checks the conversation against the tools, present or not (MCP: approvals
+        # must answer known requests a tool here can run).
+        for kind in dict.fromkeys(_KINDS.values()):
+            kind.check_history(ctx.history, self.tools, ctx.input_start)
 
     async def prepare(self, ctx: ToolContext) -> None:
         for tool in self.tools:
@@ -438,7 +420,7 @@ def _functions_for(ref: dict, toolset: ToolSet) -> set[str]:
     """The function names that a tool reference (`{type, name?, server_label?}`) stands for."""
     out: set[str] = set()
     for tool in toolset.tools:
-        entry = getattr(tool, "entry", {})
+        entry = tool.entry
         if not same_tool_type(ref.get("type"), entry.get("type")):
             continue
         if "name" in ref and ref.get("type") in ("function", "custom") and entry.get("name") != ref["name"]:

@@ -8,7 +8,7 @@ path: a backend may ask its engine for one complete answer and yield it as one d
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -32,7 +32,6 @@ class TurnRequest:
     truncation: str = "disabled"
     # (key, n): items[:n] is an earlier chain that never changes; its rendering may be reused
     prefix: tuple[Any, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ class ChatCompletionsBackend:
         self.name = config.name
         self.config = config
         self.url = config.base_url.rstrip("/") + "/chat/completions"
-        self.models_url = config.base_url.rstrip("/") + "/models"
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.api_key:
             if config.auth == "api-key":

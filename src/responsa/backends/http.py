@@ -37,7 +37,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._header_name = b""
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.headers_done = False
@@ -189,7 +188,7 @@ class Response:
 class Pool:
     """Keep-alive connections to one origin."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float = 10, read_timeout: float = 600,
+    def __init__(self, base_url: str, *, connect_timeout: float = 10, read_timeout: float,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -142,10 +142,6 @@ class Store(Protocol):
         """Register the receiver of `notify` calls from any process."""
         ...
 
-    async def claim_run(self, response_id: str, instance: str, lease_until: int) -> bool:
-        """Take the run's lease if it is free or expired."""
-        ...
-
     async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
         """Extend this process's leases; returns the ids among them with a cancel requested."""
         ...

@@ -383,14 +383,6 @@ class PostgresStore:
                                  "ORDER BY seq", response_id, after)
         return [(r[0], r[1]) for r in rows]
 
-    async def claim_run(self, response_id: str, instance: str, lease_until: int) -> bool:
-        status = await self._execute(
-            f"UPDATE responses SET lease_owner = $2, lease_until = $3 "
-            f"WHERE id = $1 AND background AND {_ACTIVE} "
-            "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $4)",
-            response_id, instance, lease_until, int(time.time()))
-        return status == "UPDATE 1"
-
     async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
         rows = await self._fetch(
             f"UPDATE responses SET lease_until = $2 WHERE lease_owner = $1 AND {_ACTIVE} "

@@ -413,13 +413,6 @@ class SQLiteStore:
         return self._read().execute("SELECT seq, data FROM events WHERE response_id=? AND seq>? ORDER BY seq",
                                     (response_id, after)).fetchall()
 
-    async def claim_run(self, response_id: str, instance: str, lease_until: int) -> bool:
-        now = int(time.time())
-        return await self._write(lambda conn: conn.execute(
-            "UPDATE responses SET lease_owner=?, lease_until=? WHERE id=? AND background=1 AND status IN "
-            "('queued','in_progress') AND (lease_owner IS NULL OR lease_owner=? OR lease_until<?)",
-            (instance, lease_until, response_id, instance, now)).rowcount == 1)
-
     async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
             conn.execute("UPDATE responses SET lease_until=? WHERE lease_owner=? "
