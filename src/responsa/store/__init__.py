@@ -1,4 +1,5 @@
-"""The Store protocol: responses, their items and events, background-run leases, files, secrets.
+"""The Store protocol: responses, their items and events, background-run leases, conversations,
+files, secrets.
 
 Every read takes the caller's `owner` (a hash of their API key): a row of another owner is
 indistinguishable from a missing one. Expired rows are invisible before they are purged.
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from ..errors import InvalidRequest
 
 
 @dataclass
@@ -30,6 +33,8 @@ class ResponseRecord:
     # Which process runs it while it is queued or in progress, and until when (see jobs.py).
     lease_owner: str | None = None
     lease_until: int | None = None
+    # The conversation it runs on: its terminal write appends to it (see save_response).
+    conversation_id: str | None = None
 
 
 @dataclass
@@ -46,6 +51,41 @@ class ChainLink:
 class ItemPage:
     items: list[dict]
     has_more: bool
+
+
+@dataclass
+class ConversationRecord:
+    id: str
+    owner: str
+    created_at: int
+    expires_at: int
+    metadata: dict[str, str]
+
+    def wire(self) -> dict:
+        return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": self.metadata}
+
+
+@dataclass
+class ConversationItems:
+    """A conversation's items at one state, named by (revision, next_position): all of them, or
+    with `delta` only those appended since the state the caller said it knew."""
+
+    revision: int
+    next_position: int
+    items: list[dict]
+    delta: bool = False
+
+
+def conversation_locked(conversation_id: str, param: str | None = "conversation") -> InvalidRequest:
+    """The error for a conversation another request is changing (the hosted API's code)."""
+    return InvalidRequest(f"Another request is working on conversation '{conversation_id}' (a response runs "
+                          "on it, or its items changed meanwhile); retry once it is done.", param=param,
+                          code="conversation_locked")
+
+
+def duplicate_item(item_id: str, param: str) -> InvalidRequest:
+    return InvalidRequest(f"Duplicate item found with id '{item_id}': the conversation already has an item with "
+                          "that id. Remove it from your input and try again.", param=param, code="duplicate_item")
 
 
 @dataclass
@@ -95,7 +135,13 @@ class Store(Protocol):
         may return once the write is queued, if it can promise that any read made after the
         caller's next network write (its answer) sees it (SQLite can; PostgreSQL waits).
         With `create=False` (any write after a response's first) a response that is no longer
-        stored (deleted while it ran) stays deleted: nothing is written."""
+        stored (deleted while it ran) stays deleted: nothing is written.
+
+        A response with a `conversation_id` was first written by `begin_conversation_response`.
+        Its terminal write is always made as with `create=False`, and in the same transaction
+        it appends the response's stored input and this output to the conversation (if
+        `completed` or `incomplete`, and only while the conversation is still held by this
+        response, so never twice), and releases the conversation."""
         ...
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
@@ -109,7 +155,9 @@ class Store(Protocol):
         Raises errors.NotFound naming the first id that is missing, foreign or expired."""
         ...
 
-    async def delete_response(self, response_id: str, owner: str) -> bool: ...
+    async def delete_response(self, response_id: str, owner: str) -> bool:
+        """Delete a response with its items and events (releasing a conversation it held)."""
+        ...
 
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
@@ -121,7 +169,8 @@ class Store(Protocol):
         ...
 
     async def purge_expired(self, now: int) -> int:
-        """Delete expired responses with their items and events, and expired files."""
+        """Delete expired responses with their items and events, expired conversations with
+        their items, and expired files."""
         ...
 
     # ---- background runs --------------------------------------------------------------------
@@ -143,7 +192,8 @@ class Store(Protocol):
         ...
 
     async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
-        """Extend this process's leases; returns the ids among them with a cancel requested."""
+        """Extend this process's leases (and those of the conversations its responses hold);
+        returns the ids among them with a cancel requested."""
         ...
 
     async def release_run(self, response_id: str, instance: str) -> None: ...
@@ -156,6 +206,56 @@ class Store(Protocol):
     async def request_cancel(self, response_id: str, owner: str) -> bool: ...
 
     async def cancel_requested(self, response_id: str) -> bool: ...
+
+    # ---- conversations ----------------------------------------------------------------------
+    # A conversation is read through `owner` like a response. Its items have positions that only
+    # grow; deleting one bumps its revision. While a response runs on it (it is "held", until
+    # that response ends or its lease lapses), nothing else may change its items.
+
+    async def create_conversation(self, record: ConversationRecord, items: Sequence[dict]) -> None: ...
+
+    async def get_conversation(self, conversation_id: str, owner: str) -> ConversationRecord | None: ...
+
+    async def update_conversation(self, conversation_id: str, owner: str, metadata: dict[str, str],
+                                  expires_at: int) -> ConversationRecord | None:
+        """Replace the metadata (and push the expiry out to at least `expires_at`)."""
+        ...
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool: ...
+
+    async def add_conversation_items(self, conversation_id: str, owner: str, items: Sequence[dict],
+                                     expires_at: int) -> bool:
+        """Append items; False if the conversation is not the caller's. Raises
+        `conversation_locked` while it is held, `duplicate_item` (naming `items[n]`) for an id
+        it already has."""
+        ...
+
+    async def list_conversation_items(self, conversation_id: str, owner: str, *, after: str | None, limit: int,
+                                      order: str) -> ItemPage | None:
+        """A page of items (`after` an item id); None if the conversation is not the caller's."""
+        ...
+
+    async def get_conversation_item(self, conversation_id: str, owner: str, item_id: str) -> dict | None: ...
+
+    async def delete_conversation_item(self, conversation_id: str, owner: str, item_id: str) -> bool:
+        """Whether the item was deleted. Raises `conversation_locked` while the conversation is held."""
+        ...
+
+    async def load_conversation(self, conversation_id: str, owner: str,
+                                known: tuple[int, int] | None = None) -> ConversationItems | None:
+        """The items at the current state, in one round trip; only those appended since `known`
+        (a revision and next position the caller has the items of) when still valid. None if
+        the conversation is not the caller's."""
+        ...
+
+    async def begin_conversation_response(self, record: ResponseRecord, input_items: Sequence[dict],
+                                          state: tuple[int, int]) -> None:
+        """Hold `record.conversation_id` for the response and store the response (in progress,
+        leased, with its input) in one transaction, if the conversation is still at `state`
+        (the revision and next position its items were read at) and not held by another
+        response. Raises NotFound, or `conversation_locked`. A response already stored (a
+        queued run started again) is left as it is."""
+        ...
 
     # ---- files ------------------------------------------------------------------------------
 

@@ -23,9 +23,11 @@ import orjson
 
 from ..errors import ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import postgres_conversations as conversations
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable
+from .postgres_conversations import PostgresConversations
 from .schema import LATEST, POSTGRES
-from .sqlite import _chain_from_rows
+from .sqlite import TERMINAL, _chain_from_rows
 
 log = logging.getLogger("responsa.store")
 
@@ -51,7 +53,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-class PostgresStore:
+class PostgresStore(PostgresConversations):
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
     def __init__(self, url: str, pool_size: int = 10, *,
@@ -214,6 +216,9 @@ class PostgresStore:
                             input_items: Sequence[dict] | None = None, *, wait: bool = True,
                             create: bool = True) -> None:
         # Always waits: another replica may serve the client's next read.
+        if record.conversation_id is not None and record.status in TERMINAL:
+            await self._execute(conversations.END_TURN, *conversations.end_turn_args(record, output))
+            return
         kinds: list[int] = []
         positions: list[int] = []
         item_ids: list[str] = []
@@ -284,14 +289,14 @@ class PostgresStore:
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
         row = await self._fetchrow(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request, lease_owner, lease_until FROM responses "
+            "run_request, lease_owner, lease_until, conversation_id FROM responses "
             "WHERE id = $1 AND owner = $2 AND expires_at > $3", response_id, owner, int(time.time()))
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=row[6], previous_response_id=row[7],
                               run_request=orjson.loads(row[8]) if row[8] is not None else None,
-                              lease_owner=row[9], lease_until=row[10])
+                              lease_owner=row[9], lease_until=row[10], conversation_id=row[11])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         rows = await self._fetch(
@@ -315,10 +320,12 @@ class PostgresStore:
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
         deleted = await self._fetchval(
-            """
-            WITH r AS (DELETE FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING id),
+            f"""
+            WITH r AS (DELETE FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3
+                       RETURNING id, conversation_id),
                  i AS (DELETE FROM items WHERE response_id IN (SELECT id FROM r)),
-                 e AS (DELETE FROM events WHERE response_id IN (SELECT id FROM r))
+                 e AS (DELETE FROM events WHERE response_id IN (SELECT id FROM r)),
+                 {conversations.RELEASE_DELETED}
             SELECT count(*) FROM r
             """, response_id, owner, int(time.time()))
         return deleted == 1
@@ -358,13 +365,14 @@ class PostgresStore:
 
     async def purge_expired(self, now: int) -> int:
         return await self._fetchval(
-            """
+            f"""
             WITH r AS (DELETE FROM responses WHERE id IN
                          (SELECT id FROM responses WHERE expires_at <= $1 LIMIT 5000) RETURNING id),
                  i AS (DELETE FROM items WHERE response_id IN (SELECT id FROM r)),
                  e AS (DELETE FROM events WHERE response_id IN (SELECT id FROM r)),
-                 f AS (DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING id)
-            SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM f)
+                 f AS (DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING id),
+                 {conversations.PURGE}
+            SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM f) + (SELECT count(*) FROM cv)
             """, now)
 
     # ---- background runs -------------------------------------------------------------------------
@@ -385,8 +393,9 @@ class PostgresStore:
 
     async def renew_leases(self, instance: str, lease_until: int) -> list[str]:
         rows = await self._fetch(
-            f"UPDATE responses SET lease_until = $2 WHERE lease_owner = $1 AND {_ACTIVE} "
-            "RETURNING id, cancel_requested", instance, lease_until)
+            f"WITH r AS (UPDATE responses SET lease_until = $2 WHERE lease_owner = $1 AND {_ACTIVE} "
+            f"RETURNING id, cancel_requested, conversation_id),{conversations.RENEW_HELD} "
+            "SELECT id, cancel_requested FROM r", instance, lease_until)
         return [r[0] for r in rows if r[1]]
 
     async def release_run(self, response_id: str, instance: str) -> None:

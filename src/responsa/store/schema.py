@@ -59,6 +59,31 @@ SQLITE: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: conversations and their items; a response remembers the conversation it runs on
+    """
+    ALTER TABLE responses ADD COLUMN conversation_id TEXT;
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        metadata BLOB NOT NULL,
+        next_position INTEGER NOT NULL DEFAULT 0,  -- the position of the next item appended
+        revision INTEGER NOT NULL DEFAULT 0,       -- bumped when an item is deleted: older copies are stale
+        busy_response TEXT,                        -- the response running on it (it appends when it ends)
+        busy_until INTEGER                         -- until when that response's lease holds
+    );
+    CREATE INDEX conversations_expires ON conversations (expires_at);
+    CREATE INDEX conversations_busy ON conversations (busy_response) WHERE busy_response IS NOT NULL;
+    CREATE TABLE conversation_items (
+        conversation_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (conversation_id, position)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -112,6 +137,30 @@ POSTGRES: list[str] = [
         value BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     );
+    """,
+    """
+    ALTER TABLE responses ADD COLUMN conversation_id TEXT;
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        metadata BYTEA NOT NULL,
+        next_position INTEGER NOT NULL DEFAULT 0,  -- the position of the next item appended
+        revision INTEGER NOT NULL DEFAULT 0,       -- bumped when an item is deleted: older copies are stale
+        busy_response TEXT,                        -- the response running on it (it appends when it ends)
+        busy_until BIGINT                          -- until when that response's lease holds
+    );
+    CREATE INDEX conversations_expires ON conversations (expires_at);
+    CREATE INDEX conversations_busy ON conversations (busy_response) WHERE busy_response IS NOT NULL;
+    CREATE TABLE conversation_items (
+        conversation_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (conversation_id, position)
+    );
+    CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
 ]
 

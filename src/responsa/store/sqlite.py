@@ -28,7 +28,9 @@ import orjson
 
 from ..errors import NotFound, ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import sqlite_conversations as conversations
 from .schema import LATEST, SQLITE
+from .sqlite_conversations import SQLiteConversations
 
 log = logging.getLogger("responsa.store")
 T = TypeVar("T")
@@ -72,7 +74,7 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteConversations):
     """The embedded default store (one file in the data dir)."""
 
     def __init__(self, path: str) -> None:
@@ -227,6 +229,8 @@ class SQLiteStore:
             out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, orjson.dumps(item))
                          for i, item in enumerate(input_items)]
         keep = len(output)
+        ends_turn = record.conversation_id is not None and record.status in TERMINAL
+        create = create and not ends_turn
 
         self._parent_of[record.id] = record.previous_response_id
         if len(self._parent_of) > CHAIN_CACHE_SIZE * 4:
@@ -252,6 +256,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM items WHERE response_id=? AND kind=1 AND position>=?", (record.id, keep))
             if out_rows:
                 conn.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?)", out_rows)
+            if ends_turn:
+                conversations.end_turn(conn, record)
 
         if wait:
             await self._write(op)
@@ -276,13 +282,14 @@ class SQLiteStore:
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
         row = self._read().execute(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request FROM responses WHERE id=? AND owner=? AND expires_at>?",
+            "run_request, conversation_id FROM responses WHERE id=? AND owner=? AND expires_at>?",
             (response_id, owner, int(time.time()))).fetchone()
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=bool(row[6]), previous_response_id=row[7],
-                              run_request=orjson.loads(row[8]) if row[8] is not None else None)
+                              run_request=orjson.loads(row[8]) if row[8] is not None else None,
+                              conversation_id=row[9])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         # Finished responses never change, and this process makes every delete and purge of
@@ -350,6 +357,7 @@ class SQLiteStore:
                 return False
             conn.execute("DELETE FROM items WHERE response_id=?", (response_id,))
             conn.execute("DELETE FROM events WHERE response_id=?", (response_id,))
+            conversations.release(conn, response_id)
             self._chain_cache.clear()  # cached chains through it must not be continued
             return True
 
@@ -397,7 +405,7 @@ class SQLiteStore:
             files = conn.execute("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at<=?", (now,))
             if ids:
                 self._chain_cache.clear()
-            return len(ids) + files.rowcount
+            return len(ids) + files.rowcount + conversations.purge(conn, now, 5000)
 
         return await self._write(op)
 
@@ -417,6 +425,7 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> list[str]:
             conn.execute("UPDATE responses SET lease_until=? WHERE lease_owner=? "
                          "AND status IN ('queued','in_progress')", (lease_until, instance))
+            conversations.renew(conn, instance, lease_until)
             return [r[0] for r in conn.execute(
                 "SELECT id FROM responses WHERE lease_owner=? AND status IN ('queued','in_progress') "
                 "AND cancel_requested=1", (instance,))]
