@@ -12,7 +12,7 @@ import collections
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,17 @@ class ChatOptions:
     reasoning_input: str = "drop"
     # Engines whose templates accept only one system message, first.
     merge_system: bool = False
+
+
+@dataclass(frozen=True)
+class Continued:
+    """A history key for items whose first `base_n` are the items another key (`base`) named.
+    Caches keyed by history keys build this key's entry from `base`'s when they have it, so a
+    history that grows turn by turn (a conversation) is looked at only where it grew."""
+
+    key: Hashable
+    base: Hashable
+    base_n: int
 
 
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -231,14 +242,21 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
 
     `prefix` = (key, n) says that `items[:n]` is a conversation that never changes under
     that key (an earlier response's whole chain): its rendering is then cached and reused,
-    so a turn deep in a long chain renders only its new items."""
+    so a turn deep in a long chain renders only its new items. A `Continued` key's rendering
+    is built from its base's, when cached."""
     renderer = _Renderer(options)
     start = 0
     if prefix is not None and not any(i.get("type") in _RETROACTIVE for i in items[prefix[1]:]):
-        key, start = (prefix[0], options), prefix[1]
+        name, start = prefix
+        key = (name.key if isinstance(name, Continued) else name, options)
         saved = _PREFIXES.get(key)
         if saved is None:
-            renderer.feed(items[:start], items)
+            base = _PREFIXES.get((name.base, options)) if isinstance(name, Continued) else None
+            if base is not None and not any(i.get("type") in _RETROACTIVE for i in items[name.base_n:start]):
+                renderer.restore(base)
+                renderer.feed(items[name.base_n:start], items)
+            else:
+                renderer.feed(items[:start], items)
             saved = _PREFIXES[key] = renderer.snapshot()
             if len(_PREFIXES) > PREFIX_CACHE_SIZE:
                 _PREFIXES.popitem(last=False)

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from .chat import Continued
 from .config import Settings
 from .errors import InvalidRequest, not_found
 from .imagebytes import data_url, data_url_parts, from_base64, image_type
@@ -183,13 +184,18 @@ class Media:
         `first_input`, from earlier responses) are sent exactly as stored. In those a file
         deleted since is replaced by a note instead of failing the chain. `history_key` names
         them (a chain never changes): once they needed no resolution for this engine and model,
-        they are not looked at again."""
+        they are not looked at again; of a `Continued` history only what its base did not have."""
         backend, model = target.backend, target.model
+        base = history_key if isinstance(history_key, Continued) else None
+        if base is not None:
+            history_key = base.key
         plain_key = (history_key, backend.name, model) if history_key is not None else None
         start = 0
         if plain_key is not None and plain_key in self._plain_histories:
             self._plain_histories.move_to_end(plain_key)
             start = first_input
+        elif base is not None and (base.base, backend.name, model) in self._plain_histories:
+            start = base.base_n
         accepts_files = getattr(backend, "accepts_files", None)
         run = _Resolution(self, owner, images=backend.accepts_images(model),
                           files=bool(accepts_files and accepts_files(model)))
@@ -204,7 +210,7 @@ class Media:
             resolved = await run.item(item, where)
             changed = changed or (resolved is not item and n < first_input)
             out.append(resolved)
-        if plain_key is not None and start == 0 and not changed:
+        if plain_key is not None and not changed and plain_key not in self._plain_histories:
             self._plain_histories[plain_key] = True
             if len(self._plain_histories) > 4096:
                 self._plain_histories.popitem(last=False)
