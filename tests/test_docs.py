@@ -23,11 +23,13 @@ def test_every_option_is_in_the_configuration_docs_and_the_help() -> None:
 
 
 def test_every_endpoint_is_in_the_api_docs() -> None:
+    from responsa.conversation_endpoints import ConversationEndpoints
     from responsa.endpoints import Endpoints
     from responsa.files import FilesEndpoints
 
     docs = re.sub(r"\{[^}]+\}", "{}", (ROOT / "docs" / "api.md").read_text())
-    routes = [*Endpoints.__new__(Endpoints).routes(), *FilesEndpoints.__new__(FilesEndpoints).routes()]
+    routes = [*Endpoints.__new__(Endpoints).routes(), *FilesEndpoints.__new__(FilesEndpoints).routes(),
+              *ConversationEndpoints.__new__(ConversationEndpoints).routes()]
     for route in routes:
         path = re.sub(r"\{[^}]+\}", "{}", route.path)
         for method in sorted(route.methods - {"HEAD"}):

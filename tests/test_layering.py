@@ -25,11 +25,12 @@ PACKAGE = SRC / "responsa"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
-    ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
+    ("endpoints", frozenset({"endpoints", "files", "conversation_endpoints"})),  # HTTP glue
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
-    # One response's life (run), how it is prepared (prepare) and routed (router).
-    ("run", frozenset({"run", "prepare", "router"})),
+    # One response's life (run), how it is prepared (prepare) and routed (router); conversations:
+    # their API's use cases, and a conversation as a response's context (prepare reads it).
+    ("run", frozenset({"run", "prepare", "router", "conversations"})),
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
     ("loop", frozenset({"loop", "mcp", "images", "computer"})),
@@ -47,7 +48,7 @@ LOOP_MAY_IMPORT = frozenset({"backends", "tools", "events", "errors", "ids", "sh
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
-    "starlette": frozenset({"app", "endpoints", "files"}),
+    "starlette": frozenset({"app", "endpoints", "files", "conversation_endpoints"}),
     "uvicorn": frozenset({"cli"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it

@@ -21,6 +21,8 @@ from starlette.routing import Mount, Route
 
 from .computer import ComputerKind
 from .config import Settings
+from .conversation_endpoints import ConversationEndpoints
+from .conversations import Conversations
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
 from .files import FilesEndpoints
@@ -162,7 +164,8 @@ def create_app(settings: Settings) -> Any:
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     media = Media(store, settings)
     live = LiveRuns()
-    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live)
+    conversations = Conversations(store, settings, vault=vault, media=media, instance=instance)
+    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live, conversations=conversations)
     jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, vault=vault,
@@ -171,6 +174,7 @@ def create_app(settings: Settings) -> Any:
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval)
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
+    conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
 
@@ -196,7 +200,8 @@ def create_app(settings: Settings) -> Any:
             if access is not None:
                 access.flush()
 
-    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
+    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes(), *conversation_routes.routes()])
+                         for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,

@@ -62,7 +62,8 @@ class Auth:
         return owner
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, *, empty: Any = None) -> Any:
+    """The JSON body; an empty body is a 400 unless `empty` says what it stands for."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
@@ -74,6 +75,8 @@ async def read_json(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if not raw and empty is not None:
+        return empty
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
     try:

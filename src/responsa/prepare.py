@@ -1,8 +1,10 @@
 """From a checked create request to a run ready to start: the context assembled, nothing stored.
 
-The earlier chain is loaded in one store round trip, item references and sealed reasoning are
-opened, the model is routed, images and files are resolved for the engine, and the toolset is
-built and validated. Every failure here is the request's HTTP error: nothing has been stored.
+The earlier chain (or the conversation, see conversations.py) is loaded in one store round
+trip, item references and sealed reasoning are opened, the model is routed, images and files
+are resolved for the engine, and the toolset is built and validated. Every failure here is the
+request's HTTP error: nothing has been stored. Only a response on a conversation is stored
+before it starts (in progress, holding the conversation), as the last step.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import Settings
+from .conversations import Context, Conversations
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
 from .ids import response_id
@@ -30,19 +33,24 @@ class Preparer:
     """Builds `ResponseRun`s: everything a response needs before its first event."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, vault: ReasoningVault,
-                 media: Media, live: LiveRuns) -> None:
+                 media: Media, live: LiveRuns, conversations: Conversations) -> None:
         self.store = store
         self.live = live
         self.router = router
         self.settings = settings
         self.vault = vault
         self.media = media
+        self.conversations = conversations
 
     async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
                       created_at: int | None = None) -> ResponseRun:
         history: list[dict] = []
         history_key = None
-        if req.previous_response_id:
+        context: Context | None = None
+        if req.conversation is not None:
+            context = await self.conversations.context(req.conversation, owner)
+            history, history_key = context.items, context.key
+        elif req.previous_response_id:
             try:
                 chain = await self.store.load_chain(req.previous_response_id, owner)
             except NotFound:
@@ -60,6 +68,8 @@ class Preparer:
         # Sealed reasoning is opened before references resolve: stored items are trusted.
         input_items = await self.vault.open_items(req.input, owner)
         input_items = await self._resolve_references(input_items, owner)
+        if context is not None:
+            context.check_input(input_items)
         target = self.router.resolve(req.model)
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
@@ -71,6 +81,8 @@ class Preparer:
             "completed_at": None, "error": None, "incomplete_details": None, "model": req.model,
             "output": [], "usage": None, "tools": public_tools(req.tools),
         }
+        if context is not None:
+            response["conversation"] = {"id": context.id}
         record = ResponseRecord(id=rid, owner=owner, created_at=created_at,
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
                                 background=req.background, previous_response_id=req.previous_response_id)
@@ -95,6 +107,8 @@ class Preparer:
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
+        if context is not None:
+            await self.conversations.begin(run, context)
         return run
 
     def _file_loader(self, owner: str) -> Callable[[str], Awaitable[tuple[bytes, str]]]:

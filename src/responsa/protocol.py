@@ -31,6 +31,7 @@ class CreateRequest:
     input: list[dict]
     instructions: str | None = None
     previous_response_id: str | None = None
+    conversation: str | None = None  # its id
     store: bool = True
     background: bool = False
     stream: bool = False
@@ -106,6 +107,8 @@ def parse_create(body: Any) -> CreateRequest:
     if req.background and not req.store:
         raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
                              code="invalid_value")
+    if req.conversation is not None:
+        _check_conversation_use(req)
     if "tool_choice" in body:
         req.tool_choice = check_tool_choice(body["tool_choice"], req.tools)
     if "text" in body or "verbosity" in body:
@@ -137,7 +140,7 @@ def _service_tier(body: dict, req: CreateRequest) -> None:
 # Each create parameter, and the check that reads it into the request.
 _FIELDS: dict[str, Any] = {
     "prompt": _unsupported("prompt"),
-    "conversation": _unsupported("conversation"),
+    "conversation": lambda b, r: setattr(r, "conversation", _conversation(b)),
     "instructions": lambda b, r: setattr(r, "instructions", _instructions(b)),
     "previous_response_id": lambda b, r: setattr(r, "previous_response_id", c.string(
         b, "previous_response_id", "previous_response_id", allow_empty=False)),
@@ -174,6 +177,33 @@ _FIELDS: dict[str, Any] = {
         b, "prompt_cache_retention", "prompt_cache_retention", ("in_memory", "24h"))),
     "service_tier": _service_tier,
 }
+
+
+def _conversation(body: dict) -> str:
+    """`conversation`: an id, or an object with one."""
+    value = body["conversation"]
+    if isinstance(value, dict):
+        cid = c.string(value, "id", "conversation.id", required=True, allow_empty=False)
+    elif isinstance(value, str):
+        cid = c.string(body, "conversation", "conversation", allow_empty=False)
+    else:
+        raise c.wrong_type("conversation", "a string or an object with an 'id'", value)
+    assert cid is not None
+    return cid
+
+
+def _check_conversation_use(req: CreateRequest) -> None:
+    if req.previous_response_id is not None:
+        raise InvalidRequest("Mutually exclusive parameters: give either 'previous_response_id' or 'conversation', "
+                             "not both.", param="conversation", code="mutually_exclusive_parameters")
+    if not req.store:
+        raise InvalidRequest("'conversation' needs 'store' to be true: the response's items are stored in the "
+                             "conversation.", param="store", code="invalid_value")
+
+
+def metadata(body: dict) -> dict[str, str]:
+    """A body's `metadata`, checked as for create (conversations take the same)."""
+    return _metadata(body)
 
 
 def _instructions(body: dict) -> str | None:

@@ -154,6 +154,9 @@ class ResponseRun:
         except BaseException as e:
             if not self.refused:
                 await self.finish(e)
+            elif self.record.conversation_id is not None:
+                # Stored in progress to hold its conversation (conversations.py): a refusal stores nothing.
+                await self.store.delete_response(self.id, self.owner)
             raise
         else:
             await self.finish(None)

@@ -7,7 +7,7 @@ models and the Open Responses schema in the tests; `Item` and `Event` name them 
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Item = dict[str, Any]  # one input or output item (`type` decides its fields)
 Event = dict[str, Any]  # one stream event (`type`, `sequence_number`, then its own fields)
@@ -65,3 +65,4 @@ class ResponseObject(ResponseEcho):
     model: str
     output: list[Item]
     usage: dict[str, Any] | None
+    conversation: NotRequired[dict[str, str]]  # {"id": ...} of the conversation it runs on
