@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from responsa.chat import ChatOptions, mcp_function_name, to_messages
+from responsa.chat import ChatOptions, Continued, mcp_function_name, to_messages
 
 
 def msg(role: str, text: str) -> dict:
@@ -83,6 +83,27 @@ def test_a_cached_prefix_renders_exactly_like_the_whole() -> None:
     assert to_messages([*chain, *other], prefix=("test-chain-1", len(chain))) == to_messages([*chain, *other])
     assert to_messages([*chain, *follow], "sys", prefix=("test-chain-1", len(chain))) == whole
     assert chain == chain_before
+
+
+def test_a_continued_prefix_is_built_from_its_base() -> None:
+    turn1 = [msg("user", "one"), msg("assistant", "1")]
+    turn2 = [msg("user", "two"), call("c1"), output("c1", "r")]
+    items = [*turn1, *turn2, msg("user", "three")]
+    to_messages(turn1, prefix=("test-conv-1", 2))
+    grown = Continued("test-conv-2", "test-conv-1", 2)
+    assert to_messages(items, prefix=(grown, 5)) == to_messages(items)
+    assert to_messages(items, prefix=("test-conv-2", 5)) == to_messages(items)  # cached under its own key
+    # The base's cached rendering is what it continues: a base cached from other items shows.
+    to_messages([msg("user", "elsewhere"), msg("assistant", "e")], prefix=("test-conv-3", 2))
+    built = to_messages(items, prefix=(Continued("test-conv-4", "test-conv-3", 2), 5))
+    assert built[0] == {"role": "user", "content": "elsewhere"} and built[2:] == to_messages(items)[2:]
+    # Without the base cached, or with an item after it that changes earlier ones, it renders whole.
+    assert to_messages(items, prefix=(Continued("test-conv-5", "test-conv-missing", 2), 5)) == to_messages(items)
+    request = {"type": "mcp_approval_request", "id": "mcpr_8", "server_label": "s", "name": "t", "arguments": "{}"}
+    answer = {"type": "mcp_approval_response", "approval_request_id": "mcpr_8", "approve": False}
+    later = [*turn1, request, answer, msg("user", "four")]
+    to_messages([*turn1, request], prefix=("test-conv-6", 3))
+    assert to_messages(later, prefix=(Continued("test-conv-7", "test-conv-6", 3), 4)) == to_messages(later)
 
 
 def test_items_that_answer_older_ones_bypass_the_prefix_cache() -> None:
