@@ -54,7 +54,7 @@ class Context:
 
     id: str
     items: list[dict]
-    key: Hashable  # names `items` for the history caches
+    key: Hashable | None  # names `items` for the history caches
     state: tuple[int, int]  # (revision, next position) the items were read at
     ids: set[str]
 
@@ -209,7 +209,8 @@ class Conversations:
             self._cache.move_to_end(cid)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return Context(cid, items, key, (state.revision, state.next_position), ids)
+        # An empty history needs no cache entry (a conversation's first turn renders nothing).
+        return Context(cid, items, key if items else None, (state.revision, state.next_position), ids)
 
     async def begin(self, run: ResponseRun, context: Context) -> None:
         """Hold the conversation for `run`: the response is stored as in progress, leased to this
