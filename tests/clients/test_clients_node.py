@@ -128,6 +128,20 @@ def test_ai_sdk_streamed_tool_loop(proxy: RecordingProxy, script) -> None:
     assert proxy.validate() == 2
 
 
+def test_ai_sdk_conversation(proxy: RecordingProxy, script) -> None:
+    script.add({"reasoning": "A greeting.", "content": "Hello Ada."}, {"content": "You are Ada."})
+    out = run_node("ai_sdk.mjs", "conversation", proxy)
+    assert out["first"]["text"] == "Hello Ada." and out["second"] == "You are Ada."
+    first, second = proxy.posts()
+    assert first.body["conversation"] == second.body["conversation"] == out["conversation"]
+    assert [i.get("content") for i in second.body["input"]] == [[{"type": "input_text", "text": "What is my name?"}]]
+    assert script.requests[1]["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada.", "reasoning_content": "A greeting."},
+        {"role": "user", "content": "What is my name?"}]
+    assert proxy.validate() == 2
+
+
 def test_ai_sdk_stateless_tool_loop_carries_encrypted_reasoning(proxy: RecordingProxy, script) -> None:
     script.add({"reasoning": "Need the weather.", "tool_calls": [WEATHER_CALL]}, {"content": "21C in Paris."})
     out = run_node("ai_sdk.mjs", "tools_stateless", proxy)

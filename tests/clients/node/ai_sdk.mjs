@@ -82,4 +82,16 @@ await main({
     });
     return summary(result);
   },
+
+  async conversation() {
+    // The AI SDK does not create conversations: the application does, through the API.
+    const created = await fetch(`${baseURL}/conversations`, {
+      method: "POST", headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" }, body: "{}",
+    });
+    const { id } = await created.json();
+    const providerOptions = { openai: { conversation: id } };
+    const first = await generateText({ model, prompt: "My name is Ada.", maxRetries: 0, providerOptions });
+    const second = streamText({ model, prompt: "What is my name?", maxRetries: 0, providerOptions });
+    return { conversation: id, first: summary(first), second: await second.text };
+  },
 });
