@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from responsa.chat import ChatOptions, Continued, mcp_function_name, to_messages
+import orjson
+
+from responsa import chat
+from responsa.chat import ChatOptions, Continued, mcp_function_name, messages_json, to_messages
 
 
 def msg(role: str, text: str) -> dict:
@@ -104,6 +107,41 @@ def test_a_continued_prefix_is_built_from_its_base() -> None:
     later = [*turn1, request, answer, msg("user", "four")]
     to_messages([*turn1, request], prefix=("test-conv-6", 3))
     assert to_messages(later, prefix=(Continued("test-conv-7", "test-conv-6", 3), 4)) == to_messages(later)
+
+
+def test_messages_json_is_the_json_of_the_messages() -> None:
+    turns = [[msg("user", "one"), msg("assistant", "1")],
+             [msg("user", "two"), {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text",
+                                                                                     "text": "hm"}]}, call("c1")],
+             [output("c1", [{"type": "input_text", "text": "r"}, IMAGE]), msg("assistant", "seen")],
+             [msg("developer", "note"), call("c2"), call("c3"), output("c2", "x"), output("c3", "y")],
+             [msg("assistant", "let me check")], [call("c4"), output("c4", "z")]]  # the call joins that message
+    for options in (ChatOptions(), ChatOptions(reasoning_input="reasoning_content"), ChatOptions(merge_system=True)):
+        for instructions in (None, "sys"):
+            items: list[dict] = []
+            base: tuple | None = None
+            for n, turn in enumerate(turns):
+                items = [*items, *turn]
+                key = ("test-json", repr(options), instructions, n)
+                name = key if base is None else Continued(key, base, len(items) - len(turn))
+                request = [*items, msg("user", "now")]
+                got = b"".join(messages_json(request, instructions, options, (name, len(items))))
+                assert got == orjson.dumps(to_messages(request, instructions, options, (key, len(items))))
+                again = b"".join(messages_json(request, instructions, options, (key, len(items))))  # cached
+                assert again == got
+                base = key
+            whole = b"".join(messages_json(items, instructions, options))
+            assert whole == orjson.dumps(to_messages(items, instructions, options))
+
+
+def test_a_continued_prefix_takes_its_json_over_from_its_base() -> None:
+    first = [msg("user", "one"), msg("assistant", "1")]
+    messages_json([*first, msg("user", "two")], None, ChatOptions(), (Continued("json-1", "json-0", 0), 2))
+    grown = [*first, msg("user", "two"), msg("assistant", "2")]
+    messages_json([*grown, msg("user", "three")], None, ChatOptions(), (Continued("json-2", "json-1", 2), 4))
+    options = ChatOptions()
+    assert chat._PREFIXES[("json-2", options)].encoded is not None
+    assert chat._PREFIXES[("json-1", options)].encoded is None  # handed over: one copy per conversation
 
 
 def test_items_that_answer_older_ones_bypass_the_prefix_cache() -> None:

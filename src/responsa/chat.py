@@ -16,6 +16,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True)
 class ChatOptions:
@@ -213,24 +215,65 @@ class _Renderer:
                     parts.append({"type": "input_image", "image_url": screenshot["image_url"], "detail": "auto"})
                 tool_result(item["call_id"], parts)
 
-    def snapshot(self) -> tuple[list[dict], list[str]]:
+    def snapshot(self, base: tuple | None, incremental: bool) -> _Saved:
+        """The state so far, for the cache; this renderer goes on without changing it."""
         self.flush_media()
-        return list(self.out), list(self.pending_reasoning)
+        saved = _Saved(list(self.out), list(self.pending_reasoning), base, incremental)
+        self._own_last()
+        return saved
 
-    def restore(self, saved: tuple[list[dict], list[str]]) -> None:
-        out, pending = saved
-        self.out = list(out)
+    def restore(self, saved: _Saved) -> None:
+        self.out = list(saved.out)
+        self.pending_reasoning = list(saved.pending)
+        self._own_last()
+
+    def _own_last(self) -> None:
         if self.out and self.out[-1]["role"] == "assistant":
             # The next items may add tool calls to it: work on a copy, the cache keeps its own.
             last = dict(self.out[-1])
             if "tool_calls" in last:
                 last["tool_calls"] = list(last["tool_calls"])
             self.out[-1] = last
-        self.pending_reasoning = list(pending)
+
+
+class _Saved:
+    """A renderer's state after a cached prefix, and the JSON of its settled messages (all but a
+    last assistant message, which later tool calls may still extend), made when first asked for.
+
+    An incremental entry (a `Continued` key's) keeps its JSON, in pieces: its base entry's (the
+    cache key it was rendered on), which it takes over so that a conversation keeps only its
+    newest state's, and its own. Others make it anew each time."""
+
+    __slots__ = ("base", "encoded", "incremental", "out", "pending", "settled")
+
+    def __init__(self, out: list[dict], pending: list[str], base: tuple | None, incremental: bool) -> None:
+        self.out, self.pending = out, pending
+        self.settled = len(out) - (1 if out and out[-1]["role"] == "assistant" else 0)
+        self.base = base
+        self.incremental = incremental
+        self.encoded: list[bytes] | None = None
+
+    def json(self) -> list[bytes]:
+        """The settled messages as JSON array elements (no brackets), in pieces to be joined."""
+        if self.encoded is not None:
+            return self.encoded
+        base = _PREFIXES.get(self.base) if self.base is not None else None
+        self.base = None
+        if base is not None and 0 < base.settled <= self.settled:
+            encoded = base.json()
+            base.encoded = None  # taken over
+            tail = self.out[base.settled:self.settled]
+            if tail:
+                encoded.extend((b",", orjson.dumps(tail)[1:-1]))
+        else:
+            encoded = [orjson.dumps(self.out[:self.settled])[1:-1]]
+        if self.incremental:
+            self.encoded = encoded
+        return encoded
 
 
 # Rendered conversation prefixes: (prefix key, options) -> renderer state after the prefix.
-_PREFIXES: collections.OrderedDict[tuple, tuple[list[dict], list[str]]] = collections.OrderedDict()
+_PREFIXES: collections.OrderedDict[tuple, _Saved] = collections.OrderedDict()
 PREFIX_CACHE_SIZE = 1024
 # Later items that change how earlier ones render (an MCP approval answers an earlier request).
 _RETROACTIVE = frozenset({"mcp_approval_response", "mcp_call"})
@@ -244,33 +287,67 @@ def to_messages(items: Sequence[dict], instructions: str | None = None,
     that key (an earlier response's whole chain): its rendering is then cached and reused,
     so a turn deep in a long chain renders only its new items. A `Continued` key's rendering
     is built from its base's, when cached."""
+    out, _ = _render(items, options, prefix)
+    if instructions:
+        out.insert(0, _system(instructions))
+    if options.merge_system:
+        out = _merge_system(out)
+    return out
+
+
+def messages_json(items: Sequence[dict], instructions: str | None = None, options: ChatOptions = ChatOptions(),
+                  prefix: tuple[Any, int] | None = None) -> list[bytes]:
+    """`to_messages` as a JSON array, in pieces to be joined (once, into the request). The
+    messages of a cached prefix are the JSON made for them once: a long conversation is not
+    serialised again on every turn."""
+    out, saved = _render(items, options, prefix)
+    if saved is None or not saved.settled or options.merge_system:
+        if instructions:
+            out.insert(0, _system(instructions))
+        return [orjson.dumps(_merge_system(out) if options.merge_system else out)]
+    parts = [b"[", orjson.dumps(_system(instructions)), b","] if instructions else [b"["]
+    parts.extend(saved.json())
+    if len(out) > saved.settled:
+        parts.extend((b",", orjson.dumps(out[saved.settled:])[1:-1]))
+    parts.append(b"]")
+    return parts
+
+
+def _system(instructions: str) -> dict:
+    return {"role": "system", "content": instructions}
+
+
+def _render(items: Sequence[dict], options: ChatOptions,
+            prefix: tuple[Any, int] | None) -> tuple[list[dict], _Saved | None]:
+    """The messages, and the cached prefix state they start with (whose settled messages are
+    the first ones, unchanged)."""
     renderer = _Renderer(options)
     start = 0
+    saved = None
     if prefix is not None and not any(i.get("type") in _RETROACTIVE for i in items[prefix[1]:]):
         name, start = prefix
-        key = (name.key if isinstance(name, Continued) else name, options)
+        continued = name if isinstance(name, Continued) else None
+        key = (continued.key if continued is not None else name, options)
         saved = _PREFIXES.get(key)
         if saved is None:
-            base = _PREFIXES.get((name.base, options)) if isinstance(name, Continued) else None
-            if base is not None and not any(i.get("type") in _RETROACTIVE for i in items[name.base_n:start]):
+            base_key = (continued.base, options) if continued is not None else None
+            base = _PREFIXES.get(base_key) if base_key is not None else None
+            base_n = continued.base_n if continued is not None else 0
+            if base is not None and not any(i.get("type") in _RETROACTIVE for i in items[base_n:start]):
                 renderer.restore(base)
-                renderer.feed(items[name.base_n:start], items)
+                renderer.feed(items[base_n:start], items)
             else:
+                base_key = None
                 renderer.feed(items[:start], items)
-            saved = _PREFIXES[key] = renderer.snapshot()
+            saved = _PREFIXES[key] = renderer.snapshot(base_key, incremental=continued is not None)
             if len(_PREFIXES) > PREFIX_CACHE_SIZE:
                 _PREFIXES.popitem(last=False)
         else:
             _PREFIXES.move_to_end(key)
-        renderer.restore(saved)
+            renderer.restore(saved)
     renderer.feed(items[start:], items)
     renderer.flush_media()
-    out = renderer.out
-    if instructions:
-        out.insert(0, {"role": "system", "content": instructions})
-    if options.merge_system:
-        out = _merge_system(out)
-    return out
+    return renderer.out, saved
 
 
 def _merge_system(messages: list[dict]) -> list[dict]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ..chat import ChatOptions, to_messages
+from ..chat import ChatOptions, messages_json, to_messages
 from ..config import BackendConfig
 from ..errors import APIError, InvalidRequest, NotFound, RateLimited, UpstreamError
 from . import (
@@ -79,10 +79,10 @@ class ChatCompletionsBackend:
         except (HTTPError, TimeoutError, ValueError, AttributeError):
             return []
 
-    def body(self, req: TurnRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": req.model,
-                                "messages": to_messages(req.items, req.instructions, self.chat_options,
-                                                        req.prefix)}
+    def body(self, req: TurnRequest, *, messages: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": req.model}
+        if messages:
+            body["messages"] = to_messages(req.items, req.instructions, self.chat_options, req.prefix)
         if req.tools:
             body["tools"] = list(req.tools)
             if req.tool_choice is not None:
@@ -106,8 +106,17 @@ class ChatCompletionsBackend:
             body["stream_options"] = {"include_usage": True}
         return body
 
+    def payload(self, req: TurnRequest) -> bytes:
+        """The request as JSON. With a cached history prefix, its messages are spliced in as the
+        JSON made for them once (chat.messages_json), not serialised again."""
+        if req.prefix is None:
+            return orjson.dumps(self.body(req))
+        head = orjson.dumps(self.body(req, messages=False))
+        messages = messages_json(req.items, req.instructions, self.chat_options, req.prefix)
+        return b"".join((head[:-1], b',"messages":', *messages, b"}"))
+
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        payload = orjson.dumps(self.body(req))
+        payload = self.payload(req)
         try:
             resp = await self.pool.request("POST", "/chat/completions", self.headers, payload)
         except HTTPError as e:
