@@ -290,6 +290,25 @@ def test_deleting_the_running_response_frees_the_conversation(client: OpenAI, sc
     assert texts(all_items(client, conv.id)) == [("user", "meanwhile")]
 
 
+def test_deleting_the_conversation_under_a_running_response(client: OpenAI, script) -> None:
+    conv = client.conversations.create(items=[user("gone soon")])
+    script.add({"content": " ".join(f"w{n}" for n in range(10)), "delay": 0.1})  # a second of streaming
+    stream = client.responses.create(model="m", conversation=conv.id, input="slow", stream=True)
+    events = []
+    for event in stream:
+        events.append(event)
+        if event.type == "response.output_text.delta":
+            break
+    client.conversations.delete(conv.id)  # nine chunks before the response ends
+    events += list(stream)
+    assert events[-1].type == "response.completed"  # the response is stored; it has nowhere to go
+    assert client.responses.retrieve(events[-1].response.id).status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.list(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="m", conversation=conv.id, input="again")
+
+
 def test_conversation_with_previous_response_id_or_without_store(client: OpenAI, script) -> None:
     conv = client.conversations.create()
     r = client.responses.create(model="m", input="x")
