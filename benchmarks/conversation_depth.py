@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=200)
     parser.add_argument("--requests", type=int, default=150, help="timed turns at each depth")
-    parser.add_argument("--deep-conversations", type=int, default=4)
+    parser.add_argument("--deep-conversations", type=int, default=8)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--responsa", default=str(Path(sys.executable).with_name("responsa")))
     args = parser.parse_args()
