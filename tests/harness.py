@@ -89,8 +89,9 @@ class ServerProcess:
     """`responsa serve` in a subprocess, on a free port."""
 
     def __init__(self, data_dir: str | Path, *args: str, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, wrapper: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir)
+        self.wrapper = list(wrapper)  # a command that runs the server command given as its last arguments
         self.port = port or free_port()
         self.args = list(args)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -103,7 +104,7 @@ class ServerProcess:
     def start(self, timeout: float = 60, wait_ready: bool = True) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "responsa", "serve", "--port", str(self.port), "--data-dir",
+        cmd = [*self.wrapper, sys.executable, "-m", "responsa", "serve", "--port", str(self.port), "--data-dir",
                str(self.data_dir), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)

@@ -32,7 +32,7 @@ from .media import Media
 from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import LiveRuns
+from .run import DeferredWrites, LiveRuns
 from .service import ResponsesService
 from .store import open_store
 from .tools import register_tool_kinds
@@ -162,11 +162,12 @@ def create_app(settings: Settings) -> Any:
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     media = Media(store, settings)
     live = LiveRuns()
+    deferred = DeferredWrites(store, os.path.join(settings.data_dir, "unsaved-responses.jsonl"))
     preparer = Preparer(store, router, settings, vault=vault, media=media, live=live)
     jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
-    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, vault=vault,
-                               media=media, instance=instance)
+    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
+                               vault=vault, media=media, instance=instance)
     auth = Auth(settings.api_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval)
@@ -177,6 +178,7 @@ def create_app(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        await deferred.restore()  # finished streams a database outage kept from the last shutdown
         await vault.start()
         await router.start()
         await jobs.start()
@@ -190,6 +192,7 @@ def create_app(settings: Settings) -> Any:
         finally:
             await jobs.stop()
             await service.shutdown()
+            await deferred.close()
             await media.aclose()
             await router.aclose()
             await store.close()

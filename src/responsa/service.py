@@ -23,7 +23,7 @@ from .prepare import Preparer
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import InProgressRecord, LiveRuns, Mode, ResponseRun
+from .run import DeferredWrites, InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import Store
 
@@ -34,13 +34,15 @@ class ResponsesService:
     """The Responses API's use cases over one store, router and set of background jobs."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, preparer: Preparer, jobs: Jobs,
-                 live: LiveRuns, vault: ReasoningVault, media: Media, instance: str) -> None:
+                 live: LiveRuns, deferred: DeferredWrites, vault: ReasoningVault, media: Media,
+                 instance: str) -> None:
         self.store = store
         self.router = router
         self.settings = settings
         self.preparer = preparer
         self.jobs = jobs
         self.live = live
+        self.deferred = deferred
         self.vault = vault
         self.media = media
         self.instance = instance
@@ -50,8 +52,10 @@ class ResponsesService:
 
     async def create(self, req: CreateRequest, owner: str) -> ResponseObject | Feed:
         """The finished Response (plain), or the feed of its events (stream, background stream)."""
+        if req.store:
+            await self.store.check_writable()
         run = await self.preparer.prepare(req, owner)
-        run.spawn = self.spawn
+        run.deferred = self.deferred
         if req.background:
             return await self.jobs.submit(run)
         if req.stream:

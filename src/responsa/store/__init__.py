@@ -82,7 +82,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> bool:
-        """Whether the database answers (the health endpoint reports it)."""
+        """Whether the database answers and can be written (the health endpoint reports it)."""
+        ...
+
+    async def check_writable(self) -> None:
+        """Raise errors.ServiceUnavailable if new responses cannot be stored now (a store that
+        answers before its commit must not acknowledge what it will lose)."""
         ...
 
     # ---- responses ------------------------------------------------------------------------

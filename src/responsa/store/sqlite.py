@@ -35,6 +35,8 @@ T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 _UNKNOWN = object()
 CHECKPOINT_EVERY = 2.0  # seconds between background checkpoints
+PROBE_EVERY = 1  # seconds between write probes while writes fail
+MAX_UNSAVED = 10_000  # acknowledged writes kept for the probe while writes fail
 CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
 
 
@@ -89,6 +91,12 @@ class SQLiteStore:
         self._lock_file: Any = None
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        # Why the last write failed (a full disk, an I/O error), until a write succeeds again: new
+        # work is refused meanwhile (check_writable), since plain responses are answered before
+        # their commit and would otherwise be acknowledged and lost.
+        self.write_failure: str | None = None
+        self._next_probe = 0.0
+        self._acknowledged_unsaved: list[Callable[[sqlite3.Connection], None]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -130,9 +138,43 @@ class SQLiteStore:
     async def ping(self) -> bool:
         try:
             self._read().execute("SELECT 1").fetchone()
-            return self._writer is not None
         except sqlite3.Error:
             return False
+        if self._writer is None:
+            return False
+        try:
+            await self.check_writable()
+        except ServiceUnavailable:
+            return False
+        return True
+
+    async def check_writable(self) -> None:
+        """Raise ServiceUnavailable (with Retry-After) while writes fail; at most once a second a
+        probe write tries again, and its success ends the refusal."""
+        if self.write_failure is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_EVERY
+            # The probe is the writes that failed after they were acknowledged (a tiny write could
+            # succeed on a disk still too full for them), or else one page.
+            unsaved, self._acknowledged_unsaved = self._acknowledged_unsaved, []
+
+            def probe(conn: sqlite3.Connection) -> None:
+                for op in unsaved:
+                    op(conn)
+                if not unsaved:
+                    _probe(conn)
+
+            try:
+                await self._write(probe)
+            except ServiceUnavailable:
+                self._acknowledged_unsaved[:0] = unsaved
+            if self.write_failure is None:
+                log.warning("sqlite writes succeed again (%d acknowledged responses stored late)", len(unsaved))
+                return
+        raise ServiceUnavailable(f"The database cannot be written ({self.write_failure}); nothing new is "
+                                 "accepted until it can. Retry later.", headers={"retry-after": str(PROBE_EVERY)})
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -179,26 +221,32 @@ class SQLiteStore:
             for fn, fut in batch:
                 self._run_alone(conn, fn, fut)
             return
+        self.write_failure = None
         for (_, fut), value in zip(batch, values, strict=True):
             if not fut.done():
                 fut.set_result(value)
 
-    @staticmethod
-    def _run_alone(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future) -> None:
+    def _run_alone(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any],
+                   fut: asyncio.Future) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             value = fn(conn)
             conn.execute("COMMIT")
         except sqlite3.OperationalError as e:
             _rollback(conn)
-            log.error("sqlite write failed: %s", e)
+            if self.write_failure is None:
+                log.error("sqlite write failed: %s; new work is refused until a write succeeds", e)
+                self._next_probe = time.monotonic() + PROBE_EVERY
+            self.write_failure = str(e)
             if not fut.done():
-                fut.set_exception(ServiceUnavailable(f"The database write failed: {e}"))
+                fut.set_exception(ServiceUnavailable(f"The database write failed: {e}",
+                                                     headers={"retry-after": str(PROBE_EVERY)}))
         except Exception as e:
             _rollback(conn)
             if not fut.done():
                 fut.set_exception(e)
         else:
+            self.write_failure = None
             if not fut.done():
                 fut.set_result(value)
 
@@ -260,7 +308,16 @@ class SQLiteStore:
         # anything new from the network: no request can look for this response before it
         # is committed, so the caller may answer at once (one commit off a plain request's
         # latency). A failure is logged; the response is then just not retrievable.
-        self._queue_write(op).add_done_callback(_log_failed_write)
+        fut = self._queue_write(op)
+
+        def failed(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                # Acknowledged already: kept, and written by the probe once the disk has room.
+                if len(self._acknowledged_unsaved) < MAX_UNSAVED:
+                    self._acknowledged_unsaved.append(op)
+                log.error("response %s could not be stored yet: %s", record.id, f.exception())
+
+        fut.add_done_callback(failed)
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
         conn = self._read()
@@ -523,9 +580,10 @@ class SQLiteStore:
             (name, value, int(time.time()))).rowcount == 1)
 
 
-def _log_failed_write(fut: asyncio.Future) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("a response could not be stored: %s", fut.exception())
+def _probe(conn: sqlite3.Connection) -> None:
+    """A write of one page that needs no table: can the database be written again?"""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute(f"PRAGMA user_version={(version + 1) % 1_000_000}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
