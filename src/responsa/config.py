@@ -63,6 +63,18 @@ def parse_reasoning_key(text: str) -> str:
     return text
 
 
+def parse_api_key(text: str) -> str:
+    """A client API key: an empty one would let in every request that sends an empty key."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("an API key must not be empty or blank (is the variable it comes from unset?)")
+    if text != text.strip():
+        raise ValueError("an API key must not start or end with whitespace (HTTP headers drop it, so no "
+                         "client could send it)")
+    return text
+
+
 def parse_stream_dialect(text: str) -> str:
     if text not in ("openai", "open-responses"):
         raise ValueError(f"{text!r} is not a stream dialect (use openai or open-responses)")
@@ -122,8 +134,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", 0, int,
            metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
-           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
-           (), str, repeatable=True, metavar="KEY"),
+           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
+           "key is refused.", (), parse_api_key, repeatable=True, metavar="KEY"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
            "loopback and link-local addresses.", False, parse_bool, flag_only=True),
     Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
