@@ -20,13 +20,49 @@ from aiohttp.resolver import DefaultResolver
 
 from .errors import InvalidRequest
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# IPv6 forms that carry an IPv4 address in their last 32 bits and reach it: NAT64 (RFC 6052),
+# IPv4-compatible (deprecated, RFC 4291) and IPv4-translated (RFC 2765). IPv4-mapped and 6to4
+# have their own properties on IPv6Address.
+_EMBEDDING = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"),
+              ipaddress.IPv6Network("::ffff:0:0:0/96"))
+# Local-use NAT64 (RFC 8215): translates into the operator's own network, wherever the IPv4
+# address sits in it.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition address reaches, if it is one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    for network in _EMBEDDING:
+        if ip in network:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _parse(address: str) -> IPAddress:
+    return ipaddress.ip_address(address.split("%", 1)[0])
+
+
+def _not_public(ip: IPAddress) -> bool:
+    return not ip.is_global or ip.is_multicast
+
 
 def is_blocked(address: str) -> bool:
-    """Whether an IP address is private, loopback, link-local or otherwise not public."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    """Whether an IP address is private, loopback, link-local or otherwise not public, including
+    IPv6 addresses that embed such an IPv4 address (mapped, 6to4, NAT64, compatible, translated)."""
+    ip = _parse(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return True
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return _not_public(inner)
+    return _not_public(ip)
 
 
 class BlockedAddress(OSError):
