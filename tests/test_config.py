@@ -124,6 +124,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "embedded_threads": ("3", 3, 3),
     "api_key": ("a-key, b-key", ["a-key", "b-key"], ("a-key", "b-key")),
     "allow_private_network": ("yes", True, True),
+    "allow_private_address": ("10.0.0.0/8, 127.0.0.2", ["10.0.0.0/8", "127.0.0.2"], ("10.0.0.0/8", "127.0.0.2/32")),
     "mcp_timeout": ("5m", "5m", 300),
     "mcp_max_output": ("1k", "1k", 1024),
     "retention": ("12h", "12h", 43200),
@@ -392,6 +393,8 @@ BAD_SETTINGS: list[tuple[dict[str, Any], dict[str, str], str]] = [
      "empty or blank (is the variable it comes from unset?)"),
     ({"api_key": ["a-key "]}, {}, "command line: invalid value for --api-key: an API key must not start or "
      "end with whitespace (HTTP headers drop it, so no client could send it)"),
+    ({"allow_private_address": ["10.0.0.300"]}, {}, "command line: invalid value for --allow-private-address: "
+     "'10.0.0.300' is not an IP address or CIDR network (e.g. 10.0.0.0/8, fd00::/8, 192.168.1.20)"),
 ]
 
 

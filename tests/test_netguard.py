@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from responsa.netguard import is_blocked
+from responsa.netguard import Guard, is_blocked, parse_network
 
 # Private, loopback, link-local (cloud metadata) and shared addresses, and the IPv6 forms that
 # carry them: a NAT64 gateway, a 6to4 relay or a host's own stack reaches the IPv4 address inside.
@@ -26,8 +26,34 @@ PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2a00:1450:4001:81c::200e", "
 @pytest.mark.parametrize("address", NOT_PUBLIC)
 def test_not_public_addresses_are_blocked(address: str) -> None:
     assert is_blocked(address)
+    assert not Guard().permits(address)
+    assert Guard(allow_private=True).permits(address)
 
 
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address: str) -> None:
     assert not is_blocked(address)
+    assert Guard().permits(address)
+
+
+def test_allowed_networks_open_only_themselves() -> None:
+    guard = Guard(allowed=["10.0.0.0/8", "127.0.0.2/32", "fd00::/8"])
+    assert guard.permits("10.200.0.1") and guard.permits("127.0.0.2") and guard.permits("fd12::1")
+    # The same hosts through IPv6 forms that reach them.
+    assert guard.permits("::ffff:10.0.0.1") and guard.permits("64:ff9b::10.0.0.1")
+    assert not guard.permits("127.0.0.1") and not guard.permits("169.254.169.254")
+    assert not guard.permits("64:ff9b::a9fe:a9fe") and not guard.permits("::1")
+    assert guard.permits("8.8.8.8")
+
+
+@pytest.mark.parametrize(("text", "network"), [("10.0.0.0/8", "10.0.0.0/8"), ("10.1.2.3", "10.1.2.3/32"),
+                                               (" 10.1.2.3/8 ", "10.0.0.0/8"), ("fd00::/8", "fd00::/8"),
+                                               ("::1", "::1/128")])
+def test_parse_network(text: str, network: str) -> None:
+    assert parse_network(text) == network
+
+
+@pytest.mark.parametrize("text", ["", "10.0.0.300", "example.com", "10.0.0.0/33"])
+def test_parse_network_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="is not an IP address or CIDR network"):
+        parse_network(text)

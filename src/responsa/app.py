@@ -22,10 +22,12 @@ from starlette.routing import Mount, Route
 from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
+from .fetcher import Fetcher
 from .files import FilesEndpoints
 from .ids import random_hex
 from .jobs import Jobs
 from .media import Media
+from .netguard import Guard
 from .reasoning import ReasoningVault
 from .router import Router
 from .service import ResponsesService
@@ -160,7 +162,10 @@ def create_app(settings: Settings) -> Any:
     auth = Auth(settings.api_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size)
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
-    media = service.media = Media(store, settings)
+    guard = Guard.from_settings(settings)
+    fetcher = Fetcher(guard)  # every server-side download of a URL from a request goes through it
+    service.media = Media(store, settings, fetcher)
+    service.tool_services.update(guard=guard, fetcher=fetcher)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
 
@@ -180,7 +185,7 @@ def create_app(settings: Settings) -> Any:
         finally:
             await jobs.stop()
             await service.shutdown()
-            await media.aclose()
+            await fetcher.aclose()
             await router.aclose()
             await store.close()
             if access is not None:

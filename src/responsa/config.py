@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .netguard import parse_network
+
 DAY = 86400
 
 
@@ -136,8 +138,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
            "key is refused.", (), parse_api_key, repeatable=True, metavar="KEY"),
-    Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
-           "loopback and link-local addresses.", False, parse_bool, flag_only=True),
+    Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
+           "private, loopback and link-local addresses.", False, parse_bool, flag_only=True),
+    Option("allow_private_address", "Let server-side fetches reach this private address or CIDR network only "
+           "(repeatable; RESPONSA_ALLOW_PRIVATE_ADDRESS takes a comma-separated list).", (), parse_network,
+           repeatable=True, metavar="CIDR"),
     Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
            "(connecting included).", 60, parse_duration, metavar="DURATION"),
     Option("mcp_max_output", "Largest MCP tool output kept; longer output is cut, with a note saying so.",
@@ -214,6 +219,7 @@ class Settings:
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
     allow_private_network: bool = False
+    allow_private_address: tuple[str, ...] = ()
     mcp_timeout: int = 60
     mcp_max_output: int = 256 * 1024
     retention: int = 30 * DAY

@@ -31,7 +31,7 @@ from . import checks as c
 from .chat import mcp_function_name
 from .errors import APIError, InvalidRequest
 from .ids import new_id
-from .netguard import check_url
+from .netguard import Guard
 from .tools import Outcome, ToolCall, ToolContext
 
 log = logging.getLogger("responsa.mcp")
@@ -214,8 +214,8 @@ class MCPTool:
 
     async def validate(self, ctx: ToolContext) -> None:
         """Refuse, as a 400, a server on a private address (unless allowed)."""
-        await check_url(self.entry["server_url"], allow_private=ctx.allow_private_network,
-                        param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
+        await _guard(ctx).check_url(self.entry["server_url"],
+                                    param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
 
     async def prepare(self, ctx: ToolContext) -> None:
         listed = _last_listing(ctx.history, self.label)
@@ -297,7 +297,12 @@ class MCPTool:
         return Connection(self.entry["server_url"], headers,
                           timeout=float(getattr(settings, "mcp_timeout", DEFAULT_TIMEOUT)),
                           max_output=int(getattr(settings, "mcp_max_output", DEFAULT_MAX_OUTPUT)),
-                          allow_private=ctx.allow_private_network)
+                          guard=_guard(ctx))
+
+
+def _guard(ctx: ToolContext) -> Guard:
+    guard = ctx.services.get("guard")
+    return guard if isinstance(guard, Guard) else Guard(ctx.allow_private_network)
 
 
 def _parameters(schema: Any) -> dict:
@@ -360,9 +365,9 @@ class Connection:
     """One MCP server address with its headers; each operation is its own session."""
 
     def __init__(self, url: str, headers: dict[str, str], *, timeout: float, max_output: int,
-                 allow_private: bool) -> None:
+                 guard: Guard) -> None:
         self.url, self.headers, self.timeout = url, headers, timeout
-        self.max_output, self.allow_private = max_output, allow_private
+        self.max_output, self.guard = max_output, guard
         self.last_status: int | None = None  # of the last HTTP response, for error messages
 
     async def list_tools(self) -> list[dict]:
@@ -390,8 +395,7 @@ class Connection:
     async def _with_session(self, run: Any) -> Any:
         await _load_sdk()
         try:
-            await check_url(self.url, allow_private=self.allow_private, param="server_url",
-                            what="MCP server URL")
+            await self.guard.check_url(self.url, param="server_url", what="MCP server URL")
             async with asyncio.timeout(self.timeout):
                 async with self._session() as client:
                     return await run(client)
