@@ -39,6 +39,11 @@ log = logging.getLogger("responsa.mcp")
 # A label becomes part of function names (`mcp__<label>__<tool>`), so no `__` inside it and
 # no `_` at its ends: then no two (label, tool) pairs give the same name.
 LABEL = re.compile(r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$")
+# RFC 9110: a header name is a token; a value is visible ASCII with inner spaces and tabs.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Header values shorter than this are not looked for in error text (they would mangle it).
+MIN_REDACTED = 8
 PARAM_KEY = "_param"
 SECRET_KEYS = ("headers", "authorization", PARAM_KEY)
 # Streamable HTTP answers meaning "this URL speaks something else": try the SSE transport.
@@ -88,9 +93,16 @@ class MCPKind:
             raise InvalidRequest(f"Invalid '{param}.server_url': expected an http(s) URL.",
                                  param=f"{param}.server_url", code="invalid_url")
         headers = c.mapping(entry, "headers", f"{param}.headers")
-        for name, value in (headers or {}).items():
+        for n, (name, value) in enumerate((headers or {}).items(), 1):
+            if not HEADER_NAME.fullmatch(name):
+                # Not shown: a pasted "Authorization: Bearer ..." would be the secret itself.
+                raise InvalidRequest(f"Invalid '{param}.headers': the name of header #{n} is not a valid HTTP "
+                                     "header name (letters, digits and !#$%&'*+-.^_`|~ only); it is not repeated "
+                                     "here in case it holds a secret.", param=f"{param}.headers",
+                                     code="invalid_value")
             if not isinstance(value, str):
                 raise c.wrong_type(f"{param}.headers.{name}", "a string", value)
+            _check_header_value(value, f"{param}.headers.{name}")
         out: dict[str, Any] = {
             "type": "mcp", "server_label": label, "server_url": url,
             "allowed_tools": _check_allowed(entry.get("allowed_tools"), f"{param}.allowed_tools"),
@@ -102,6 +114,7 @@ class MCPKind:
             out["headers"] = dict(headers)
         authorization = c.string(entry, "authorization", f"{param}.authorization")
         if authorization:
+            _check_header_value(authorization, f"{param}.authorization")
             out["authorization"] = authorization
         return out
 
@@ -110,6 +123,22 @@ class MCPKind:
 
     def build(self, entry: dict, ctx: ToolContext) -> MCPTool:
         return MCPTool(entry)
+
+
+def _check_header_value(value: str, param: str) -> None:
+    """Refuse what HTTP cannot send (copy-paste slips, mostly), describing the problem, never the value."""
+    problem = None
+    if not value.isascii():
+        problem = "has a character that is not ASCII"
+    elif "\r" in value or "\n" in value:
+        problem = "has a line break"
+    elif HEADER_CONTROL.search(value):
+        problem = "has a control character (such as NUL)"
+    elif value != value.strip(" \t"):
+        problem = "starts or ends with whitespace"
+    if problem is not None:
+        raise InvalidRequest(f"Invalid '{param}': the value {problem}, which an HTTP header cannot carry. "
+                             "(The value is not repeated here.)", param=param, code="invalid_value")
 
 
 def _check_filter(value: Any, param: str) -> dict:
@@ -450,10 +479,23 @@ class Connection:
             yield client
 
     def _describe(self, exc: BaseException) -> str:
-        exc = _leaf(exc)
+        """What went wrong, in words that carry no header value (they are secrets)."""
+        text = self._explain(_leaf(exc))
+        for value in self.headers.values():
+            forms = {value, value.strip(), repr(value)[1:-1], repr(value.encode(errors="replace"))[2:-1],
+                     *value.split()}
+            for form in sorted(forms, key=len, reverse=True):
+                if len(form) >= MIN_REDACTED:
+                    text = text.replace(form, "[redacted]")
+        return text
+
+    def _explain(self, exc: BaseException) -> str:
         import httpx2
         from mcp import MCPError
 
+        if isinstance(exc, httpx2.LocalProtocolError | UnicodeError):
+            # The HTTP client's own words here quote the offending header, value included.
+            return "the request could not be sent: a header name or value is not valid in HTTP"
         status = self.last_status
         if isinstance(exc, httpx2.HTTPStatusError):
             status = exc.response.status_code
