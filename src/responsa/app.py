@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.routing import Router as Routes
 
 from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
@@ -191,13 +192,17 @@ def create_app(settings: Settings) -> Any:
             if access is not None:
                 access.flush()
 
-    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
+    # No trailing-slash redirects (Starlette's default, at every level): their Location is built
+    # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
+    routes: list[Any] = [Mount(prefix, app=Routes(routes=[*endpoints.routes(), *files.routes()],
+                                                  redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
     )
+    app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
     return RequestIds(app, access, endpoints.create_response)
