@@ -113,6 +113,17 @@ def test_unknown_ids_and_routes(server, client: OpenAI) -> None:
     assert envelope(httpx.put(server.base_url + "/responses", headers=AUTH), 405)
 
 
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/responses/"), ("GET", "/v1/files/"),
+                                             ("POST", "/openai/v1/responses/"), ("GET", "/health/"),
+                                             ("GET", "/v1")])
+def test_trailing_slash_paths_are_404s_not_redirects(server, method: str, path: str) -> None:
+    """A redirect would be built from the Host header: an open redirect for caches that forward it."""
+    r = httpx.request(method, server.url + path, headers={**AUTH, "Host": "evil.example"}, json={},
+                      follow_redirects=False)
+    assert "location" not in r.headers
+    assert envelope(r, 404)["message"] == f"Unknown path: {path}"
+
+
 def test_cancel_of_a_foreground_response_is_400(client: OpenAI) -> None:
     r = client.responses.create(model="m", input="x")
     with pytest.raises(openai.BadRequestError) as e:

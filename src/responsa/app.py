@@ -18,17 +18,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.routing import Router as Routes
 
 from .computer import ComputerKind
 from .config import Settings
 from .endpoints import Auth, Endpoints, JSONResponse
 from .errors import APIError
+from .fetcher import Fetcher
 from .files import FilesEndpoints
 from .ids import random_hex
 from .images import ImageGenerationKind
 from .jobs import Jobs
 from .mcp import MCPKind
 from .media import Media
+from .netguard import Guard
 from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
@@ -160,10 +163,12 @@ def create_app(settings: Settings) -> Any:
     router = Router(settings)
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
-    media = Media(store, settings)
+    guard = Guard.from_settings(settings)
+    fetcher = Fetcher(guard)  # every server-side download of a URL from a request goes through it
+    media = Media(store, settings, fetcher)
     live = LiveRuns()
     deferred = DeferredWrites(store, os.path.join(settings.data_dir, "unsaved-responses.jsonl"))
-    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live)
+    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live, fetcher=fetcher)
     jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
@@ -193,19 +198,23 @@ def create_app(settings: Settings) -> Any:
             await jobs.stop()
             await service.shutdown()
             await deferred.close()
-            await media.aclose()
+            await fetcher.aclose()
             await router.aclose()
             await store.close()
             if access is not None:
                 access.flush()
 
-    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
+    # No trailing-slash redirects (Starlette's default, at every level): their Location is built
+    # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
+    routes: list[Any] = [Mount(prefix, app=Routes(routes=[*endpoints.routes(), *files.routes()],
+                                                  redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
     )
+    app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
     return RequestIds(app, access, endpoints.create_response)

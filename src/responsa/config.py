@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from .netguard import parse_network
+
 DAY = 86400
 
 
@@ -60,6 +62,18 @@ def parse_reasoning_key(text: str) -> str:
     """A reasoning encryption key: any string of at least 32 characters (it is stretched with HKDF)."""
     if len(text) < 32:
         raise ValueError("a reasoning key needs at least 32 characters (try `openssl rand -base64 32`)")
+    return text
+
+
+def parse_api_key(text: str) -> str:
+    """A client API key: an empty one would let in every request that sends an empty key."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("an API key must not be empty or blank (is the variable it comes from unset?)")
+    if text != text.strip():
+        raise ValueError("an API key must not start or end with whitespace (HTTP headers drop it, so no "
+                         "client could send it)")
     return text
 
 
@@ -126,10 +140,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", int,
            metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
-           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
-           repeatable=True, metavar="KEY"),
-    Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
-           "loopback and link-local addresses.", parse_bool, flag_only=True),
+           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
+           "key is refused.", parse_api_key, repeatable=True, metavar="KEY"),
+    Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
+           "private, loopback and link-local addresses.", parse_bool, flag_only=True),
+    Option("allow_private_address", "Let server-side fetches reach this private address or CIDR network only "
+           "(repeatable; RESPONSA_ALLOW_PRIVATE_ADDRESS takes a comma-separated list).", parse_network,
+           repeatable=True, metavar="CIDR"),
     Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
            "(connecting included).", parse_duration, metavar="DURATION"),
     Option("mcp_max_output", "Largest MCP tool output kept; longer output is cut, with a note saying so.",
@@ -184,6 +201,7 @@ class Settings:
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
     allow_private_network: bool = False
+    allow_private_address: tuple[str, ...] = ()
     mcp_timeout: int = 60
     mcp_max_output: int = 256 * 1024
     retention: int = 30 * DAY

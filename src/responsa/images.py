@@ -261,7 +261,9 @@ async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
             raise ImageFailure("An image data URL must be base64-encoded.", code="invalid_base64_image")
         data = _b64(parts[1])
     elif ref.get("image_url"):
-        data = await download_image(ref["image_url"], ctx.settings.allow_private_network, limit)
+        if ctx.fetcher is None:
+            raise ImageFailure("This server cannot download image URLs here.", code="failed_to_download_image")
+        data = await download_image(ref["image_url"], ctx.fetcher, limit)
     else:
         raise ImageFailure("An input image has neither an image_url nor a file_id.", code="invalid_image")
     if len(data) > limit:

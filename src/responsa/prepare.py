@@ -14,6 +14,7 @@ from typing import Any
 from .config import Settings
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
+from .fetcher import Fetcher
 from .ids import response_id
 from .loop import RunSpec
 from .media import Media
@@ -30,8 +31,9 @@ class Preparer:
     """Builds `ResponseRun`s: everything a response needs before its first event."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, vault: ReasoningVault,
-                 media: Media, live: LiveRuns) -> None:
+                 media: Media, live: LiveRuns, fetcher: Fetcher) -> None:
         self.store = store
+        self.fetcher = fetcher
         self.live = live
         self.router = router
         self.settings = settings
@@ -76,7 +78,7 @@ class Preparer:
                                 background=req.background, previous_response_id=req.previous_response_id)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
-                          load_file=self._file_loader(owner), settings=self.settings,
+                          load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.

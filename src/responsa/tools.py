@@ -27,6 +27,8 @@ from .errors import InvalidRequest
 if TYPE_CHECKING:
     from .config import Settings
     from .events import ResponseEvents
+    from .fetcher import Fetcher
+    from .netguard import Guard
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -68,6 +70,18 @@ class ToolContext:
     # Items only the model sees, each placed before the output item at its index: what a tool
     # told the model about a call it refused (an invalid computer action). Never output or stored.
     model_notes: list[tuple[int, dict]] = field(default_factory=list)
+    # Server-side downloads of URLs from the request (image inputs), behind the private-network
+    # guard; None where nothing is downloaded.
+    fetcher: Fetcher | None = None
+
+    @property
+    def guard(self) -> Guard:
+        """Which addresses server-side connections (MCP servers, downloads) may reach."""
+        if self.fetcher is not None:
+            return self.fetcher.guard
+        from .netguard import Guard  # not loaded by whatever parses a request
+
+        return Guard.from_settings(self.settings)
 
 
 class Tool(Protocol):
