@@ -37,13 +37,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard", "replay",
-                          "shapes"})),
+    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard",
+                          "replay", "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
 # the events it emits, and the basics.
-LOOP_MAY_IMPORT = frozenset({"backends", "tools", "events", "errors", "ids", "shapes"})
+LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors", "ids", "shapes"})
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
@@ -60,6 +60,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "jinja2": frozenset({"backends.gguf"}),  # chat templates of GGUF files
     "pypdf": frozenset({"media"}),
     "cryptography": frozenset({"reasoning"}),
+    "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from .arguments import ArgumentsRepair, InvalidArguments, check_arguments, closing
 from .backends import (
     Backend,
     ReasoningDelta,
@@ -27,7 +28,7 @@ from .backends import (
 from .errors import InvalidRequest
 from .events import ResponseEvents
 from .ids import call_id as new_call_id
-from .tools import Outcome, ToolCall, ToolContext, ToolSet, chat_tool_choice
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolSet, chat_tool_choice
 
 MAX_TURNS = 16
 
@@ -67,6 +68,7 @@ class _Call:
     name: str = ""
     arguments: list[str] = field(default_factory=list)
     index: int | None = None  # output index once a streamed function_call item is open
+    repair: ArgumentsRepair = field(default_factory=ArgumentsRepair)
 
 
 async def run(spec: RunSpec, events: ResponseEvents) -> None:
@@ -121,7 +123,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
         stop = False
         for call in calls:
             tool = spec.toolset.owner(call.name)
-            arguments = "".join(call.arguments)
+            arguments = _settle(events, call, tool)
             if call.index is not None:
                 events.function_call_done(call.index)
                 stop = True
@@ -190,16 +192,38 @@ def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], 
         call = calls[ev.index] = _Call(call_id=ev.call_id or new_call_id())
     if ev.name:
         call.name += ev.name
-    if ev.arguments:
-        call.arguments.append(ev.arguments)
+    text = call.repair.feed(ev.arguments) if ev.arguments else ""
+    if text:
+        call.arguments.append(text)
     tool = spec.toolset.owner(call.name) if call.name else None
     if call.index is None and tool is not None and tool.streams_arguments:
         # A client function: open its item now and stream the arguments as they come.
         call.index = events.function_call_start(call.call_id, call.name)
         if call.arguments:
             events.function_call_delta(call.index, "".join(call.arguments))
-    elif call.index is not None and ev.arguments:
-        events.function_call_delta(call.index, ev.arguments)
+    elif call.index is not None and text:
+        events.function_call_delta(call.index, text)
+
+
+def _settle(events: ResponseEvents, call: _Call, tool: Tool | None) -> str:
+    """A call's final arguments. One that becomes a `function_call` item must be JSON (and match
+    a strict function's schema): otherwise the item ends incomplete and the response fails."""
+    arguments = "".join(call.arguments)
+    if call.index is None and tool is not None:
+        return arguments  # a tool run here, or a custom tool: it reads the arguments itself
+    tail = closing(arguments)
+    if tail:
+        arguments += tail
+        call.arguments.append(tail)
+        if call.index is not None:
+            events.function_call_delta(call.index, tail)
+    try:
+        check_arguments(call.name, arguments, tool.strict_schema if tool is not None else None)
+    except InvalidArguments:
+        if call.index is not None:
+            events.function_call_done(call.index, status="incomplete")
+        raise
+    return arguments
 
 
 def conversation(history: Sequence[dict], output: Sequence[dict],

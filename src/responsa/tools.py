@@ -94,6 +94,9 @@ class Tool(Protocol):
     # The call's item is opened as soon as the model names the function, and its arguments
     # streamed as they come (otherwise the tool writes its items when the call is complete).
     streams_arguments: bool = False
+    # The JSON Schema a call's arguments must match before the client is handed the call (a
+    # `strict: true` function's parameters; see arguments.py), or None.
+    strict_schema: dict | None = None
 
     def functions(self) -> list[dict]:
         """Chat Completions `tools[]` entries offered to the model."""
@@ -144,6 +147,8 @@ class FunctionTool(Tool):
     def __init__(self, entry: dict) -> None:
         self.entry = entry
         self.name = entry["name"]
+        if entry.get("strict"):
+            self.strict_schema = entry.get("parameters") or {"type": "object", "properties": {}}
 
     def functions(self) -> list[dict]:
         fn: dict[str, Any] = {"name": self.name,
