@@ -161,6 +161,11 @@ OPTIONS: tuple[Option, ...] = (
            flag_only=True),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
            int, metavar="N"),
+    Option("request_read_timeout", "Longest a request may take to arrive, headers and body, from its first "
+           "byte (408 and the connection closed after it); a connection that sends nothing is closed after "
+           "5 s.", parse_duration, metavar="DURATION"),
+    Option("max_connections", "Open connections (streams included) one process serves at once; past it new "
+           "requests get a 503.", int, metavar="N"),
     Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.",
            parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error."),
@@ -209,6 +214,8 @@ class Settings:
     max_file_size: int = 64 * 1024**2
     fetch_image_urls: bool = False
     max_background_runs: int = 32
+    request_read_timeout: int = 120
+    max_connections: int = 10_000
     keepalive_interval: int = 15
     log_level: str = "info"
     access_log: bool = True

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
-from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from .errors import InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from .feed import Event, Feed
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
@@ -68,11 +68,14 @@ async def read_json(request: Request, limit: int) -> Any:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by --request-read-timeout
+        raise RequestTimeout("The request body was not received in time.") from None
     raw = b"".join(chunks)
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")

@@ -11,13 +11,13 @@ from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
 from .endpoints import Auth, JSONResponse, query_int
-from .errors import InvalidRequest, PayloadTooLarge, not_found
+from .errors import InvalidRequest, PayloadTooLarge, RequestTimeout, not_found
 from .ids import file_id
 from .media import guess_mime
 from .store import FileRecord, Store
@@ -31,11 +31,14 @@ MIN_EXPIRY, MAX_EXPIRY = 3600, 30 * 86400
 async def _capped(stream: AsyncIterator[bytes], limit: int,
                   too_large: Callable[[], PayloadTooLarge]) -> AsyncGenerator[bytes, None]:
     size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        yield chunk
+    try:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise too_large()
+            yield chunk
+    except ClientDisconnect:  # gone, or cut off by --request-read-timeout
+        raise RequestTimeout("The request body was not received in time.") from None
 
 
 class FilesEndpoints:
