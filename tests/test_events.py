@@ -10,33 +10,17 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from harness import check_events, types_of
+from harness import check_events, new_response, recording_events, types_of
 
 from responsa.events import ResponseEvents, empty_usage
-from responsa.ids import response_id
-from responsa.protocol import parse_create
 
 CREATED = ["response.created", "response.in_progress"]
 TEXT_ITEM = ["response.output_item.added", "response.content_part.added"]
 TEXT_DONE = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
 
 
-def new_response(**body: object) -> dict:
-    """A fresh in-progress Response, echoing a create request as the service builds it."""
-    req = parse_create({"model": "test-model", "input": "hi", **body})
-    return {"id": response_id(), "object": "response", "created_at": 1700000000, "status": "in_progress",
-            "completed_at": None, "error": None, "incomplete_details": None, "model": req.model,
-            "output": [], "usage": None, **req.echo()}
-
-
 def recorded(dialect: str = "openai", first: int = 0) -> tuple[ResponseEvents, list[dict]]:
-    """Events for a new response whose sink keeps every flushed event."""
-    seen: list[dict] = []
-
-    async def sink(batch: list[dict]) -> None:
-        seen.extend(batch)
-
-    return ResponseEvents(new_response(), sink, dialect=dialect, first_sequence_number=first), seen
+    return recording_events(dialect, first)
 
 
 def drained(events: ResponseEvents, seen: list[dict]) -> list[dict]:
