@@ -29,6 +29,9 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from responsa.backends.scripted import Script, scripted_upstream_app
+from responsa.events import ResponseEvents
+from responsa.ids import response_id
+from responsa.protocol import parse_create
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "spec" / "openresponses-openapi-2026-04-24.json"  # vendored, see its README
@@ -305,6 +308,26 @@ def check_events(events: Sequence[Any], *, first: int = 0, complete: bool = True
         assert len(last["response"]["output"]) == len(added) or first != 0
         assert done == set(added), "items added but never done"
         check_response(last["response"])
+
+
+# ---- in-process helpers (no server) ------------------------------------------------------------
+
+def new_response(**body: Any) -> dict:
+    """A fresh in-progress Response, echoing a create request as the service builds it."""
+    req = parse_create({"model": "test-model", "input": "hi", **body})
+    return {"id": response_id(), "object": "response", "created_at": 1700000000, "status": "in_progress",
+            "completed_at": None, "error": None, "incomplete_details": None, "model": req.model,
+            "output": [], "usage": None, **req.echo()}
+
+
+def recording_events(dialect: str = "openai", first: int = 0, **body: Any) -> tuple[ResponseEvents, list[dict]]:
+    """`ResponseEvents` for a new response, and the list its sink appends every flushed event to."""
+    seen: list[dict] = []
+
+    async def sink(batch: list[dict]) -> None:
+        seen.extend(batch)
+
+    return ResponseEvents(new_response(**body), sink, dialect=dialect, first_sequence_number=first), seen
 
 
 def sse_events(body: str | bytes) -> list[dict]:

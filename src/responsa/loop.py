@@ -85,8 +85,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
         functions: list[dict] = []
         choice: str | dict | None = None
         if offer_tools and spec.toolset.tools:
-            # After the first turn a forced choice has been honoured; let the model answer.
-            requested = spec.tool_choice if turn == 0 or spec.tool_choice in ("none", "auto") else "auto"
+            requested = spec.tool_choice if turn == 0 else after_first_turn(spec.tool_choice)
             choice, allowed = chat_tool_choice(requested, spec.toolset)
             functions = spec.toolset.functions(allowed)
             if not functions:
@@ -131,10 +130,12 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 # A name the model invented: hand it to the client like any function call.
                 events.function_call(call.call_id, call.name, arguments)
                 stop = True
-            elif (not tool.client_side and spec.max_tool_calls is not None
-                  and server_calls >= spec.max_tool_calls):
+            elif not tool.client_side and (not offer_tools or (spec.max_tool_calls is not None
+                                                               and server_calls >= spec.max_tool_calls)):
                 # Past max_tool_calls further calls are ignored, as the hosted API does; the
-                # next turn offers no tools, so the model answers with what it has.
+                # next turn offers no tools, so the model answers with what it has. A call made
+                # on a turn that offered no tools (the last one) is not run either: no model
+                # would ever see its output.
                 continue
             else:
                 outcome = await tool.invoke(ToolCall(call.call_id, call.name, arguments), ctx)
@@ -224,6 +225,14 @@ def _settle(events: ResponseEvents, call: _Call, tool: Tool | None) -> str:
             events.function_call_done(call.index, status="incomplete")
         raise
     return arguments
+
+
+def after_first_turn(choice: str | dict) -> str | dict:
+    """The tool choice for turns after the first: a forced choice has been honoured, so the model
+    may now answer, but `allowed_tools` keeps restricting what it is offered."""
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return {**choice, "mode": "auto"}
+    return choice if choice in ("none", "auto") else "auto"
 
 
 def conversation(history: Sequence[dict], output: Sequence[dict],
