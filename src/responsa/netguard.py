@@ -35,15 +35,18 @@ class BlockedAddress(OSError):
 
 async def check_url(url: str, *, allow_private: bool, param: str, what: str = "URL") -> None:
     """Refuse (400, naming `param`) a URL that is not http(s) or resolves to a private address."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range or not a number
+        parts, port = None, 0
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest(f"The {what} must be an http(s) URL.", param=param, code="invalid_url")
     if allow_private:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError as e:
+    except (OSError, ValueError, UnicodeError) as e:  # ValueError: a NUL in the name
         raise InvalidRequest(f"The {what} host '{parts.hostname}' cannot be resolved: {e}", param=param,
                              code="invalid_url") from e
     for info in infos:
