@@ -39,6 +39,10 @@ def nested(depth: int) -> dict:
     return value
 
 
+def file_count(server: ServerProcess) -> int:
+    return len(httpx.get(server.base_url + "/files", headers=AUTH).json()["data"])
+
+
 # ---- numbers and nesting -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("extra", "param"), [
@@ -131,7 +135,7 @@ def test_malformed_urls_are_400s(server: ServerProcess, script, url: str) -> Non
     assert script.requests == []
 
 
-# ---- ids -------------------------------------------------------------------------------------------
+# ---- U+0000 and other unstorable strings ------------------------------------------------------------
 
 def test_item_ids_holding_nul_are_400s(either: ServerProcess, script) -> None:
     for item in ({"role": "user", "content": "x", "id": "msg_\x00"},
@@ -140,6 +144,36 @@ def test_item_ids_holding_nul_are_400s(either: ServerProcess, script) -> None:
                  {"type": "web_search_call", "status": "completed", "id": 5}):
         error(post(either, {"model": "m", "input": [item]}), 400, "input[0].id")
     assert script.requests == []
+
+
+def multipart(filename: bytes, content_type: bytes, extra: bytes = b"") -> tuple[bytes, dict]:
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n" + extra +
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename +
+            b"\"\r\nContent-Type: " + content_type + b"\r\n\r\nhello\r\n--XX--\r\n")
+    return body, {**AUTH, "Content-Type": "multipart/form-data; boundary=XX"}
+
+
+def test_uploads_with_unstorable_names_or_types_are_400s(either: ServerProcess, script) -> None:
+    before = file_count(either)
+    for filename, content_type in [(b"a\x00b.txt", b"text/plain"), (b"a.txt", b"text/pl\x00ain"),
+                                   (b"a.txt", b"text/plain\nX-Injected: 1"), (b"a.txt", b"not a type")]:
+        body, headers = multipart(filename, content_type)
+        err = error(httpx.post(either.base_url + "/files", content=body, headers=headers), 400, "file")
+        assert err["code"] == "invalid_value"
+    assert file_count(either) == before, "nothing may be stored"
+    body, headers = multipart(b"a.txt", b"text/plain; charset=utf-8")  # parameters are fine
+    uploaded = httpx.post(either.base_url + "/files", content=body, headers=headers).json()
+    download = httpx.get(either.base_url + f"/files/{uploaded['id']}/content", headers=AUTH)
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("seconds", ["3600\u00b2", "\u0663\u0666\u0660\u0660"])  # int() reads both
+def test_expiry_seconds_must_be_ascii_digits(server: ServerProcess, seconds: str) -> None:
+    extra = (b"--XX\r\nContent-Disposition: form-data; name=\"expires_after[anchor]\"\r\n\r\ncreated_at\r\n"
+             b"--XX\r\nContent-Disposition: form-data; name=\"expires_after[seconds]\"\r\n\r\n" +
+             seconds.encode() + b"\r\n")
+    body, headers = multipart(b"a.txt", b"text/plain", extra)
+    error(httpx.post(server.base_url + "/files", content=body, headers=headers), 400, "expires_after.seconds")
 
 
 def test_the_sdk_sees_bad_input_as_bad_request(client: OpenAI, script) -> None:
