@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from harness import KEY_A, ServerProcess
+from harness import KEY_A, ServerProcess, wait_for
 from openai import OpenAI
 
 from responsa import checks as c
@@ -167,13 +167,35 @@ def test_uploads_with_unstorable_names_or_types_are_400s(either: ServerProcess, 
     assert download.status_code == 200 and download.headers["content-type"].startswith("text/plain")
 
 
-@pytest.mark.parametrize("seconds", ["3600\u00b2", "\u0663\u0666\u0660\u0660"])  # int() reads both
+@pytest.mark.parametrize("seconds", ["3600\u00b2", "\u0663\u0666\u0660\u0660"])  # str.isdigit() holds for both
 def test_expiry_seconds_must_be_ascii_digits(server: ServerProcess, seconds: str) -> None:
     extra = (b"--XX\r\nContent-Disposition: form-data; name=\"expires_after[anchor]\"\r\n\r\ncreated_at\r\n"
              b"--XX\r\nContent-Disposition: form-data; name=\"expires_after[seconds]\"\r\n\r\n" +
              seconds.encode() + b"\r\n")
     body, headers = multipart(b"a.txt", b"text/plain", extra)
     error(httpx.post(server.base_url + "/files", content=body, headers=headers), 400, "expires_after.seconds")
+
+
+# ---- stream replay ----------------------------------------------------------------------------------
+
+def finished_background_response(server: ServerProcess) -> str:
+    client = OpenAI(base_url=server.base_url, api_key=KEY_A, max_retries=0)
+    r = client.responses.create(model="m", input="x", background=True)
+    wait_for(lambda: client.responses.retrieve(r.id).status == "completed")
+    return r.id
+
+
+def replay(server: ServerProcess, rid: str, after: str) -> httpx.Response:
+    return httpx.get(server.base_url + f"/responses/{rid}", params={"stream": "true", "starting_after": after},
+                     headers=AUTH, timeout=30)
+
+
+def test_starting_after_outside_the_stores_range_is_a_400(either: ServerProcess, script) -> None:
+    rid = finished_background_response(either)
+    for after in (str(2**31), str(2**70), "-2", "\u0663", "1_0", "1.5"):
+        error(replay(either, rid, after), 400, "starting_after")
+    resp = replay(either, rid, str(2**31 - 1))  # the bound itself: nothing after it, a stream ended cleanly
+    assert resp.status_code == 200 and resp.text == ""
 
 
 def test_the_sdk_sees_bad_input_as_bad_request(client: OpenAI, script) -> None:
