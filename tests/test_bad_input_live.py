@@ -137,6 +137,34 @@ def test_malformed_urls_are_400s(server: ServerProcess, script, url: str) -> Non
 
 # ---- U+0000 and other unstorable strings ------------------------------------------------------------
 
+def test_ids_holding_nul_are_unknown(either: ServerProcess, script) -> None:
+    base = either.base_url
+    for method, path in [("GET", "/responses/resp_%00"), ("DELETE", "/responses/resp_%00"),
+                         ("POST", "/responses/resp_%00/cancel"), ("GET", "/responses/resp_%00/input_items"),
+                         ("GET", "/responses/resp_%00?stream=true"), ("GET", "/files/file-%00"),
+                         ("GET", "/files/file-%00/content"), ("DELETE", "/files/file-%00")]:
+        err = error(httpx.request(method, base + path, headers=AUTH, timeout=30), 404)
+        assert "\x00" in err["message"], (method, path)
+    error(post(either, {"model": "m", "input": "x", "previous_response_id": "resp_\x00"}), 404,
+          "previous_response_id")
+    error(post(either, {"model": "m", "input": [{"type": "item_reference", "id": "msg_\x00"}]}), 404, "input[0]")
+    for part in ({"type": "input_image", "file_id": "file-\x00"}, {"type": "input_file", "file_id": "file-\x00"}):
+        error(post(either, {"model": "m", "input": [{"role": "user", "content": [part]}]}), 404,
+              "input[0].content[0].file_id")
+    assert script.requests == []
+
+
+def test_cursors_holding_nul_name_no_item(either: ServerProcess, script) -> None:
+    client = OpenAI(base_url=either.base_url, api_key=KEY_A, max_retries=0)
+    r = client.responses.create(model="m", input="x")
+    for cursor in ("after", "before"):
+        page = httpx.get(either.base_url + f"/responses/{r.id}/input_items", params={cursor: "msg_\x00"},
+                         headers=AUTH).json()
+        assert page["data"] == [] and page["has_more"] is False
+    page = httpx.get(either.base_url + "/files", params={"after": "file-\x00"}, headers=AUTH).json()
+    assert page["data"] == []
+
+
 def test_item_ids_holding_nul_are_400s(either: ServerProcess, script) -> None:
     for item in ({"role": "user", "content": "x", "id": "msg_\x00"},
                  {"type": "function_call_output", "call_id": "c", "output": "x", "id": "fco_\x00"},
