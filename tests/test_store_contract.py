@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pg
 import pytest
 
 from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
-from responsa.store import FileRecord, ResponseRecord, Store
+from responsa.store import FileRecord, ResponseRecord, Store, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -468,6 +470,18 @@ async def test_postgres_refuses_unstorable_values_as_client_errors(store: Store)
         await store.save_response(record("resp_1"), [], [msg("msg_\x00", "hello")])
     assert await store.get_record("resp_1", "alice") is None  # one statement: nothing half-written
     assert await store.ping() is True
+
+
+def test_rows_are_serialised_to_their_own_size() -> None:
+    item = msg("msg_1", "x")
+    assert orjson.loads(row_json(item)) == item
+    tracemalloc.start()
+    try:
+        kept = [row_json(item) for _ in range(1000)]
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 1000 and held < 1000 * 512  # orjson's own results hold 4 KiB each
 
 
 async def test_secrets(store: Store) -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .schema import LATEST, POSTGRES
 from .sqlite import _chain_from_rows
@@ -229,8 +229,8 @@ class PostgresStore:
                 kinds.append(kind)
                 positions.append(i)
                 item_ids.append(item.get("id", ""))
-                data.append(orjson.dumps(item))
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+                data.append(row_json(item))
+        run_request = row_json(record.run_request) if record.run_request is not None else None
         await self._execute(
             """
             WITH r AS (
@@ -251,7 +251,7 @@ class PostgresStore:
             DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
             """,
             record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
-            record.previous_response_id, orjson.dumps(record.body), run_request, record.lease_owner,
+            record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
             record.lease_until, len(output), kinds, positions, item_ids, data)
 
     # PostgreSQL text holds no U+0000 and refuses to compare with it: an id holding one names no
