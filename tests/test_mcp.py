@@ -356,6 +356,27 @@ def test_approval_mistakes_are_400s(client: OpenAI, script, calc: MCPTestServer)
 
 # ---- listing ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("item", "param"), [
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": "add"}, "input[0].tools"),
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": [{"name": 5}]}, "input[0].tools[0].name"),
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": [{"name": "add", "input_schema": "{}"}]},
+     "input[0].tools[0].input_schema"),
+    ({"type": "mcp_list_tools", "server_label": "calc"}, "input[0].tools"),
+    ({"type": "mcp_call", "server_label": "calc", "name": "add", "arguments": "{}", "output": {"sum": 3}},
+     "input[0].output"),
+    ({"type": "mcp_call", "server_label": "calc", "name": "add", "arguments": "{}", "approval_request_id": ["x"]},
+     "input[0].approval_request_id"),
+])
+def test_malformed_mcp_echoes_are_400s(client: OpenAI, script, calc: MCPTestServer, item: dict,
+                                       param: str) -> None:
+    # Accepted, such an echo would be the listing (or call) every later turn of the chain reads.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="m", tools=[mcp_tool(calc, require_approval="never")],
+                                input=[item, {"role": "user", "content": "go on"}])
+    assert e.value.body["param"] == param
+    assert script.requests == [] and calc.log.methods() == []
+
+
 def test_listing_reused_in_a_chain(client: OpenAI, script, calc: MCPTestServer) -> None:
     script.add({"content": "one"}, {"content": "two"}, {"content": "three"})
     tools = [mcp_tool(calc, require_approval="never")]

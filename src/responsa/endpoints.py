@@ -105,18 +105,20 @@ def query_bool(request: Request, name: str) -> bool:
     raise InvalidRequest(f"Invalid value for '{name}': expected true or false.", param=name, code="invalid_value")
 
 
-def query_int(request: Request, name: str, lo: int, hi: int | None = None, default: int | None = None) -> int | None:
+def query_int(request: Request, name: str, lo: int, hi: int = c.MAX_STORED_INT,
+              default: int | None = None) -> int | None:
     value = request.query_params.get(name)
     if value is None:
         return default
     try:
+        if not value.isascii() or "_" in value:  # int() also reads other scripts' digits, and 1_000
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise InvalidRequest(f"Invalid value for '{name}': expected an integer.", param=name,
                              code="invalid_type") from None
-    if number < lo or (hi is not None and number > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise InvalidRequest(f"Invalid value for '{name}': expected an integer {bounds}, got {number}.",
+    if not lo <= number <= hi:
+        raise InvalidRequest(f"Invalid value for '{name}': expected an integer between {lo} and {hi}, got {number}.",
                              param=name, code="invalid_value")
     return number
 

@@ -297,7 +297,10 @@ class Jobs:
                     if record.status in TERMINAL:
                         # A run's end and its terminal event are two writes: a finished run other
                         # than a cancelled one (which has no terminal event) gets a moment for
-                        # the event to land; then the stream ends either way.
+                        # the event to land, unless it is stored already (a replay that starts
+                        # after it); then the stream ends either way.
+                        if ended_at is None and await self._terminal_event_stored(rid):
+                            return
                         waited = ended_at is not None and time.monotonic() - ended_at > TERMINAL_EVENT_WAIT
                         if record.status == "cancelled" or waited:
                             if not await self.store.load_events(rid, last):
@@ -311,6 +314,10 @@ class Jobs:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await woken.wait()
+
+    async def _terminal_event_stored(self, rid: str) -> bool:
+        rows = await self.store.load_events(rid, -1)
+        return bool(rows) and orjson.loads(rows[-1][1])["type"] in TERMINAL_EVENTS
 
     # ---- recovery -----------------------------------------------------------------------------------
 

@@ -85,11 +85,8 @@ class MCPKind(ToolKind):
             if entry.get(key) is not None:
                 raise InvalidRequest(f"'{param}.{key}' is not supported by this server; give a 'server_url'.",
                                      param=f"{param}.{key}", code="unsupported_value")
-        url = c.string(entry, "server_url", f"{param}.server_url", required=True) or ""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRequest(f"Invalid '{param}.server_url': expected an http(s) URL.",
-                                 param=f"{param}.server_url", code="invalid_url")
+        url = c.url(c.string(entry, "server_url", f"{param}.server_url", required=True) or "",
+                    f"{param}.server_url")
         headers = c.mapping(entry, "headers", f"{param}.headers")
         for n, (name, value) in enumerate((headers or {}).items(), 1):
             if not HEADER_NAME.fullmatch(name):

@@ -114,18 +114,21 @@ class Guard:
     async def check_url(self, url: str, *, param: str, what: str = "URL") -> None:
         """Refuse (400, naming `param`) a URL that is not http(s) or whose host resolves to an
         address this guard does not permit."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an unclosed IPv6 bracket
+            raise InvalidRequest(f"The {what} must be an http(s) URL.", param=param, code="invalid_url") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidRequest(f"The {what} must be an http(s) URL.", param=param, code="invalid_url")
-        if self.allow_private:
-            return
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise InvalidRequest(f"The {what} has an invalid port.", param=param, code="invalid_url") from None
+        if self.allow_private:
+            return
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-        except OSError as e:
+        except (OSError, ValueError, UnicodeError) as e:  # ValueError: a NUL in the name
             raise InvalidRequest(f"The {what} host '{parts.hostname}' cannot be resolved: {e}", param=param,
                                  code="invalid_url") from e
         for info in infos:

@@ -96,6 +96,10 @@ def parse_create(body: Any) -> CreateRequest:
     typical request sends three or four of the thirty-odd parameters."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    for key, value in body.items():
+        # Every value is echoed, stored or (in a background run's request) kept whole, unknown keys too.
+        if type(value) is dict or type(value) is list:
+            c.nesting(value, key)
     model = c.string(body, "model", "model", required=True, allow_empty=False)
     assert model is not None
     req = CreateRequest(model=model, input=normalize_input(body.get("input")), raw=body)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .netguard import Guard
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# The most entries `tools` (and `tool_choice.tools`) may hold: the hosted API's bound.
+MAX_TOOLS = 128
 
 # Tool types accepted and echoed but not offered to the model (see docs/unsupported.md).
 IGNORED_TYPES = frozenset({
@@ -267,6 +269,7 @@ register_tool_kinds(FunctionKind(), CustomKind())
 
 
 def check_tools(entries: list[Any]) -> list[dict]:
+    c.max_items(entries, "tools", MAX_TOOLS)
     kinds = _KINDS
     out = []
     names: set[str] = set()
@@ -340,7 +343,8 @@ def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
         return {"type": kind, "name": name}
     if kind == "allowed_tools":
         mode = c.choice(value, "mode", "tool_choice.mode", ("auto", "required"), required=True)
-        allowed = c.array(value, "tools", "tool_choice.tools", required=True) or []
+        allowed = c.max_items(c.array(value, "tools", "tool_choice.tools", required=True) or [],
+                              "tool_choice.tools", MAX_TOOLS)
         for i, ref in enumerate(allowed):
             if not isinstance(ref, dict) or not isinstance(ref.get("type"), str):
                 raise c.wrong_type(f"tool_choice.tools[{i}]", "an object with a 'type'", ref)

@@ -21,9 +21,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
-from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
+from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .schema import LATEST, POSTGRES
 from .sqlite import _chain_from_rows
 
@@ -126,6 +127,9 @@ class PostgresStore:
             pool.release(conn, broken=not keeps_connection(e))
             if isinstance(e, Exception) and is_outage(e):
                 raise unavailable(e) from e
+            client_error = unstorable(e)
+            if client_error is not None:
+                raise client_error from e
             raise
         pool.release(conn)
 
@@ -141,6 +145,9 @@ class PostgresStore:
             pool.release(conn, broken=not keeps_connection(e))
             if isinstance(e, Exception) and is_outage(e):
                 raise unavailable(e) from e
+            client_error = unstorable(e)
+            if client_error is not None:
+                raise client_error from e
             raise
         pool.release(conn)
         return result
@@ -226,8 +233,8 @@ class PostgresStore:
                 kinds.append(kind)
                 positions.append(i)
                 item_ids.append(item.get("id", ""))
-                data.append(orjson.dumps(item))
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+                data.append(row_json(item))
+        run_request = row_json(record.run_request) if record.run_request is not None else None
         if not create:
             # Deleted meanwhile: a late write must not bring it back (nothing is written).
             await self._execute(
@@ -246,7 +253,7 @@ class PostgresStore:
                 ON CONFLICT (response_id, kind, position)
                 DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
                 """,
-                record.id, record.status, orjson.dumps(record.body), run_request, record.lease_owner,
+                record.id, record.status, row_json(record.body), run_request, record.lease_owner,
                 record.lease_until, len(output), kinds, positions, item_ids, data)
             return
         await self._execute(
@@ -269,10 +276,15 @@ class PostgresStore:
             DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
             """,
             record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
-            record.previous_response_id, orjson.dumps(record.body), run_request, record.lease_owner,
+            record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
             record.lease_until, len(output), kinds, positions, item_ids, data)
 
+    # PostgreSQL text holds no U+0000 and refuses to compare with it: an id holding one names no
+    # row (as in SQLite), so such lookups miss without a query.
+
     async def get_response(self, response_id: str, owner: str) -> dict | None:
+        if not may_exist(response_id):
+            return None
         row = await self._fetchrow(
             "SELECT r.body, (SELECT array_agg(i.data ORDER BY i.position) FROM items i "
             "                 WHERE i.response_id = r.id AND i.kind = 1) "
@@ -285,6 +297,8 @@ class PostgresStore:
         return response
 
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
+        if not may_exist(response_id):
+            return None
         row = await self._fetchrow(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
             "run_request, lease_owner, lease_until FROM responses "
@@ -297,6 +311,8 @@ class PostgresStore:
                               lease_owner=row[9], lease_until=row[10])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
+        if not may_exist(response_id):
+            return _chain_from_rows(response_id, [])  # raises NotFound
         rows = await self._fetch(
             """
             WITH RECURSIVE chain(id, prev, status, depth) AS (
@@ -317,6 +333,8 @@ class PostgresStore:
         return _chain_from_rows(response_id, rows)
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
+        if not may_exist(response_id):
+            return False
         deleted = await self._fetchval(
             """
             WITH r AS (DELETE FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING id),
@@ -328,6 +346,11 @@ class PostgresStore:
 
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
+        if not may_exist(response_id):
+            return None
+        lost_cursor = not all(may_exist(cursor) for cursor in (after, before) if cursor is not None)
+        if lost_cursor:
+            after = before = None
         async with self._conn() as conn:
             head = await conn.fetchrow(
                 "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3), "
@@ -336,7 +359,7 @@ class PostgresStore:
                 response_id, owner, int(time.time()), after, before)
             if not head[0]:
                 return None
-            if (after is not None and head[1] is None) or (before is not None and head[2] is None):
+            if lost_cursor or (after is not None and head[1] is None) or (before is not None and head[2] is None):
                 return ItemPage([], False)
             asc = order == "asc"
             where = ["response_id = $1", "kind = 0"]
@@ -351,6 +374,7 @@ class PostgresStore:
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
+        item_ids = [i for i in item_ids if may_exist(i)]
         if not item_ids:
             return {}
         rows = await self._fetch(
@@ -382,6 +406,8 @@ class PostgresStore:
             response_id, [seq for seq, _ in events], [bytes(data) for _, data in events])
 
     async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:
+        if not may_exist(response_id):
+            return []
         rows = await self._fetch("SELECT seq, data FROM events WHERE response_id = $1 AND seq > $2 "
                                  "ORDER BY seq", response_id, after)
         return [(r[0], r[1]) for r in rows]
@@ -411,11 +437,15 @@ class PostgresStore:
                 for r in rows]
 
     async def request_cancel(self, response_id: str, owner: str) -> bool:
+        if not may_exist(response_id):
+            return False
         status = await self._execute(
             "UPDATE responses SET cancel_requested = TRUE WHERE id = $1 AND owner = $2", response_id, owner)
         return status == "UPDATE 1"
 
     async def cancel_requested(self, response_id: str) -> bool:
+        if not may_exist(response_id):
+            return False
         return bool(await self._fetchval("SELECT cancel_requested FROM responses WHERE id = $1", response_id))
 
     # ---- files ----------------------------------------------------------------------------------
@@ -430,12 +460,16 @@ class PostgresStore:
             record.bytes, record.mime_type, data)
 
     async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        if not may_exist(file_id):
+            return None
         row = await self._fetchrow(
             f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = $1 AND owner = $2 "
             "AND (expires_at IS NULL OR expires_at > $3)", file_id, owner, int(time.time()))
         return FileRecord(*row) if row else None
 
     async def file_content(self, file_id: str, owner: str) -> bytes | None:
+        if not may_exist(file_id):
+            return None
         data = await self._fetchval(
             "SELECT data FROM files WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > $3)",
             file_id, owner, int(time.time()))
@@ -443,6 +477,8 @@ class PostgresStore:
 
     async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[FileRecord], bool]:
+        if after and not may_exist(after):
+            return [], False  # an unknown cursor, as in SQLite
         asc = order == "asc"
         where = ["owner = $1", "(expires_at IS NULL OR expires_at > $2)"]
         args: list[Any] = [owner, int(time.time())]
@@ -463,6 +499,8 @@ class PostgresStore:
         return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
 
     async def delete_file(self, file_id: str, owner: str) -> bool:
+        if not may_exist(file_id):
+            return False
         status = await self._execute("DELETE FROM files WHERE id = $1 AND owner = $2", file_id, owner)
         return status == "DELETE 1"
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
 from .schema import LATEST, SQLITE
 
 log = logging.getLogger("responsa.store")
@@ -267,12 +267,12 @@ class SQLiteStore:
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
                             input_items: Sequence[dict] | None = None, *, wait: bool = True,
                             create: bool = True) -> None:
-        body = orjson.dumps(record.body)
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
-        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, orjson.dumps(item))
+        body = row_json(record.body)
+        run_request = row_json(record.run_request) if record.run_request is not None else None
+        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, row_json(item))
                     for i, item in enumerate(output)]
         if input_items is not None:
-            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, orjson.dumps(item))
+            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, row_json(item))
                          for i, item in enumerate(input_items)]
         keep = len(output)
 
