@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
@@ -24,7 +25,7 @@ from openai import OpenAI
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
 
-from responsa.backends import TurnRequest, gguf  # noqa: E402
+from responsa.backends import ModelOptions, TurnRequest, gguf  # noqa: E402
 from responsa.backends.embedded import (  # noqa: E402
     DEFAULT_MODEL_NAME,
     EmbeddedBackend,
@@ -92,8 +93,9 @@ def test_template_errors_are_a_clear_400() -> None:
 
 
 def test_plan_picks_the_generation_mode() -> None:
-    def plan(**kw: object) -> gguf.Plan:
-        return gguf.plan(TurnRequest(model="m", items=[], **kw))
+    def plan(response_format: dict | None = None, **kw: Any) -> gguf.Plan:
+        return gguf.plan(TurnRequest(model="m", items=[], options=ModelOptions(response_format=response_format),
+                                     **kw))
 
     assert plan().mode == "text"
     assert plan(tools=CHAT_TOOLS, tool_choice="auto").mode == "auto"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness import check_events, recording_events, types_of
 
 from responsa import loop
 from responsa.backends import (
+    ModelOptions,
     ReasoningDelta,
     RefusalDelta,
     TextDelta,
@@ -123,8 +125,11 @@ def make_spec(backend: Engine, events: ResponseEvents, tools: Iterable[Tool] = (
     """The one place a RunSpec is built (the service builds it in its own way)."""
     history = [user("hi")] if history is None else list(history)
     ctx = ToolContext(events=events, history=history, settings=Settings())
+    model_fields = {f.name for f in dataclasses.fields(ModelOptions)}
+    model_options = ModelOptions(**{k: v for k, v in options.items() if k in model_fields})
     return RunSpec(backend=backend, model="engine-model", history=history, toolset=ToolSet(list(tools)),
-                   tool_ctx=ctx, **options)
+                   tool_ctx=ctx, options=model_options,
+                   **{k: v for k, v in options.items() if k not in model_fields})
 
 
 class Run:
@@ -171,7 +176,7 @@ def test_text_completes_with_usage() -> None:
         "input_tokens": 5, "input_tokens_details": {"cached_tokens": 1, "cache_write_tokens": 0},
         "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 7}
     (request,) = engine.requests
-    assert request.model == "engine-model" and request.instructions == "be brief"
+    assert request.model == "engine-model" and request.options.instructions == "be brief"
     assert list(request.items) == [user("hi")]
     assert (list(request.tools), request.tool_choice, request.parallel_tool_calls) == ([], None, None)
 
@@ -182,9 +187,10 @@ def test_request_options_reach_the_backend() -> None:
     run_loop(engine, temperature=0.3, top_p=0.5, max_output_tokens=100, reasoning_effort="low", user="u1",
              response_format=fmt, truncation="auto", stream=False, history_prefix=("chain", 1))
     (request,) = engine.requests
-    assert (request.temperature, request.top_p, request.max_output_tokens) == (0.3, 0.5, 100)
-    assert (request.reasoning_effort, request.user, request.truncation) == ("low", "u1", "auto")
-    assert request.response_format == fmt and request.stream is False
+    options = request.options
+    assert (options.temperature, options.top_p, request.max_output_tokens) == (0.3, 0.5, 100)
+    assert (options.reasoning_effort, options.user, options.truncation) == ("low", "u1", "auto")
+    assert options.response_format == fmt and options.stream is False
     assert request.prefix == ("chain", 1)
 
 

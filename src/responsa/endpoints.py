@@ -218,11 +218,8 @@ class Endpoints:
     async def create_response(self, request: Request) -> Response:
         owner = self.auth(request)
         body = await read_json(request, self.max_body_size)
-        req = parse_create(body)
         headers = request.headers
-        for name in FORWARDED_HEADERS:
-            if name in headers:
-                req.headers[name] = headers[name]
+        req = parse_create(body, {name: headers[name] for name in FORWARDED_HEADERS if name in headers})
         result = await self.service.create(req, owner)
         extra = {}
         ignored = ignored_tool_types(req.tools)

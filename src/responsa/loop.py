@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, replace
 
 from .arguments import ArgumentsRepair, InvalidArguments, check_arguments, closing
 from .backends import (
+    NO_OPTIONS,
     Backend,
+    ModelOptions,
     ReasoningDelta,
     ReasoningSummaryDelta,
     RefusalDelta,
@@ -42,18 +44,11 @@ class RunSpec:
     history: Sequence[dict]  # the conversation before this response's output
     toolset: ToolSet
     tool_ctx: ToolContext
-    instructions: str | None = None
+    options: ModelOptions = NO_OPTIONS
     tool_choice: str | dict = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = None
     max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    response_format: dict | None = None
-    reasoning_effort: str | None = None
-    user: str | None = None
-    truncation: str = "disabled"
-    stream: bool = True
     # (key, n): history[:n] is an earlier chain that never changes (see chat.to_messages)
     history_prefix: tuple[object, int] | None = None
     usage: list[Usage | None] = field(default_factory=list)
@@ -99,12 +94,9 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 return
         request = TurnRequest(
             model=spec.model, items=conversation(history, events.output, ctx.model_notes),
-            instructions=spec.instructions,
             tools=functions, tool_choice=choice if functions else None,
             parallel_tool_calls=spec.parallel_tool_calls if functions else None,
-            response_format=spec.response_format, temperature=spec.temperature, top_p=spec.top_p,
-            max_output_tokens=max_tokens, reasoning_effort=spec.reasoning_effort, user=spec.user,
-            stream=spec.stream, truncation=spec.truncation,
+            options=spec.options, max_output_tokens=max_tokens,
             prefix=spec.history_prefix if len(history) == len(spec.history) else None,
         )
         finish, calls = await _turn(spec, request, events, history)
@@ -177,7 +169,7 @@ async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
                 if events.pending:
                     await events.flush()
         except InvalidRequest as e:
-            if e.code != "context_length_exceeded" or spec.truncation != "auto" or events.seq != emitted:
+            if e.code != "context_length_exceeded" or spec.options.truncation != "auto" or events.seq != emitted:
                 raise
             dropped = truncate_oldest(history)
             if not dropped:

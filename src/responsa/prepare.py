@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .backends import ModelOptions
 from .config import Settings
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
@@ -83,15 +84,15 @@ class Preparer:
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
         prefix = (history_key, len(history)) if history_key and history_as_stored else None
+        options = ModelOptions(
+            instructions=req.instructions, response_format=response_format(req.text_format),
+            temperature=req.temperature, top_p=req.top_p, reasoning_effort=(req.reasoning or {}).get("effort"),
+            user=req.user, stream=req.stream or req.background, truncation=req.truncation)
         spec = RunSpec(
             backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
-            toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
-            tool_choice=req.tool_choice, parallel_tool_calls=req.parallel_tool_calls,
-            max_tool_calls=req.max_tool_calls, max_output_tokens=req.max_output_tokens,
-            temperature=req.temperature, top_p=req.top_p, response_format=response_format(req.text_format),
-            reasoning_effort=(req.reasoning or {}).get("effort"), user=req.user, truncation=req.truncation,
-            stream=req.stream or req.background,
-        )
+            toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, options=options, tool_choice=req.tool_choice,
+            parallel_tool_calls=req.parallel_tool_calls, max_tool_calls=req.max_tool_calls,
+            max_output_tokens=req.max_output_tokens)
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)

@@ -81,7 +81,7 @@ class ChatCompletionsBackend:
 
     def body(self, req: TurnRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": req.model,
-                                "messages": to_messages(req.items, req.instructions, self.chat_options,
+                                "messages": to_messages(req.items, req.options.instructions, self.chat_options,
                                                         req.prefix)}
         if req.tools:
             body["tools"] = list(req.tools)
@@ -89,19 +89,19 @@ class ChatCompletionsBackend:
                 body["tool_choice"] = req.tool_choice
             if req.parallel_tool_calls is False:
                 body["parallel_tool_calls"] = False
-        if req.response_format is not None:
-            body["response_format"] = req.response_format
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
+        if req.options.response_format is not None:
+            body["response_format"] = req.options.response_format
+        if req.options.temperature is not None:
+            body["temperature"] = req.options.temperature
+        if req.options.top_p is not None:
+            body["top_p"] = req.options.top_p
         if req.max_output_tokens is not None:
             body[self.max_tokens_field] = req.max_output_tokens
-        if req.reasoning_effort is not None:
-            body["reasoning_effort"] = req.reasoning_effort
-        if req.user is not None:
-            body["user"] = req.user
-        if req.stream:
+        if req.options.reasoning_effort is not None:
+            body["reasoning_effort"] = req.options.reasoning_effort
+        if req.options.user is not None:
+            body["user"] = req.options.user
+        if req.options.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return body
@@ -116,7 +116,7 @@ class ChatCompletionsBackend:
             if resp.status != 200:
                 raise upstream_error(resp.status, await resp.read(limit=64 * 1024))
             yield TurnStart()
-            if req.stream:
+            if req.options.stream:
                 async for event in self._stream(resp):
                     yield event
             else:

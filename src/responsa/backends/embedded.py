@@ -221,7 +221,7 @@ class _Job:
         llm, req = self.backend.llm, self.req
         plan = gguf.plan(req)
         assert self.backend.prompt is not None
-        text = self.backend.prompt.render(req.items, req.instructions, plan.tools)
+        text = self.backend.prompt.render(req.items, req.options.instructions, plan.tools)
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         self._check_context(len(tokens) + (8 if plan.mode == "call" else 0))
         self.emit(TurnStart())
@@ -240,7 +240,7 @@ class _Job:
     def _check_context(self, prompt_tokens: int) -> None:
         n_ctx = self.backend.llm.n_ctx()
         room = 1
-        if self.req.truncation == "auto":
+        if self.req.options.truncation == "auto":
             room = min(AUTO_ANSWER_ROOM, n_ctx // 4, self.budget)
         if prompt_tokens + room > n_ctx:
             raise InvalidRequest(
@@ -336,8 +336,8 @@ class _Job:
         made = 0
         for token in llm.generate(
             tokens,
-            temp=req.temperature if req.temperature is not None else DEFAULT_TEMPERATURE,
-            top_p=req.top_p if req.top_p is not None else DEFAULT_TOP_P,
+            temp=req.options.temperature if req.options.temperature is not None else DEFAULT_TEMPERATURE,
+            top_p=req.options.top_p if req.options.top_p is not None else DEFAULT_TOP_P,
             top_k=40, min_p=0.05,
             # A repeat penalty helps a small model out of loops, but would fight a grammar.
             repeat_penalty=1.0 if grammar else 1.1,

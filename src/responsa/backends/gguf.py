@@ -156,7 +156,7 @@ class Plan:
 
 def plan(req: TurnRequest) -> Plan:
     """The generation mode for a turn request."""
-    text_schema = _format_schema(req.response_format)
+    text_schema = _format_schema(req.options.response_format)
     choice = req.tool_choice
     if req.tools and choice != "none":
         tools = tuple(req.tools)

@@ -169,7 +169,7 @@ class ScriptedBackend:
         self.script = script or Script()
 
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        body = {"model": req.model, "messages": to_messages(req.items, req.instructions),
+        body = {"model": req.model, "messages": to_messages(req.items, req.options.instructions),
                 "tools": list(req.tools)}
         turn = self.script.next_turn(body)
         if turn.get("status"):
