@@ -183,9 +183,7 @@ class Media:
         if plain_key is not None and plain_key in self._plain_histories:
             self._plain_histories.move_to_end(plain_key)
             start = first_input
-        accepts_files = getattr(backend, "accepts_files", None)
-        run = _Resolution(self, owner, images=backend.accepts_images(model),
-                          files=bool(accepts_files and accepts_files(model)))
+        run = _Resolution(self, owner, images=backend.accepts_images(model), files=backend.accepts_files(model))
         out = list(items[:start])
         changed = False
         for n in range(start, len(items)):

@@ -14,10 +14,13 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -89,9 +92,8 @@ class Guard:
         self.allowed: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in allowed)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Guard:
-        return cls(bool(getattr(settings, "allow_private_network", False)),
-                   getattr(settings, "allow_private_address", ()))
+    def from_settings(cls, settings: Settings) -> Guard:
+        return cls(settings.allow_private_network, settings.allow_private_address)
 
     def permits(self, address: str) -> bool:
         """Whether a connection to this IP address is allowed."""

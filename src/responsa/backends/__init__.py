@@ -123,7 +123,11 @@ class Backend(Protocol):
 
     def accepts_files(self, model: str) -> bool:
         """Whether `input_file` parts may be sent as Chat Completions `file` parts (False: the
-        text of PDFs and text files is sent instead, see media.py). Optional: absent means False."""
+        text of PDFs and text files is sent instead, see media.py)."""
+        ...
+
+    async def start(self) -> None:
+        """Work at server start (the embedded engine loads its model in the background)."""
         ...
 
     async def ready(self) -> bool:

@@ -61,6 +61,9 @@ class ChatCompletionsBackend:
     def accepts_images(self, model: str) -> bool:
         return self.send_images
 
+    async def start(self) -> None:
+        return None
+
     def accepts_files(self, model: str) -> bool:
         return self.send_files
 

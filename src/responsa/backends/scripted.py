@@ -204,6 +204,9 @@ class ScriptedBackend:
     def accepts_images(self, model: str) -> bool:
         return True
 
+    async def start(self) -> None:
+        return None
+
     def accepts_files(self, model: str) -> bool:
         return False
 
