@@ -24,8 +24,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from fixed_engine import serve_fixed
 
 REPLY = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench-model",
@@ -40,23 +42,7 @@ def free_port() -> int:
 
 
 def start_engine() -> ThreadingHTTPServer:
-    class Engine(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(REPLY)))
-            self.end_headers()
-            self.wfile.write(REPLY)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Engine)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_fixed(REPLY)
 
 
 def get(port: int, path: str, timeout: float = 60) -> int:
