@@ -25,6 +25,8 @@ T = TypeVar("T")
 DEADLINE = 5.0  # seconds; no test here needs more than a fraction of it
 Handler = Callable[["Peer", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
+READ_TIMEOUT = 30.0  # the engines' read timeout here (Settings.upstream_timeout in the server)
+
 
 class Peer:
     """A raw HTTP/1.1 peer on a free loopback port; connection n (from 0) is served by `handler`."""
@@ -57,7 +59,7 @@ class Peer:
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     def pool(self, path: str = "", **options: float) -> Pool:
-        pool = Pool(self.url + path, **options)
+        pool = Pool(self.url + path, **{"read_timeout": READ_TIMEOUT, **options})
         self._pools.append(pool)
         return pool
 
@@ -428,7 +430,7 @@ async def test_a_new_connection_closed_before_an_answer_is_an_error() -> None:
 
 def test_the_pool_keeps_a_bounded_number_of_idle_connections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http, "MAX_IDLE_CONNECTIONS", 2)
-    pool = Pool("http://127.0.0.1:9")
+    pool = Pool("http://127.0.0.1:9", read_timeout=READ_TIMEOUT)
     conns = []
     for _ in range(3):
         conn = http._Connection()
@@ -546,20 +548,20 @@ async def test_nobody_listening_is_a_clear_error() -> None:
     with socket.socket() as s:  # bound but not listening: connections are refused, and no one else can bind it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        pool = Pool(f"http://127.0.0.1:{port}")
+        pool = Pool(f"http://127.0.0.1:{port}", read_timeout=READ_TIMEOUT)
         with pytest.raises(HTTPError, match=f"cannot connect to 127.0.0.1:{port}"):
             await within(pool.request("GET", "/", {}))
 
 
 def test_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
-        Pool("ftp://example.com")
+        Pool("ftp://example.com", read_timeout=READ_TIMEOUT)
     with pytest.raises(ValueError, match="not an http"):
-        Pool("http://")
-    assert Pool("http://example.com/v1/").host_header == b"example.com"
-    assert Pool("http://example.com/v1/").base_path == "/v1"
-    assert Pool("https://example.com:8443").host_header == b"example.com:8443"
-    secure = Pool("https://example.com")
+        Pool("http://", read_timeout=READ_TIMEOUT)
+    assert Pool("http://example.com/v1/", read_timeout=READ_TIMEOUT).host_header == b"example.com"
+    assert Pool("http://example.com/v1/", read_timeout=READ_TIMEOUT).base_path == "/v1"
+    assert Pool("https://example.com:8443", read_timeout=READ_TIMEOUT).host_header == b"example.com:8443"
+    secure = Pool("https://example.com", read_timeout=READ_TIMEOUT)
     assert (secure.port, secure.host_header, secure.ssl is not None) == (443, b"example.com", True)
-    v6 = Pool("http://[::1]:8000/v1")
+    v6 = Pool("http://[::1]:8000/v1", read_timeout=READ_TIMEOUT)
     assert (v6.host, v6.port, v6.host_header) == ("::1", 8000, b"[::1]:8000")
