@@ -19,7 +19,7 @@ from .events import TERMINAL
 from .feed import Feed
 from .jobs import Jobs
 from .media import Media
-from .prepare import Preparer
+from .prepare import LocalChain, Preparer
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
@@ -48,9 +48,10 @@ class ResponsesService:
 
     # ---- create -----------------------------------------------------------------------------
 
-    async def create(self, req: CreateRequest, owner: str) -> ResponseObject | Feed:
-        """The finished Response (plain), or the feed of its events (stream, background stream)."""
-        run = await self.preparer.prepare(req, owner)
+    async def create(self, req: CreateRequest, owner: str, local: LocalChain | None = None) -> ResponseObject | Feed:
+        """The finished Response (plain), or the feed of its events (stream, background stream).
+        `local` holds earlier responses only the caller's connection has (see prepare.py)."""
+        run = await self.preparer.prepare(req, owner, local=local)
         run.spawn = self.spawn
         if req.background:
             return await self.jobs.submit(run)
