@@ -114,10 +114,14 @@ class ResponsesService:
         # Wait briefly for the engine to accept (it usually answers at once). An engine slow to
         # answer at all gets the stream started anyway, with keep-alives; a refusal after that
         # ends the stream as `response.failed`.
-        await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
-        if not accepted.done():
-            on_accepted()
-        await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        try:
+            await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
+            if not accepted.done():
+                on_accepted()
+            await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        except asyncio.CancelledError:
+            feed.abandon()  # the caller went away before it got the feed (a closed WebSocket)
+            raise
         return feed
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
