@@ -132,6 +132,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "fetch_image_urls": ("on", True, True),
     "max_background_runs": ("4", 4, 4),
     "keepalive_interval": ("30s", 30, 30),
+    "websocket_idle_timeout": ("2m", 120, 120),
     "log_level": ("debug", "debug", "debug"),
     "access_log": ("off", False, False),
     "reasoning_key": (f"{KEY_1},{KEY_2}", [KEY_1, KEY_2], (KEY_1, KEY_2)),

@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 
 from .computer import ComputerKind
 from .config import Settings
-from .endpoints import Auth, Endpoints, JSONResponse
+from .endpoints import Auth, Endpoints, JSONResponse, error_response
 from .errors import APIError
 from .files import FilesEndpoints
 from .ids import random_hex
@@ -36,6 +36,7 @@ from .run import LiveRuns
 from .service import ResponsesService
 from .store import open_store
 from .tools import register_tool_kinds
+from .websocket import ResponsesSocket
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -43,13 +44,6 @@ access_log = logging.getLogger("responsa.access")
 # Both URL forms: OpenAI's /v1, Azure's /openai/v1 (api-version accepted and ignored) and the
 # older Azure /openai form that `AzureOpenAI(azure_endpoint=...)` uses for /responses.
 PREFIXES = ("/v1", "/openai/v1", "/openai")
-
-
-def error_response(error: APIError) -> Response:
-    headers = {**error.headers}
-    if error.should_retry is not None:
-        headers["x-should-retry"] = "true" if error.should_retry else "false"
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -173,6 +167,8 @@ def create_app(settings: Settings) -> Any:
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
+    socket = ResponsesSocket(service, auth, idle_timeout=settings.websocket_idle_timeout,
+                             access=access.add if access is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -196,7 +192,8 @@ def create_app(settings: Settings) -> Any:
             if access is not None:
                 access.flush()
 
-    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes()]) for prefix in PREFIXES]
+    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes(), *socket.routes()])
+                         for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,

@@ -73,9 +73,11 @@ def serve(settings: Settings) -> None:
     # threshold (700) ran a collection several times per request. The objects alive after
     # start-up are frozen out of collections by the app's lifespan (gc.freeze).
     gc.set_threshold(20000, 50, 100)
+    # A WebSocket message is held to the size of a request body; a larger one closes the
+    # connection with 1009 before it is buffered whole.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
-                log_config=None)
+                loop="uvloop", http="httptools", ws="websockets-sansio", ws_max_size=settings.max_body_size,
+                lifespan="on", timeout_graceful_shutdown=10, log_config=None)
 
 
 def migrate(settings: Settings) -> None:
