@@ -240,6 +240,7 @@ def test_a_bad_key_is_refused_before_the_upgrade(server, script) -> None:
     with pytest.raises(InvalidStatus) as refused, bad.responses.connect():
         pass
     assert refused.value.response.status_code == 401
+    assert refused.value.response.headers["x-request-id"].startswith("req_")
     error = orjson.loads(refused.value.response.body)["error"]
     assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
     with pytest.raises(InvalidStatus) as missing, raw_connect(server.base_url.replace("http", "ws") + "/responses"):

@@ -73,19 +73,30 @@ class ResponsesSocket:
         return [WebSocketRoute("/responses", self.connect)]
 
     async def connect(self, websocket: WebSocket) -> None:
+        started = time.perf_counter()
+        request_id = "req_" + random_hex(16)
         try:
             owner = self.auth(websocket)
         except APIError as e:
-            await refuse(websocket, e)
+            await refuse(websocket, e, request_id)
+            self.log(websocket, e.status, started)
             return
-        await websocket.accept(headers=[(b"x-request-id", ("req_" + random_hex(16)).encode())])
+        await websocket.accept(headers=[(b"x-request-id", request_id.encode())])
+        self.log(websocket, 101, started)
         await Connection(self, websocket, owner).serve()
 
+    def log(self, websocket: WebSocket, status: int, started: float) -> None:
+        if self.access is not None:
+            client = websocket.client.host if websocket.client else "-"
+            self.access(client, "WS", websocket.url.path, status, (time.perf_counter() - started) * 1000)
 
-async def refuse(websocket: WebSocket, error: APIError) -> None:
+
+async def refuse(websocket: WebSocket, error: APIError, request_id: str) -> None:
     """Answer the handshake with the error's HTTP status and envelope instead of upgrading."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(error))
+        response = error_response(error)
+        response.headers["x-request-id"] = request_id
+        await websocket.send_denial_response(response)
     else:  # a server without the denial extension can only say 403
         await websocket.close(code=1008, reason=error.message[:120])
 

@@ -242,6 +242,7 @@ def test_codex_turns_over_a_websocket(script, clients_server: ServerProcess, tmp
     creates = [x for x in lines if '"WS /v1/responses response.create resp_' in x]
     assert len(creates) == 3 and all(x.endswith("ms") and '" 200 ' in x for x in creates), lines
     assert not [x for x in lines if "POST /v1/responses" in x], "a turn went over HTTP"
+    assert len([x for x in lines if '"WS /v1/responses" 101 ' in x]) == 1, lines  # one socket for all of it
     # The warm-up reached no engine; the second turn got the whole history although Codex sent
     # only its tool output.
     assert len(script.requests) == 2
