@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from responsa.chaincache import ChainCache
+from responsa.errors import InvalidRequest
 
 
 def response(rid: str, status: str = "completed", text: str = "out") -> dict:
@@ -50,3 +53,17 @@ def test_bounded_least_recently_used_first_and_evictable() -> None:
     cache.evict("resp_1")
     cache.evict("resp_unknown")
     assert cache.get("resp_1") is None and len(cache) == 1
+
+
+def test_a_running_unstored_response_is_in_progress_until_it_ends() -> None:
+    cache = ChainCache()
+    running = cache.request()
+    running.begin("resp_1", [user("a")], rebuildable=False)
+    with pytest.raises(InvalidRequest) as e:
+        cache.request().items("resp_1")
+    assert e.value.code == "previous_response_in_progress" and e.value.param == "previous_response_id"
+    running.finish(None)  # ended without a terminal event: not held, and no longer running
+    assert cache.request().items("resp_1") is None
+    stored = cache.request()
+    stored.begin("resp_2", [], rebuildable=True)
+    assert cache.request().items("resp_2") is None  # the store answers for it

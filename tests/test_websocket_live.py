@@ -337,6 +337,25 @@ def test_stream_id_lanes_run_side_by_side_and_each_in_order(client: OpenAI, scri
     assert a_types.count("response.created") == 2
 
 
+def test_another_lane_continuing_a_running_unstored_response_is_told_it_is_in_progress(client: OpenAI,
+                                                                                       script) -> None:
+    script.add({"match": "slow", "gate": "slow", "content": "slow answer"}, {"content": "forked"})
+    with connected(client) as conn:
+        conn.response.create(model="m", input="slow", store=False, stream_id="a")
+        running = created(conn)
+        conn.response.create(model="m", input="fork", store=False, stream_id="b",
+                             previous_response_id=running.id)
+        early = next(e for e in conn if e.type == "error")
+        script.release("slow")
+        next(e for e in conn if e.type == "response.completed")
+        conn.response.create(model="m", input="fork", store=False, stream_id="b",
+                             previous_response_id=running.id)
+        fork = finished(until_end(conn))
+    assert early.stream_id == "b" and early.error.code == "previous_response_in_progress"
+    assert fork.output_text == "forked" and fork.previous_response_id == running.id
+    assert [m["content"] for m in script.requests[-1]["messages"]] == ["slow", "slow answer", "fork"]
+
+
 def test_background_over_the_socket(client: OpenAI, script) -> None:
     script.add({"content": "done in the background"})
     with connected(client) as conn:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .errors import InvalidRequest
+
 ENTRIES = 16  # responses held per connection
 KEPT = frozenset({"completed", "incomplete"})  # what can be continued
 
@@ -22,6 +24,7 @@ class ChainCache:
     def __init__(self, entries: int = ENTRIES) -> None:
         self.entries = entries
         self._contexts: OrderedDict[str, list[dict]] = OrderedDict()
+        self.running: set[str] = set()  # unstored responses still running on the connection
 
     def __len__(self) -> int:
         return len(self._contexts)
@@ -60,15 +63,23 @@ class CachedChain:
         self.keep = False
 
     def items(self, rid: str) -> list[dict] | None:
+        if rid in self.cache.running:  # another lane's response, not finished yet
+            raise InvalidRequest(f"Previous response with id '{rid}' is still in_progress; wait for it to "
+                                 "finish.", param="previous_response_id", code="previous_response_in_progress")
         return self.cache.get(rid)
 
     def begin(self, rid: str, context: list[dict], rebuildable: bool) -> None:
         self.rid, self.context, self.keep = rid, context, not rebuildable
+        if self.keep:
+            self.cache.running.add(rid)
 
-    def finish(self, response: dict) -> None:
-        """The response ended as `response` (a terminal event's): held if it can be continued
-        and the store could not give it back."""
+    def finish(self, response: dict | None) -> None:
+        """The response ended as `response` (a terminal event's; None: without one, e.g.
+        cancelled): held if it can be continued and the store could not give it back."""
         rid = self.rid
-        if self.keep and rid is not None and self.context is not None and response.get("id") == rid \
+        if rid is None:
+            return
+        self.cache.running.discard(rid)
+        if self.keep and self.context is not None and response is not None and response.get("id") == rid \
                 and response.get("status") in KEPT:
             self.cache.add(rid, [*self.context, *response.get("output", ())])

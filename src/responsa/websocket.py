@@ -268,6 +268,8 @@ class Connection:
             if not isinstance(e, APIError):
                 log.exception("response.create failed with an internal error")
                 e = APIError("The server had an internal error.", code="server_error")
+            if chain is not None:
+                chain.finish(None)
             self.failed_continuation(prev)
             await self.send_error(e, lane.stream_id)
             await self.steering_failed(committing or [], "successor_creation_failed", e.message, lane.stream_id)
@@ -277,7 +279,7 @@ class Connection:
         rid, final = await self.relay(result, lane, body, req.background)
         self.last_activity = time.monotonic()
         self.log(rid, 200, started)
-        if chain is not None and final is not None:
+        if chain is not None:
             chain.finish(final)
         if final is not None and final.get("status") == "failed":
             self.failed_continuation(prev)
