@@ -254,7 +254,7 @@ def test_both_url_forms(server, script) -> None:
     script.add({"content": "via azure v1"}, {"content": "via /openai"})
     azure = openai.AzureOpenAI(base_url=server.url + "/openai/v1/", api_version="preview", api_key=KEY_A,
                                max_retries=0)
-    with connected(azure) as conn:  # type: ignore[arg-type]
+    with connected(azure) as conn:
         conn.response.create(model="deployment", input="hi")
         first = finished(until_end(conn))
     older = OpenAI(base_url=server.url + "/openai", api_key=KEY_A, max_retries=0)
@@ -473,7 +473,7 @@ def test_steering_refusals(client: OpenAI, script) -> None:
         ended = finished(until_end(conn))
         conn.response.steer(previous_response_id=ended.id, input="too late")
         late = conn.recv()
-        conn.send({"type": "response.steer", "previous_response_id": ended.id,  # type: ignore[typeddict-item]
+        conn.send({"type": "response.steer", "previous_response_id": ended.id,
                    "input": [{"type": "message", "role": "assistant", "content": "not mine"}]})
         invalid = conn.recv()
     assert unknown.type == "response.steer.failed" and unknown.error.code == "response_not_found"
