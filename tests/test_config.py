@@ -135,6 +135,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "request_read_timeout": ("90s", "90s", 90),
     "max_connections": ("500", 500, 500),
     "keepalive_interval": ("30s", 30, 30),
+    "websocket_idle_timeout": ("2m", 120, 120),
     "log_level": ("debug", "debug", "debug"),
     "access_log": ("off", False, False),
     "reasoning_key": (f"{KEY_1},{KEY_2}", [KEY_1, KEY_2], (KEY_1, KEY_2)),

@@ -2,8 +2,8 @@
 
 Dependencies point one way: cli -> app -> endpoints -> service -> jobs -> run -> loop -> events -> protocol.
 `loop` sees only the Backend and Tool protocols, never the store, MCP client or HTTP.
-Third-party libraries stay in their room: Starlette in app/endpoints/files, the MCP SDK in
-mcp.py, database drivers in store/*, the HTTP client in backends/* (and fetcher/images_api
+Third-party libraries stay in their room: Starlette in app/endpoints/files/websocket, the MCP SDK
+in mcp.py, database drivers in store/*, the HTTP client in backends/* (and fetcher/images_api
 where they fetch). A new module must be given a layer here, and a new library a room.
 """
 
@@ -25,16 +25,17 @@ PACKAGE = SRC / "responsa"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli", "httpserver"})),  # httpserver: the HTTP protocol uvicorn runs
     ("app", frozenset({"app"})),  # the composition root names every concrete part
-    ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
+    ("endpoints", frozenset({"endpoints", "files", "websocket"})),  # HTTP and WebSocket glue
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
-    # One response's life (run), how it is prepared (prepare) and routed (router).
-    ("run", frozenset({"run", "prepare", "router"})),
+    # One response's life (run), how it is prepared (prepare) and routed (router), and the
+    # earlier responses only a WebSocket connection holds (chaincache).
+    ("run", frozenset({"run", "prepare", "router", "chaincache"})),
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
     ("loop", frozenset({"loop", "mcp", "images", "computer"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
-    ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
+    ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
     ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard",
@@ -47,7 +48,7 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
-    "starlette": frozenset({"app", "endpoints", "files"}),
+    "starlette": frozenset({"app", "endpoints", "files", "websocket"}),
     "uvicorn": frozenset({"cli", "httpserver"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it

@@ -22,7 +22,7 @@ from starlette.routing import Router as Routes
 
 from .computer import ComputerKind
 from .config import Settings
-from .endpoints import Auth, Endpoints, JSONResponse
+from .endpoints import Auth, Endpoints, JSONResponse, error_response
 from .errors import APIError
 from .fetcher import Fetcher
 from .files import FilesEndpoints
@@ -39,6 +39,7 @@ from .run import DeferredWrites, LiveRuns
 from .service import ResponsesService
 from .store import open_store
 from .tools import register_tool_kinds
+from .websocket import ResponsesSocket
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -46,13 +47,6 @@ access_log = logging.getLogger("responsa.access")
 # Both URL forms: OpenAI's /v1, Azure's /openai/v1 (api-version accepted and ignored) and the
 # older Azure /openai form that `AzureOpenAI(azure_endpoint=...)` uses for /responses.
 PREFIXES = ("/v1", "/openai/v1", "/openai")
-
-
-def error_response(error: APIError) -> Response:
-    headers = {**error.headers}
-    if error.should_retry is not None:
-        headers["x-should-retry"] = "true" if error.should_retry else "false"
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -179,6 +173,8 @@ def create_app(settings: Settings) -> Any:
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
+    socket = ResponsesSocket(service, auth, idle_timeout=settings.websocket_idle_timeout,
+                             access=access.add if access is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -206,7 +202,7 @@ def create_app(settings: Settings) -> Any:
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
-    routes: list[Any] = [Mount(prefix, app=Routes(routes=[*endpoints.routes(), *files.routes()],
+    routes: list[Any] = [Mount(prefix, app=Routes(routes=[*endpoints.routes(), *files.routes(), *socket.routes()],
                                                   redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(

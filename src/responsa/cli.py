@@ -76,9 +76,12 @@ def serve(settings: Settings) -> None:
     # start-up are frozen out of collections by the app's lifespan (gc.freeze).
     gc.set_threshold(20000, 50, 100)
     _raise_open_files_limit(settings.max_connections)
+    # A WebSocket message is held to the size of a request body; a larger one closes the
+    # connection with 1009 before it is buffered whole.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http=guarded_protocol(settings.request_read_timeout), lifespan="on",
-                timeout_graceful_shutdown=10, limit_concurrency=settings.max_connections, log_config=None)
+                loop="uvloop", http=guarded_protocol(settings.request_read_timeout), ws="websockets-sansio",
+                ws_max_size=settings.max_body_size, lifespan="on", timeout_graceful_shutdown=10,
+                limit_concurrency=settings.max_connections, log_config=None)
 
 
 def _raise_open_files_limit(connections: int) -> None:

@@ -168,6 +168,8 @@ OPTIONS: tuple[Option, ...] = (
            "requests get a 503.", int, metavar="N"),
     Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.",
            parse_duration, metavar="DURATION"),
+    Option("websocket_idle_timeout", "How long a WebSocket connection to /responses may stay idle (no client "
+           "event, no response running) before the server closes it.", parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error."),
     Option("access_log", "Log one line per request.", parse_bool),
     Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
@@ -217,6 +219,7 @@ class Settings:
     request_read_timeout: int = 120
     max_connections: int = 10_000
     keepalive_interval: int = 15
+    websocket_idle_timeout: int = 600
     log_level: str = "info"
     access_log: bool = True
     reasoning_key: tuple[str, ...] = ()

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
-from .errors import InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
+from .errors import APIError, InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from .feed import Event, Feed
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
@@ -34,6 +34,14 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def error_response(error: APIError) -> Response:
+    """An error as the OpenAI envelope, with its status (and `x-should-retry` when it has one)."""
+    headers = {**error.headers}
+    if error.should_retry is not None:
+        headers["x-should-retry"] = "true" if error.should_retry else "false"
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
 def owner_for_key(key: str) -> str:
     """The owner id of an API key: a hash, so keys themselves are never stored."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -45,7 +53,8 @@ class Auth:
     def __init__(self, keys: Iterable[str]) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
 
-    def __call__(self, request: Request) -> str:
+    def __call__(self, request: HTTPConnection) -> str:
+        """The caller's owner id, from a request's or a WebSocket handshake's headers."""
         if not self.owners:
             return ANONYMOUS
         headers = request.headers

@@ -49,6 +49,7 @@ class RunSpec:
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = None
     max_output_tokens: int | None = None
+    generate: bool = True  # False: no turn at all (a warm-up); the response completes empty
     # (key, n): history[:n] is an earlier chain that never changes (see chat.to_messages)
     history_prefix: tuple[object, int] | None = None
     usage: list[Usage | None] = field(default_factory=list)
@@ -69,6 +70,9 @@ class _Call:
 async def run(spec: RunSpec, events: ResponseEvents) -> None:
     """Produce the response's output and finish it (completed / incomplete / failed)."""
     ctx = spec.tool_ctx
+    if not spec.generate:
+        events.completed(spec.total_usage())
+        return
     await spec.toolset.prepare(ctx)
     await events.flush()
     server_calls = 0

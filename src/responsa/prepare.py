@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .backends import ModelOptions
 from .config import Settings
@@ -28,6 +28,17 @@ from .store import ResponseRecord, Store
 from .tools import ToolContext, ToolSet, public_tools
 
 
+class LocalChain(Protocol):
+    """Earlier responses the store does not hold (a WebSocket connection's store=false
+    responses), and where a request made there leaves its own context."""
+
+    def items(self, rid: str) -> list[dict] | None:
+        """Every item up to and including response `rid` (inputs and outputs), if held."""
+
+    def begin(self, rid: str, context: list[dict], rebuildable: bool) -> None:
+        """Response `rid` runs on `context`; `rebuildable`: the store alone could rebuild it."""
+
+
 class Preparer:
     """Builds `ResponseRun`s: everything a response needs before its first event."""
 
@@ -42,10 +53,15 @@ class Preparer:
         self.media = media
 
     async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
-                      created_at: int | None = None) -> ResponseRun:
+                      created_at: int | None = None, local: LocalChain | None = None) -> ResponseRun:
         history: list[dict] = []
         history_key = None
-        if req.previous_response_id:
+        earlier = None
+        if local is not None and req.previous_response_id:
+            earlier = local.items(req.previous_response_id)
+        if earlier is not None:
+            history, history_key = list(earlier), ("chain", req.previous_response_id)
+        elif req.previous_response_id:
             try:
                 chain = await self.store.load_chain(req.previous_response_id, owner)
             except NotFound:
@@ -92,12 +108,14 @@ class Preparer:
             backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, options=options, tool_choice=req.tool_choice,
             parallel_tool_calls=req.parallel_tool_calls, max_tool_calls=req.max_tool_calls,
-            max_output_tokens=req.max_output_tokens)
+            max_output_tokens=req.max_output_tokens, generate=req.generate)
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
+        if local is not None:
+            local.begin(rid, [*history, *input_items], rebuildable=req.store and earlier is None)
         return run
 
     def _file_loader(self, owner: str) -> Callable[[str], Awaitable[tuple[bytes, str]]]:

@@ -58,6 +58,7 @@ class CreateRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stream_options: dict | None = None
+    generate: bool = True  # False: a WebSocket warm-up that prepares the context and produces no output
     # Request headers that tools may read (for example Azure's image deployment header).
     headers: dict[str, str] = field(default_factory=dict)
     raw: dict | None = None  # the body as sent (kept to restart queued background runs)

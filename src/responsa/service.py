@@ -19,7 +19,7 @@ from .events import TERMINAL
 from .feed import Feed
 from .jobs import Jobs
 from .media import Media
-from .prepare import Preparer
+from .prepare import LocalChain, Preparer
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
@@ -50,11 +50,12 @@ class ResponsesService:
 
     # ---- create -----------------------------------------------------------------------------
 
-    async def create(self, req: CreateRequest, owner: str) -> ResponseObject | Feed:
-        """The finished Response (plain), or the feed of its events (stream, background stream)."""
+    async def create(self, req: CreateRequest, owner: str, local: LocalChain | None = None) -> ResponseObject | Feed:
+        """The finished Response (plain), or the feed of its events (stream, background stream).
+        `local` holds earlier responses only the caller's connection has (see prepare.py)."""
         if req.store:
             await self.store.check_writable()
-        run = await self.preparer.prepare(req, owner)
+        run = await self.preparer.prepare(req, owner, local=local)
         run.deferred = self.deferred
         if req.background:
             return await self.jobs.submit(run)
@@ -117,10 +118,14 @@ class ResponsesService:
         # Wait briefly for the engine to accept (it usually answers at once). An engine slow to
         # answer at all gets the stream started anyway, with keep-alives; a refusal after that
         # ends the stream as `response.failed`.
-        await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
-        if not accepted.done():
-            on_accepted()
-        await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        try:
+            await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
+            if not accepted.done():
+                on_accepted()
+            await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        except asyncio.CancelledError:
+            feed.abandon()  # the caller went away before it got the feed (a closed WebSocket)
+            raise
         return feed
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:

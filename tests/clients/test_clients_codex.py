@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from clientkit import NODE_DIR, node_ready
-from harness import KEY_A, ServerProcess, sse_events
+from harness import KEY_A, ServerProcess, sse_events, wait_for
 from recorder import RecordingProxy
 
 pytestmark = pytest.mark.node
@@ -26,24 +27,28 @@ ENCRYPTED = "reasoning.encrypted_content"
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from apply_patch\n*** End Patch\n"
 
 
-def codex(proxy: RecordingProxy, tmp_path: Path, prompt: str, *args: str,
-          model: str = "gpt-5.5") -> list[dict]:
-    """Run `codex exec --json` in a scratch directory; return its JSONL events."""
+def codex(proxy: RecordingProxy | None, tmp_path: Path, prompt: str, *args: str, model: str = "gpt-5.5",
+          base_url: str | None = None, websockets: bool = False) -> list[dict]:
+    """Run `codex exec --json` in a scratch directory; return its JSONL events. It talks to the
+    proxy, or straight to `base_url`; `websockets` turns Codex's WebSocket transport on."""
     node_ready()
     home = tmp_path / "codex-home"
     home.mkdir(exist_ok=True)
-    # No retries: a failing request must fail the test at once, not after minutes of backoff.
+    url = base_url or (proxy.base_url if proxy is not None else "")
+    # No retries: a failing request must fail the test at once, not after minutes of backoff
+    # (and over a WebSocket, not fall back to HTTP unnoticed).
     (home / "config.toml").write_text(f'''model = "{model}"
 model_provider = "responsa"
 
 [model_providers.responsa]
 name = "Responsa"
-base_url = "{proxy.base_url}"
+base_url = "{url}"
 wire_api = "responses"
 env_key = "RESPONSA_CODEX_KEY"
 request_max_retries = 0
 stream_max_retries = 0
 stream_idle_timeout_ms = 60000
+supports_websockets = {"true" if websockets else "false"}
 ''')
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
@@ -208,3 +213,42 @@ def test_codex_unknown_model_slug(proxy: RecordingProxy, script, tmp_path: Path)
     assert "namespace" in post.response_headers["x-responsa-ignored-tools"].split(",")
     assert post.body["model"] == "responsa-local"
     assert proxy.validate() == 1
+
+
+def test_codex_turns_over_a_websocket(script, clients_server: ServerProcess, tmp_path: Path) -> None:
+    """With `supports_websockets = true` Codex keeps one socket for the whole agent loop: a
+    `generate: false` warm-up, then each turn as a `response.create` that sends only what is
+    new since the previous (store=false) response, continued from the connection's cache.
+    The recording proxy speaks HTTP only, so Codex talks to the server directly and the
+    server's access log shows where its turns went."""
+    script.add({"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo hi-over-the-socket"}}]},
+               {"content": "Done over the socket."})
+    # Access lines are written in batches: once this probe's line is in the log, so is every
+    # earlier test's, and what follows it is this test's.
+    probe = f"/probe-{uuid.uuid4().hex}"
+    httpx.get(clients_server.url + probe)
+    start = wait_for(lambda: (log := clients_server.log()).find(probe) + 1 and len(log))
+    events = codex(None, tmp_path, "run echo", base_url=clients_server.base_url, websockets=True)
+    (command,) = items(events, "command_execution")
+    assert command["exit_code"] == 0 and "hi-over-the-socket" in command["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == "Done over the socket."
+
+    def access_lines() -> list[str]:
+        lines = clients_server.log()[start:].splitlines()
+        return [line for line in lines if "responsa.access" in line and "/responses" in line]
+
+    lines = wait_for(lambda: (found := access_lines()) and sum("response.create resp_" in x for x in found) >= 3
+                     and found)
+    creates = [x for x in lines if '"WS /v1/responses response.create resp_' in x]
+    assert len(creates) == 3 and all(x.endswith("ms") and '" 200 ' in x for x in creates), lines
+    assert not [x for x in lines if "POST /v1/responses" in x], "a turn went over HTTP"
+    assert len([x for x in lines if '"WS /v1/responses" 101 ' in x]) == 1, lines  # one socket for all of it
+    # The warm-up reached no engine; the second turn got the whole history although Codex sent
+    # only its tool output.
+    assert len(script.requests) == 2
+    messages = script.requests[1]["messages"]
+    assert [m["role"] for m in messages[-2:]] == ["assistant", "tool"]
+    assert "hi-over-the-socket" in messages[-1]["content"]
+    assert any("run echo" in str(m.get("content")) for m in messages)
+    for line in creates:  # store=false: nothing of it was stored
+        assert not_stored(clients_server, line.split("response.create ", 1)[1].split('"', 1)[0])
