@@ -15,8 +15,8 @@ import pytest
 from harness import check_events, check_response, types_of, wire
 from openai import AzureOpenAI, OpenAI
 
-from responsa.toolsearch import search
 from responsa.tools import FunctionTool, ToolSet
+from responsa.toolsearch import search
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather for a city.",
            "defer_loading": True,

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
-
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -289,5 +288,7 @@ def test_codex_mcp_tool_in_a_namespace(proxy: RecordingProxy, script, calc: MCPT
     assert "mcp__calc__add" in offered(script.requests[0])
     (call,) = first.final()["output"]
     assert (call["name"], call["namespace"]) == ("add", "mcp__calc")
+    echoed = next(i for i in second.body["input"] if i["type"] == "function_call")
+    assert (echoed["call_id"], echoed["namespace"]) == (call["call_id"], "mcp__calc")
     assert '"result":5' in script.requests[1]["messages"][-1]["content"]
     assert proxy.validate() == 2
