@@ -313,8 +313,9 @@ class CustomKind(ToolKind):
 # ---- the registry ----------------------------------------------------------------------
 
 # Every tool kind by `type`. Function and custom tools are always here; the kinds that run on
-# the server (MCP, image generation, computer use) live beside the code they need and are
-# registered by the composition root (app.py), so that parsing a request loads none of them.
+# the server (MCP, image generation, computer use, and namespace and tool_search with theirs)
+# live beside the code they need and are registered by the composition root (app.py), so that
+# parsing a request loads none of them.
 _KINDS: dict[str, ToolKind] = {}
 
 
