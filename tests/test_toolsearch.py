@@ -96,6 +96,12 @@ def test_server_search_streams_valid_events(client: OpenAI, script) -> None:
     assert types_of(events)[2:7] == ["response.output_item.added", "response.output_item.done",
                                      "response.output_item.added", "response.output_item.done",
                                      "response.output_item.added"]
+    # The SDK's stream helper (which checks each item's identity from added to done) takes them too.
+    script.add(search_call({"query": "weather"}), {"content": "Found it."})
+    with client.responses.stream(model="m", input="x", tools=[WEATHER, SERVER_SEARCH]) as stream:
+        final = stream.get_final_response()
+    assert [o.type for o in final.output] == ["tool_search_call", "tool_search_output", "message"]
+    assert final.output[1].tools[0].name == "get_weather"
 
 
 def test_a_search_that_finds_nothing_loads_nothing(client: OpenAI, script) -> None:
