@@ -114,6 +114,9 @@ def test_tool_choice_names_a_namespaced_tool(client: OpenAI, script) -> None:
     client.responses.create(model="m", input="x", tools=tools, tool_choice={
         "type": "allowed_tools", "mode": "required", "tools": [{"type": "namespace", "name": "crm"}]})
     assert set(offered(script.requests[-1])) == {"crm__list_open_orders", "crm__add_note"}
+    client.responses.create(model="m", input="x", tools=tools, tool_choice={
+        "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function"}]})
+    assert set(offered(script.requests[-1])) == {"crm__list_open_orders", "get_weather"}
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="m", input="x", tools=tools,
                                 tool_choice={"type": "function", "name": "list_open_orders", "namespace": "erp"})

@@ -196,6 +196,7 @@ def test_max_tool_calls_counts_server_searches(client: OpenAI, script) -> None:
      "input[0].tools[0].description"),
     ({"input": [{"type": "tool_search_call", "call_id": "s"}]}, "input[0].arguments"),
     ({"input": [{"type": "tool_search_call", "arguments": {}, "execution": "later"}]}, "input[0].execution"),
+    ({"tools": [{"type": "web_search", "tools": 3}, {**TIME, "defer_loading": True}]}, "tools[1]"),
 ])
 def test_bad_tool_search_input_is_a_400(client: OpenAI, script, body: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as e:

@@ -369,8 +369,8 @@ def check_tools(entries: list[Any]) -> list[dict]:
                 raise InvalidRequest(f"Invalid 'tools': duplicate MCP server_label '{label}'.",
                                      param=f"{param}.server_label", code="invalid_value")
             labels.add(label)
-        if deferred is None and any(t.get("defer_loading") for t in [checked, *checked.get("tools", ())]
-                                    if isinstance(t, dict)):
+        members = checked["tools"] if kind == "namespace" else []
+        if deferred is None and any(t.get("defer_loading") is True for t in [checked, *members]):
             deferred = param
         out.append(checked)
     reserved = sorted(n for n in plain if n.startswith("mcp__")) if labels else []
@@ -556,7 +556,8 @@ def _functions_for(ref: dict, toolset: ToolSet) -> set[str]:
         if ref.get("server_label") and entry.get("server_label") != ref["server_label"]:
             continue
         matched.append(tool)
-    if kind in ("function", "custom") and "namespace" not in ref and any(t.namespace is None for t in matched):
+    if "name" in ref and kind in ("function", "custom") and "namespace" not in ref \
+            and any(t.namespace is None for t in matched):
         matched = [t for t in matched if t.namespace is None]  # a top-level tool of that name wins
     out: set[str] = set()
     for tool in matched:
