@@ -112,6 +112,18 @@ def test_a_search_that_finds_nothing_loads_nothing(client: OpenAI, script) -> No
     assert script.requests[1]["messages"][-1]["content"] == "No tools found."
 
 
+def test_search_arguments_that_are_not_json_are_kept_as_text(client: OpenAI, script) -> None:
+    script.add({"tool_calls": [{"name": "tool_search", "arguments": "weather"}]}, {"content": "ok"},
+               {"tool_calls": [{"name": "tool_search", "arguments": '{"query": NaN}'}]}, {"content": "ok"})
+    r = client.responses.create(model="m", input="x", tools=[WEATHER, SERVER_SEARCH])
+    check_response(r)
+    assert wire(r)["output"][0]["arguments"] == "weather"
+    assert [t["name"] for t in wire(r)["output"][1]["tools"]] == ["get_weather"]
+    r = client.responses.create(model="m", input="x", tools=[WEATHER, SERVER_SEARCH])
+    check_response(r)
+    assert wire(r)["output"][0]["arguments"] == '{"query": NaN}' and wire(r)["output"][1]["tools"] == []
+
+
 def test_client_search_round_trip(client: OpenAI, script) -> None:
     """The client searches (Codex does, for its MCP servers): the loaded definitions need not be in `tools`."""
     script.add(search_call({"query": "calculator"}),

@@ -162,9 +162,13 @@ class ToolSearchTool(Tool):
 def _arguments(text: str) -> Any:
     """The call's arguments as the item carries them: the JSON value, or the text if it is not JSON."""
     try:
-        return json.loads(text) if text.strip() else {}
+        return json.loads(text, parse_constant=_not_json) if text.strip() else {}
     except ValueError:
         return text
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")  # NaN and Infinity: Python reads them, JSON has none
 
 
 def search(toolset: ToolSet, arguments: Any) -> list[Tool]:
