@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import collections
 import copy
+import re
 
 import pytest
 
 from responsa import chat
-from responsa.chat import ChatOptions, mcp_function_name, text_of, to_messages, user_content
+from responsa.chat import ChatOptions, mcp_function_name, namespaced_function_name, text_of, to_messages, user_content
 
 
 def msg(role: str, text: str) -> dict:
@@ -73,6 +74,47 @@ def test_mcp_function_names_are_valid_and_distinct() -> None:
     assert a != b
     for name in (a, b, mcp_function_name("x" * 40, "y" * 40)):
         assert len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name)
+
+
+def test_namespaced_function_names_are_valid_and_distinct() -> None:
+    assert namespaced_function_name("crm", "list_orders") == "crm__list_orders"
+    long_ns, long_name = "n" * 40, "t" * 40
+    names = {namespaced_function_name(long_ns, long_name), namespaced_function_name(long_ns, long_name + "x"),
+             namespaced_function_name(long_ns + "x", long_name)}
+    assert len(names) == 3
+    assert all(len(n) <= 64 and re.fullmatch(r"[A-Za-z0-9_-]+", n) for n in names)
+
+
+def test_namespaced_calls_reach_the_model_under_their_flattened_names() -> None:
+    items = [msg("user", "go"), {**call("a", "list_orders"), "namespace": "crm"},
+             {"type": "custom_tool_call", "call_id": "b", "name": "note", "input": "hi", "namespace": "crm"},
+             output("a", "[]"), {"type": "custom_tool_call_output", "call_id": "b", "output": "ok"}]
+    calls = to_messages(items)[1]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["crm__list_orders", "crm__note"]
+
+
+def test_tool_search_items_become_a_call_and_its_result() -> None:
+    loaded = [{"type": "function", "name": "get_weather"},
+              {"type": "namespace", "name": "crm", "description": "CRM", "tools": [{"type": "function",
+                                                                                   "name": "list_orders"}]}]
+    items = [msg("user", "go"),
+             {"type": "tool_search_call", "id": "tsc_1", "call_id": "s1", "execution": "client",
+              "arguments": {"query": "weather"}},
+             {"type": "tool_search_output", "id": "tso_1", "call_id": "s1", "execution": "client", "tools": loaded},
+             # The hosted API's own searches come back with `call_id: null` on both items.
+             {"type": "tool_search_call", "id": "tsc_2", "call_id": None, "execution": "server",
+              "arguments": {"paths": ["crm"]}},
+             {"type": "tool_search_output", "id": "tso_2", "call_id": None, "execution": "server", "tools": []}]
+    out = to_messages(items)
+    assert out[1]["tool_calls"] == [{"id": "s1", "type": "function", "function": {
+        "name": "tool_search", "arguments": '{"query": "weather"}'}}]
+    assert out[2] == {"role": "tool", "tool_call_id": "s1", "content": "Loaded tools: get_weather, crm__list_orders."}
+    assert out[3]["tool_calls"][0]["id"] == "tsc_2"
+    assert out[4] == {"role": "tool", "tool_call_id": "tsc_2", "content": "No tools found."}
+    # An output whose call is not in the conversation still reaches the model as a call and its result.
+    alone = to_messages([msg("user", "go"), {"type": "tool_search_output", "id": "tso_3", "call_id": "gone",
+                                             "execution": "client", "tools": loaded[:1]}])
+    assert alone[1]["tool_calls"][0]["id"] == "gone" and alone[2]["tool_call_id"] == "gone"
 
 
 def test_a_cached_prefix_renders_exactly_like_the_whole() -> None:

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("run", frozenset({"run", "prepare", "router", "chaincache"})),
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
-    ("loop", frozenset({"loop", "mcp", "images", "computer"})),
+    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),

@@ -31,6 +31,7 @@ from .images import ImageGenerationKind
 from .jobs import Jobs
 from .mcp import MCPKind
 from .media import Media
+from .namespaces import NamespaceKind
 from .netguard import Guard
 from .prepare import Preparer
 from .reasoning import ReasoningVault
@@ -39,6 +40,7 @@ from .run import DeferredWrites, LiveRuns
 from .service import ResponsesService
 from .store import open_store
 from .tools import register_tool_kinds
+from .toolsearch import ToolSearchKind
 from .websocket import ResponsesSocket
 
 log = logging.getLogger("responsa")
@@ -151,7 +153,7 @@ class RequestIds:
 
 def create_app(settings: Settings) -> Any:
     """The ASGI application for these settings."""
-    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind())
+    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind(), NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     router = Router(settings)

@@ -14,6 +14,7 @@ from typing import Any
 from . import checks as c
 from .errors import InvalidRequest
 from .ids import new_id
+from .tools import check_tool
 
 ROLES = ("user", "assistant", "system", "developer")
 IMAGE_URL_SCHEMES = ("http", "https", "data")
@@ -24,8 +25,8 @@ DETAILS = ("auto", "low", "high", "original")
 PASSTHROUGH_TYPES = frozenset({
     "web_search_call", "file_search_call", "code_interpreter_call", "local_shell_call",
     "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
-    "apply_patch_call_output", "compaction", "compaction_trigger", "tool_search_call",
-    "tool_search_output", "additional_tools", "program", "program_output", "configuration_update",
+    "apply_patch_call_output", "compaction", "compaction_trigger", "additional_tools", "program",
+    "program_output", "configuration_update",
 })
 # The most items one request's `input` may hold (the hosted API's bound).
 MAX_INPUT_ITEMS = 131072
@@ -35,6 +36,7 @@ ID_PREFIX = {
     "custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "mcp_call": "mcp",
     "mcp_approval_request": "mcpr", "mcp_approval_response": "mcpa", "mcp_list_tools": "mcpl",
     "computer_call": "cu", "computer_call_output": "cuo", "image_generation_call": "ig",
+    "tool_search_call": "tsc", "tool_search_output": "tso",
 }
 
 
@@ -218,10 +220,43 @@ def _custom_tool_call(item: dict, param: str) -> dict:
         "name": c.string(item, "name", f"{param}.name", required=True),
         "input": c.string(item, "input", f"{param}.input", required=True),
     }
+    namespace = c.string(item, "namespace", f"{param}.namespace")
+    if namespace:
+        out["namespace"] = namespace
     status = item.get("status")
     if status is not None:
         out["status"] = _status(item, param)
     return out
+
+
+def _tool_search_item(item: dict, param: str, kind: str) -> dict:
+    """The fields a `tool_search_call` and a `tool_search_output` share, checked."""
+    out = {"id": _item_id(item, param, kind), "type": kind,
+           "execution": c.choice(item, "execution", f"{param}.execution", ("server", "client")) or "server",
+           "status": _status(item, param)}
+    call_id = c.string(item, "call_id", f"{param}.call_id")
+    if call_id is not None:
+        out["call_id"] = call_id
+    return out
+
+
+def _tool_search_call(item: dict, param: str) -> dict:
+    if item.get("arguments") is None:
+        raise c.missing(f"{param}.arguments")
+    return {**_tool_search_item(item, param, "tool_search_call"), "arguments": item["arguments"]}
+
+
+def _tool_search_output(item: dict, param: str) -> dict:
+    """The tools a tool search loaded: functions, custom tools and namespaces are offered to the
+    model from then on, so they are checked like `tools[]` entries; other types are kept as given."""
+    tools = c.array(item, "tools", f"{param}.tools", required=True) or []
+    checked = []
+    for j, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise c.wrong_type(f"{param}.tools[{j}]", "an object", tool)
+        loaded = tool.get("type") in ("function", "custom", "namespace")
+        checked.append(check_tool(tool, f"{param}.tools[{j}]") if loaded else tool)
+    return {**_tool_search_item(item, param, "tool_search_output"), "tools": checked}
 
 
 def _custom_tool_call_output(item: dict, param: str) -> dict:
@@ -387,4 +422,6 @@ _HANDLERS = {
     "computer_call": _computer_call,
     "computer_call_output": _computer_call_output,
     "image_generation_call": _image_generation_call,
+    "tool_search_call": _tool_search_call,
+    "tool_search_output": _tool_search_output,
 }

@@ -195,7 +195,7 @@ def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], 
     tool = spec.toolset.owner(call.name) if call.name else None
     if call.index is None and tool is not None and tool.streams_arguments:
         # A client function: open its item now and stream the arguments as they come.
-        call.index = events.function_call_start(call.call_id, call.name)
+        call.index = events.function_call_start(call.call_id, *tool.call_name(call.name))
         if call.arguments:
             events.function_call_delta(call.index, "".join(call.arguments))
     elif call.index is not None and text:
