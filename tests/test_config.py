@@ -132,6 +132,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "max_file_size": ("1g", "1g", 1024**3),
     "fetch_image_urls": ("on", True, True),
     "max_background_runs": ("4", 4, 4),
+    "unstored_background_window": ("5m", "5m", 300),
     "keepalive_interval": ("30s", 30, 30),
     "log_level": ("debug", "debug", "debug"),
     "access_log": ("off", False, False),

@@ -159,6 +159,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fetch_image_urls", "Download http(s) image URLs and send them to the engine inline (behind the "
            "private-network guard) instead of passing the URL for the engine to fetch.", parse_bool,
            flag_only=True),
+    Option("unstored_background_window", "How long a background response created with store=false stays "
+           "readable (retrieve, stream resume) after it ends; then it is removed.", parse_duration,
+           metavar="DURATION"),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
            int, metavar="N"),
     Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.",
@@ -209,6 +212,7 @@ class Settings:
     max_file_size: int = 64 * 1024**2
     fetch_image_urls: bool = False
     max_background_runs: int = 32
+    unstored_background_window: int = 600
     keepalive_interval: int = 15
     log_level: str = "info"
     access_log: bool = True
@@ -394,6 +398,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:
         raise ConfigError("--retention must be at least 60 seconds")
+    if settings.unstored_background_window < 1:
+        raise ConfigError("--unstored-background-window must be at least 1 second")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
     if settings.embedded_queue < 0 or settings.embedded_threads < 0:

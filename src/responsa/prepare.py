@@ -75,7 +75,8 @@ class Preparer:
         }
         record = ResponseRecord(id=rid, owner=owner, created_at=created_at,
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
-                                background=req.background, previous_response_id=req.previous_response_id)
+                                background=req.background, previous_response_id=req.previous_response_id,
+                                ephemeral=req.background and not req.store)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
                           load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
@@ -95,6 +96,7 @@ class Preparer:
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
+        run.unstored_window = self.settings.unstored_background_window
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
         return run

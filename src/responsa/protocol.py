@@ -103,9 +103,6 @@ def parse_create(body: Any) -> CreateRequest:
         check = _FIELDS.get(key)
         if check is not None and body[key] is not None:
             check(body, req)
-    if req.background and not req.store:
-        raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
-                             code="invalid_value")
     if "tool_choice" in body:
         req.tool_choice = check_tool_choice(body["tool_choice"], req.tools)
     if "text" in body or "verbosity" in body:

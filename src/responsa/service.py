@@ -52,7 +52,7 @@ class ResponsesService:
 
     async def create(self, req: CreateRequest, owner: str) -> ResponseObject | Feed:
         """The finished Response (plain), or the feed of its events (stream, background stream)."""
-        if req.store:
+        if req.store or req.background:  # a background run is stored while it runs, store=false or not
             await self.store.check_writable()
         run = await self.preparer.prepare(req, owner)
         run.deferred = self.deferred
