@@ -249,7 +249,9 @@ class BackendConfig:
     api_key: str | None = None
     auth: str = "bearer"  # or "api-key" (Azure)
     timeout: int = Settings.upstream_timeout
-    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
+    # How reasoning items go back: drop | reasoning_content | reasoning; None: by the engine's
+    # address (chat_completions.default_reasoning_input).
+    reasoning_input: str | None = None
     model_file: str | None = None
     context_window: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
