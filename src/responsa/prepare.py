@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .compaction import AutoCompaction, open_context
 from .config import Settings
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
@@ -66,6 +67,7 @@ class Preparer:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
             [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
+        sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
         created_at = created_at or int(time.time())
         rid = rid or response_id()
         response: ResponseObject = {
@@ -83,7 +85,7 @@ class Preparer:
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
-        prefix = (history_key, len(history)) if history_key and history_as_stored else None
+        prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None
         spec = RunSpec(
             backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
@@ -92,6 +94,8 @@ class Preparer:
             temperature=req.temperature, top_p=req.top_p, response_format=response_format(req.text_format),
             reasoning_effort=(req.reasoning or {}).get("effort"), user=req.user, truncation=req.truncation,
             stream=req.stream or req.background,
+            compaction=None if req.compact_threshold is None else
+            AutoCompaction(self.vault, owner, req.compact_threshold or None),
         )
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,

@@ -56,6 +56,8 @@ class CreateRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stream_options: dict | None = None
+    # `context_management` compaction: None (off), or its `compact_threshold` (0: the default).
+    compact_threshold: int | None = None
     # Request headers that tools may read (for example Azure's image deployment header).
     headers: dict[str, str] = field(default_factory=dict)
     raw: dict | None = None  # the body as sent (kept to restart queued background runs)
@@ -170,7 +172,23 @@ _FIELDS: dict[str, Any] = {
     "prompt_cache_retention": lambda b, r: setattr(r, "prompt_cache_retention", c.choice(
         b, "prompt_cache_retention", "prompt_cache_retention", ("in_memory", "24h"))),
     "service_tier": _service_tier,
+    "context_management": lambda b, r: setattr(r, "compact_threshold", _context_management(b)),
 }
+
+
+def _context_management(body: dict) -> int | None:
+    entries = c.array(body, "context_management", "context_management") or []
+    threshold = None
+    for i, entry in enumerate(entries):
+        param = f"context_management[{i}]"
+        if not isinstance(entry, dict):
+            raise c.wrong_type(param, "an object", entry)
+        c.choice(entry, "type", f"{param}.type", ("compaction",), required=True)
+        if threshold is not None:
+            raise InvalidRequest("Invalid 'context_management': give at most one compaction entry.",
+                                 param=param, code="invalid_value")
+        threshold = c.integer(entry, "compact_threshold", f"{param}.compact_threshold", lo=1) or 0
+    return threshold
 
 
 def _instructions(body: dict) -> str | None:

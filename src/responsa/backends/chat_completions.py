@@ -27,6 +27,7 @@ from . import (
     Usage,
 )
 from .http import HTTPError, Pool, Response
+from .tokenize import EngineTokenizer
 
 log = logging.getLogger("responsa.upstream")
 
@@ -53,9 +54,20 @@ class ChatCompletionsBackend:
         hosted = "api.openai.com" in self.url or ".openai.azure.com" in self.url
         self.send_files = config.options.get("files", "pass" if hosted else "text") == "pass"
         self.pool = Pool(config.base_url, connect_timeout=10, read_timeout=config.timeout)
+        # Hosted APIs have no tokenize endpoint: they are not asked (their counts are estimates).
+        self.tokenizer = None if hosted or not config.options.get("tokenize", True) else \
+            EngineTokenizer(config.base_url, self.headers)
 
     async def aclose(self) -> None:
         self.pool.close()
+        if self.tokenizer is not None:
+            self.tokenizer.close()
+
+    async def count_tokens(self, req: TurnRequest) -> int | None:
+        """The prompt tokens of this turn by the engine's own tokenizer, if it serves one."""
+        if self.tokenizer is None:
+            return None
+        return await self.tokenizer.count(self.body(req))
 
     async def ready(self) -> bool:
         return True
