@@ -74,26 +74,30 @@ class EngineTokenizer:
         """The prompt tokens of a chat body (`model`, `messages`, `tools`), or None if unknown."""
         if self.mode == "none":
             return None
-        try:
-            if self.mode is not None:
+        if self.mode is not None:
+            try:
                 return await _MODES[self.mode](self, body)
-            async with self._probing:
+            except _FAILURES as e:
+                log.warning("the engine's tokenizer failed (%s); estimating instead", e)
+                return None
+        async with self._probing:
+            if self.mode is None:
                 for mode in ("vllm", "llama.cpp", "llama-cpp-python"):
-                    if self.mode is not None:
-                        break
-                    n = await _MODES[mode](self, body)
+                    try:
+                        n = await _MODES[mode](self, body)
+                    except (HTTPError, TimeoutError) as e:  # unreachable now: estimate, ask again later
+                        log.warning("the engine's tokenizer could not be asked (%s); estimating instead", e)
+                        return None
+                    except (ValueError, KeyError, TypeError):
+                        continue  # that path answers something else: not this engine's tokenizer
                     if n is not None:
                         self.mode = mode
                         log.info("counting tokens with the engine's %s tokenize endpoint", mode)
                         return n
-                if self.mode is None:
-                    self.mode = "none"
-                    log.info("the engine serves no tokenize endpoint; token counts are estimates")
-                    return None
-            return await self.count(body)
-        except (HTTPError, TimeoutError, ValueError, KeyError, TypeError) as e:
-            log.warning("the engine's tokenizer failed (%s); estimating instead", e)
-            return None
+                self.mode = "none"
+                log.info("the engine serves no tokenize endpoint; token counts are estimates")
+                return None
+        return await self.count(body)
 
     async def _post(self, path: str, payload: dict) -> Any:
         """The JSON answer of `path`, or None if the engine does not serve it."""
@@ -135,5 +139,6 @@ class EngineTokenizer:
         return int(data["count"]) if data is not None and isinstance(data.get("count"), int) else None
 
 
+_FAILURES = (HTTPError, TimeoutError, ValueError, KeyError, TypeError)
 _MODES = {"vllm": EngineTokenizer._vllm, "llama.cpp": EngineTokenizer._llama_cpp,
           "llama-cpp-python": EngineTokenizer._llama_cpp_python}
