@@ -134,6 +134,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "max_background_runs": ("4", 4, 4),
     "request_read_timeout": ("90s", "90s", 90),
     "max_connections": ("500", 500, 500),
+    "unstored_background_window": ("5m", "5m", 300),
     "keepalive_interval": ("30s", 30, 30),
     "websocket_idle_timeout": ("2m", 120, 120),
     "log_level": ("debug", "debug", "debug"),

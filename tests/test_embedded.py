@@ -512,3 +512,24 @@ def test_unloadable_model_file_keeps_health_503(tmp_path: Path, model_path: str)
         assert r.status == "failed" and "could not be loaded" in r.error.message
     finally:
         proc.stop()
+
+
+@pytest.mark.embedded
+def test_input_tokens_are_the_prompt_the_model_reads(ai: OpenAI) -> None:
+    """`input_tokens.count` renders the GGUF template and tokenizes, as a turn does: it equals the
+    usage the same request reports, with and without a chain, instructions and tools, and
+    without `model` (the embedded default answers every name)."""
+    count = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Name a colour.", instructions="Be brief.")
+    r = ai.responses.create(model="gpt-4.1-nano", input="Name a colour.", instructions="Be brief.",
+                            max_output_tokens=16)
+    assert count.object == "response.input_tokens" and count.input_tokens == r.usage.input_tokens
+    chained = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Another?", previous_response_id=r.id)
+    r2 = ai.responses.create(model="gpt-4.1-nano", input="Another?", previous_response_id=r.id,
+                             max_output_tokens=16)
+    assert chained.input_tokens == r2.usage.input_tokens > count.input_tokens
+    tool = {"type": "function", "name": "pick", "description": "Pick a colour.",
+            "parameters": {"type": "object", "properties": {"colour": {"type": "string"}}}}
+    with_tool = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Name a colour.", tools=[tool])
+    assert with_tool.input_tokens > ai.responses.input_tokens.count(model="gpt-4.1-nano",
+                                                                    input="Name a colour.").input_tokens
+    assert ai.responses.input_tokens.count(input="Name a colour.").input_tokens > 0

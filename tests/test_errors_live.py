@@ -55,7 +55,6 @@ def envelope(resp: httpx.Response, status: int) -> dict:
     ({"model": "m", "input": "x", "include": ["everything"]}, "include[0]", "invalid_value"),
     ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "x"}}},
      "text.format.schema", "missing_required_parameter"),
-    ({"model": "m", "input": "x", "background": True, "store": False}, "background", "invalid_value"),
     ({"model": "m", "input": "x", "prompt": {"id": "pmpt_1"}}, "prompt", "unsupported_parameter"),
     ({"model": "m", "input": "x", "reasoning": {"effort": "maximal"}}, "reasoning.effort", "invalid_value"),
 ])

@@ -26,14 +26,17 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli", "httpserver"})),  # httpserver: the HTTP protocol uvicorn runs
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     ("endpoints", frozenset({"endpoints", "files", "websocket"})),  # HTTP and WebSocket glue
-    ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
+    # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
+    # count its tokens without a response (context).
+    ("service", frozenset({"service", "context"})),
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
     # One response's life (run), how it is prepared (prepare) and routed (router), and the
     # earlier responses only a WebSocket connection holds (chaincache).
     ("run", frozenset({"run", "prepare", "router", "chaincache"})),
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
-    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch"})),
+    # Compaction and token counts run in a loop (through RunSpec's hook) and beside it.
+    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),

@@ -17,8 +17,10 @@ from openai import OpenAI
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
+from responsa.backends import ModelOptions, TurnRequest
 from responsa.backends.embedded import default_model_path
 from responsa.config import ConfigError
+from responsa.tokens import estimate
 
 pytestmark = pytest.mark.embedded
 
@@ -148,3 +150,17 @@ def test_a_call_is_never_handed_out_broken(fronted: OpenAI, stream: bool) -> Non
         assert "function 'get_weather'" in r.error.message and calls[0].status == "incomplete"
     else:
         assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_input_tokens_from_the_engines_tokenizer(fronted: OpenAI) -> None:
+    """llama_cpp.server counts at /extras/tokenize/count, fed the messages as ChatML (SmolLM2's
+    format): the count is the prompt the engine then reports having read."""
+    kwargs = {"model": "smollm2", "input": "What is the capital of France?", "instructions": "Answer in one word."}
+    count = fronted.responses.input_tokens.count(**kwargs)
+    r = fronted.responses.create(**kwargs, max_output_tokens=16)
+    assert count.object == "response.input_tokens"
+    assert count.input_tokens == r.usage.input_tokens
+    # Not the estimate, which differs here.
+    guess = estimate(TurnRequest(model="smollm2", items=[{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": kwargs["input"]}]}], options=ModelOptions(instructions=kwargs["instructions"])))
+    assert guess != count.input_tokens

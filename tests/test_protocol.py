@@ -146,7 +146,6 @@ BAD: list[tuple[dict, str, str]] = [
     ({"previous_response_id": 1}, "previous_response_id", "invalid_type"),
     ({"store": "yes"}, "store", "invalid_type"),
     ({"background": 1}, "background", "invalid_type"),
-    ({"background": True, "store": False}, "background", "invalid_value"),
     ({"stream": "true"}, "stream", "invalid_type"),
     ({"stream_options": []}, "stream_options", "invalid_type"),
     ({"include": "reasoning.encrypted_content"}, "include", "invalid_type"),

@@ -538,3 +538,30 @@ async def test_pool_is_bounded_and_survives_cancelled_calls(pg_url: str, anyio_b
         assert all(g is not None and texts(g["output"]) == ["x"] for g in got)
     finally:
         await store.close()
+
+
+async def test_an_ephemeral_response_is_read_by_id_only_and_its_expiry_follows_saves(store: Store) -> None:
+    """A background response with store=false: retrievable by id, never a chain's link, an item
+    source or listed; a later save may cut its expiry (to the window after it ends)."""
+    base = record("resp_eph", background=True, status="in_progress")
+    eph = ResponseRecord(**{**base.__dict__, "ephemeral": True})
+    await store.save_response(eph, [], [])
+    eph.status = "completed"
+    await store.save_response(eph, [msg("out_eph", "answer", "assistant")], create=False)
+    got = await store.get_record("resp_eph", "alice")
+    assert got is not None and got.ephemeral and got.status == "completed"
+    assert texts((await store.get_response("resp_eph", "alice") or {})["output"]) == ["answer"]
+    with pytest.raises(NotFound):
+        await store.load_chain("resp_eph", "alice")
+    assert await store.find_items("alice", ["out_eph"]) == {}
+    assert await store.list_input_items("resp_eph", "alice", after=None, before=None, limit=20, order="asc") is None
+    plain = record("resp_plain")
+    await store.save_response(plain, [msg("out_plain", "kept", "assistant")], [])
+    assert not (await store.get_record("resp_plain", "alice") or eph).ephemeral
+    assert set(await store.find_items("alice", ["out_plain"])) == {"out_plain"}
+    # The end cuts the expiry; an expired response is invisible at once and purged.
+    eph.expires_at = int(time.time()) - 1
+    await store.save_response(eph, [msg("out_eph", "answer", "assistant")], create=False)
+    assert await store.get_response("resp_eph", "alice") is None
+    assert await store.purge_expired(int(time.time())) >= 1
+    assert await store.get_record("resp_plain", "alice") is not None

@@ -22,6 +22,7 @@ from starlette.routing import Router as Routes
 
 from .computer import ComputerKind
 from .config import Settings
+from .context import ContextService
 from .endpoints import Auth, Endpoints, JSONResponse, error_response
 from .errors import APIError
 from .fetcher import Fetcher
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> Any:
                                vault=vault, media=media, instance=instance)
     auth = Auth(settings.api_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
-                          keepalive_interval=settings.keepalive_interval)
+                          keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None

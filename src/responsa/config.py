@@ -159,6 +159,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fetch_image_urls", "Download http(s) image URLs and send them to the engine inline (behind the "
            "private-network guard) instead of passing the URL for the engine to fetch.", parse_bool,
            flag_only=True),
+    Option("unstored_background_window", "How long a background response created with store=false stays "
+           "readable (retrieve, stream resume) after it ends; then it is removed.", parse_duration,
+           metavar="DURATION"),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
            int, metavar="N"),
     Option("request_read_timeout", "Longest a request may take to arrive, headers and body, from its first "
@@ -218,6 +221,7 @@ class Settings:
     max_background_runs: int = 32
     request_read_timeout: int = 120
     max_connections: int = 10_000
+    unstored_background_window: int = 600
     keepalive_interval: int = 15
     websocket_idle_timeout: int = 600
     log_level: str = "info"
@@ -255,7 +259,9 @@ class BackendConfig:
     api_key: str | None = None
     auth: str = "bearer"  # or "api-key" (Azure)
     timeout: int = Settings.upstream_timeout
-    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
+    # How reasoning items go back: drop | reasoning_content | reasoning; None: by the engine's
+    # address (chat_completions.default_reasoning_input).
+    reasoning_input: str | None = None
     model_file: str | None = None
     context_window: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -404,6 +410,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:
         raise ConfigError("--retention must be at least 60 seconds")
+    if settings.unstored_background_window < 1:
+        raise ConfigError("--unstored-background-window must be at least 1 second")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
     if settings.embedded_queue < 0 or settings.embedded_threads < 0:

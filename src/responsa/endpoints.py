@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
+from .context import ContextService
 from .errors import APIError, InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from .feed import Event, Feed
 from .protocol import INCLUDABLE, parse_create
@@ -219,8 +220,9 @@ class Endpoints:
     """The API's routes, bound to one service."""
 
     def __init__(self, service: ResponsesService, auth: Auth, *, max_body_size: int,
-                 keepalive_interval: float) -> None:
+                 keepalive_interval: float, context: ContextService) -> None:
         self.service = service
+        self.context = context
         self.auth = auth
         self.max_body_size = max_body_size
         self.keepalive_interval = keepalive_interval
@@ -231,6 +233,8 @@ class Endpoints:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/responses", self.create_response, methods=["POST"]),
+            Route("/responses/compact", self.compact, methods=["POST"]),
+            Route("/responses/input_tokens", self.input_tokens, methods=["POST"]),
             Route("/responses/{response_id}", self.get_response, methods=["GET"]),
             Route("/responses/{response_id}", self.delete_response, methods=["DELETE"]),
             Route("/responses/{response_id}/cancel", self.cancel_response, methods=["POST"]),
@@ -255,6 +259,14 @@ class Endpoints:
         if isinstance(result, Feed):
             return self.sse(result, extra)
         return JSONResponse(result, headers=extra)
+
+    async def compact(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.context.compact(await read_json(request, self.max_body_size), owner))
+
+    async def input_tokens(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.context.input_tokens(await read_json(request, self.max_body_size), owner))
 
     async def get_response(self, request: Request) -> Response:
         owner = self.auth(request)

@@ -135,7 +135,8 @@ class Jobs:
                 for rid in await self.store.renew_leases(self.instance, now + self.lease_seconds):
                     self._cancel_local(rid)
                 await self.recover(take_all=False)
-                if time.monotonic() - last_purge > 3600:
+                # Hourly, or as often as ephemeral responses expire (they are to be removed, not kept).
+                if time.monotonic() - last_purge > min(3600, self.preparer.settings.unstored_background_window):
                     purged = 0
                     while True:  # a store purges in batches: go on while batches come back full
                         batch = await self.store.purge_expired(now)
@@ -170,7 +171,8 @@ class Jobs:
         assert run.request is not None
         record = run.save_record(lease_owner=self.instance, lease_until=int(time.time()) + self.lease_seconds)
         record.run_request = storable_request(run.request.raw)
-        await self.store.save_response(record, [], run.input_items)
+        # An ephemeral run keeps no input: it is never listed nor continued.
+        await self.store.save_response(record, [], run.input_items if run.stored else [])
         run.input_items = None  # written
         await self.store.append_events(run.id, [(e["sequence_number"], orjson.dumps(e)) for e in first])
         snapshot = run.response.copy()
@@ -352,6 +354,7 @@ class Jobs:
         run = ResponseRun(store=self.store, request=None, owner=claim.owner, record=record,
                           response=cast(ResponseObject, response),  # stored as this server built it
                           input_items=None, spec=None, first_sequence_number=next_seq)
+        run.unstored_window = self.preparer.settings.unstored_background_window
 
         async def persist(batch: list[Event]) -> None:
             await self.store.append_events(claim.id, [(e["sequence_number"], orjson.dumps(e)) for e in batch])

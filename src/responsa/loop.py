@@ -7,7 +7,7 @@ service decide whether they become an HTTP error or a `failed` response.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .arguments import ArgumentsRepair, InvalidArguments, check_arguments, closing
@@ -53,6 +53,9 @@ class RunSpec:
     # (key, n): history[:n] is an earlier chain that never changes (see chat.to_messages)
     history_prefix: tuple[object, int] | None = None
     usage: list[Usage | None] = field(default_factory=list)
+    # Before the first turn: (spec, history, events) -> a compacted history, or None to keep it
+    # (compaction.AutoCompaction, for `context_management`).
+    compaction: Callable[[RunSpec, list[dict], ResponseEvents], Awaitable[list[dict] | None]] | None = None
 
     def total_usage(self) -> dict:
         return usage_json(merge_usage(self.usage))
@@ -77,6 +80,8 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
     await events.flush()
     server_calls = 0
     history = list(spec.history)
+    if spec.compaction is not None:
+        history = await spec.compaction(spec, history, events) or history
     for turn in range(MAX_TURNS):
         budget_left = spec.max_tool_calls is None or server_calls < spec.max_tool_calls
         last_turn = turn == MAX_TURNS - 1

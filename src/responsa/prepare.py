@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .backends import ModelOptions
+from .compaction import AutoCompaction, open_context
 from .config import Settings
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
@@ -83,6 +84,7 @@ class Preparer:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
             [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
+        sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
         created_at = created_at or int(time.time())
         rid = rid or response_id()
         response: ResponseObject = {
@@ -92,14 +94,15 @@ class Preparer:
         }
         record = ResponseRecord(id=rid, owner=owner, created_at=created_at,
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
-                                background=req.background, previous_response_id=req.previous_response_id)
+                                background=req.background, previous_response_id=req.previous_response_id,
+                                ephemeral=req.background and not req.store)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
                           load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
-        prefix = (history_key, len(history)) if history_key and history_as_stored else None
+        prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None
         options = ModelOptions(
             instructions=req.instructions, response_format=response_format(req.text_format),
             temperature=req.temperature, top_p=req.top_p, reasoning_effort=(req.reasoning or {}).get("effort"),
@@ -108,10 +111,13 @@ class Preparer:
             backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
             toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, options=options, tool_choice=req.tool_choice,
             parallel_tool_calls=req.parallel_tool_calls, max_tool_calls=req.max_tool_calls,
-            max_output_tokens=req.max_output_tokens, generate=req.generate)
+            max_output_tokens=req.max_output_tokens, generate=req.generate,
+            compaction=None if req.compact_threshold is None else
+            AutoCompaction(self.vault, owner, req.compact_threshold or None))
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
+        run.unstored_window = self.settings.unstored_background_window
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
         if local is not None:

@@ -59,6 +59,8 @@ class CreateRequest:
     frequency_penalty: float = 0.0
     stream_options: dict | None = None
     generate: bool = True  # False: a WebSocket warm-up that prepares the context and produces no output
+    # `context_management` compaction: None (off), or its `compact_threshold` (0: the default).
+    compact_threshold: int | None = None
     # Request headers that tools may read (for example Azure's image deployment header).
     headers: dict[str, str] = field(default_factory=dict)
     raw: dict | None = None  # the body as sent (kept to restart queued background runs)
@@ -111,9 +113,6 @@ def parse_create(body: Any, headers: Mapping[str, str] | None = None) -> CreateR
         check = _FIELDS.get(key)
         if check is not None and body[key] is not None:
             check(body, fields)
-    if fields.get("background") and not fields.get("store", True):
-        raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
-                             code="invalid_value")
     if "tool_choice" in body:
         fields["tool_choice"] = check_tool_choice(body["tool_choice"], fields.get("tools", []))
     if "text" in body or "verbosity" in body:
@@ -190,7 +189,23 @@ _FIELDS: dict[str, Any] = {
     "prompt_cache_retention": _field("prompt_cache_retention", lambda b: c.choice(
         b, "prompt_cache_retention", "prompt_cache_retention", ("in_memory", "24h"))),
     "service_tier": _service_tier,
+    "context_management": _field("compact_threshold", lambda b: _context_management(b)),
 }
+
+
+def _context_management(body: dict) -> int | None:
+    entries = c.array(body, "context_management", "context_management") or []
+    threshold = None
+    for i, entry in enumerate(entries):
+        param = f"context_management[{i}]"
+        if not isinstance(entry, dict):
+            raise c.wrong_type(param, "an object", entry)
+        c.choice(entry, "type", f"{param}.type", ("compaction",), required=True)
+        if threshold is not None:
+            raise InvalidRequest("Invalid 'context_management': give at most one compaction entry.",
+                                 param=param, code="invalid_value")
+        threshold = c.integer(entry, "compact_threshold", f"{param}.compact_threshold", lo=1) or 0
+    return threshold
 
 
 def _instructions(body: dict) -> str | None:

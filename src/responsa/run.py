@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .errors import APIError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable
-from .events import ResponseEvents, Sink
+from .events import TERMINAL, ResponseEvents, Sink
 from .loop import RunSpec, run
 from .protocol import CreateRequest
 from .shapes import ResponseObject
@@ -34,6 +34,7 @@ log = logging.getLogger("responsa.run")
 IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress record is written
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
                                "finished. Start it again.")
+UNSTORED_WINDOW = 600  # seconds; Settings.unstored_background_window
 OPEN_STATUSES = frozenset({"in_progress", "calling", "generating", "searching", "interpreting"})
 
 # The codes the SDKs type `response.error.code` with; anything else is reported as server_error
@@ -89,6 +90,8 @@ class ResponseRun:
         self.in_progress_record: InProgressRecord | None = None
         self.retry_writes: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None
         self.deferred: DeferredWrites | None = None  # where a stream's refused final write goes
+        # An ephemeral (background, store=false) response is kept this long after it ends.
+        self.unstored_window = UNSTORED_WINDOW
 
     @property
     def id(self) -> str:
@@ -113,6 +116,8 @@ class ResponseRun:
         r.status = self.response["status"]
         r.body = {k: v for k, v in self.response.items() if k != "output"}
         r.lease_owner, r.lease_until = lease_owner, lease_until
+        if r.ephemeral and r.status in TERMINAL:
+            r.expires_at = min(r.expires_at, int(time.time()) + self.unstored_window)
         return r
 
     def recover_items(self, still_open: list[int]) -> None:

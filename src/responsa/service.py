@@ -53,7 +53,7 @@ class ResponsesService:
     async def create(self, req: CreateRequest, owner: str, local: LocalChain | None = None) -> ResponseObject | Feed:
         """The finished Response (plain), or the feed of its events (stream, background stream).
         `local` holds earlier responses only the caller's connection has (see prepare.py)."""
-        if req.store:
+        if req.store or req.background:  # a background run is stored while it runs, store=false or not
             await self.store.check_writable()
         run = await self.preparer.prepare(req, owner, local=local)
         run.deferred = self.deferred

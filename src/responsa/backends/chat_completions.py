@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -25,6 +27,7 @@ from . import (
     Usage,
 )
 from .http import HTTPError, Pool, Response
+from .tokenize import EngineTokenizer
 
 log = logging.getLogger("responsa.upstream")
 
@@ -43,7 +46,7 @@ class ChatCompletionsBackend:
                 self.headers["api-key"] = config.api_key
             else:
                 self.headers["Authorization"] = f"Bearer {config.api_key}"
-        self.chat_options = ChatOptions(reasoning_input=config.reasoning_input)
+        self.chat_options = ChatOptions(reasoning_input=config.reasoning_input or default_reasoning_input(self.url))
         self.max_tokens_field = str(config.options.get(
             "max_tokens_field", "max_completion_tokens" if "api.openai.com" in self.url else "max_tokens"))
         self.send_images = bool(config.options.get("images", True))
@@ -51,9 +54,20 @@ class ChatCompletionsBackend:
         hosted = "api.openai.com" in self.url or ".openai.azure.com" in self.url
         self.send_files = config.options.get("files", "pass" if hosted else "text") == "pass"
         self.pool = Pool(config.base_url, connect_timeout=10, read_timeout=config.timeout)
+        # Hosted APIs have no tokenize endpoint: they are not asked (their counts are estimates).
+        self.tokenizer = None if hosted or not config.options.get("tokenize", True) else \
+            EngineTokenizer(config.base_url, self.headers)
 
     async def aclose(self) -> None:
         self.pool.close()
+        if self.tokenizer is not None:
+            self.tokenizer.close()
+
+    async def count_tokens(self, req: TurnRequest) -> int | None:
+        """The prompt tokens of this turn by the engine's own tokenizer, if it serves one."""
+        if self.tokenizer is None:
+            return None
+        return await self.tokenizer.count(self.body(req))
 
     async def ready(self) -> bool:
         return True
@@ -265,6 +279,35 @@ def _error_text(raw: bytes) -> str:
             return str(err.get("message") or err.get("detail") or err)[:500]
         return str(err)[:500]
     return str(data)[:500]
+
+
+# Public APIs known to refuse fields they do not define on a message (a 400 for the whole request).
+_STRICT_HOSTS = ("api.openai.com", ".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com",
+                 "api.deepseek.com", "api.groq.com")
+# Host name endings that only resolve inside a network: an engine run there is self-hosted.
+_PRIVATE_SUFFIXES = (".local", ".internal", ".lan", ".home.arpa", ".svc", ".cluster.local", ".localdomain")
+
+
+def default_reasoning_input(url: str) -> str:
+    """How earlier reasoning goes back when the backend's config does not say.
+
+    A self-hosted engine (a loopback or private address, a single-label or in-network host
+    name: vLLM, SGLang, llama.cpp) gets it back as `reasoning_content`: their chat templates
+    render it inside a tool-calling turn, so the model keeps its train of thought and the
+    engine's prefix cache stays valid (see docs/reasoning.md for the measurement); engines
+    whose templates do not use it ignore the field. A public API gets none, since some
+    (OpenAI, Azure OpenAI, DeepSeek, Groq) refuse the whole request over a field they do not
+    define."""
+    host = (urlsplit(url).hostname or "").lower()
+    if any(host == h or (h.startswith(".") and host.endswith(h)) for h in _STRICT_HOSTS):
+        return "drop"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        private = "." not in host or host.endswith(_PRIVATE_SUFFIXES) or host == "localhost"
+    else:
+        private = address.is_private or address.is_loopback or address.is_link_local
+    return "reasoning_content" if private else "drop"
 
 
 def upstream_error(status: int, raw: bytes) -> APIError:

@@ -150,6 +150,21 @@ class EmbeddedBackend:
         await asyncio.get_running_loop().run_in_executor(self._executor, unload)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def context_window(self, model: str) -> int | None:
+        return self.llm.n_ctx() if self.llm is not None else None
+
+    async def count_tokens(self, req: TurnRequest) -> int | None:
+        """The turn's prompt as the model would read it (its template applied), in tokens."""
+        await self.start()
+        assert self._loading is not None
+        await asyncio.shield(self._loading)
+        if self.llm is None or self.prompt is None:
+            return None
+        text = self.prompt.render(req.items, req.options.instructions, gguf.plan(req).tools)
+        # Tokenizing reads only the vocabulary, so it need not wait for the worker thread.
+        tokens = await asyncio.to_thread(self.llm.tokenize, text.encode("utf-8"), add_bos=False, special=True)
+        return len(tokens)
+
     # ---- one turn --------------------------------------------------------------------------
 
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:

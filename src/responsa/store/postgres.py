@@ -241,7 +241,7 @@ class PostgresStore:
                 """
                 WITH r AS (
                     UPDATE responses SET status = $2, body = $3, run_request = $4, lease_owner = $5,
-                        lease_until = $6 WHERE id = $1 RETURNING owner
+                        lease_until = $6, expires_at = $12 WHERE id = $1 RETURNING owner
                 ), d AS (
                     DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $7
                       AND EXISTS (SELECT 1 FROM r)
@@ -254,17 +254,18 @@ class PostgresStore:
                 DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
                 """,
                 record.id, record.status, row_json(record.body), run_request, record.lease_owner,
-                record.lease_until, len(output), kinds, positions, item_ids, data)
+                record.lease_until, len(output), kinds, positions, item_ids, data, record.expires_at)
             return
         await self._execute(
             """
             WITH r AS (
                 INSERT INTO responses (id, owner, created_at, expires_at, status, background,
-                                       previous_response_id, body, run_request, lease_owner, lease_until)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                       previous_response_id, body, run_request, lease_owner, lease_until,
+                                       ephemeral)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17)
                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body,
                     run_request = excluded.run_request, lease_owner = excluded.lease_owner,
-                    lease_until = excluded.lease_until
+                    lease_until = excluded.lease_until, expires_at = excluded.expires_at
             ), d AS (
                 DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $12
             )
@@ -277,7 +278,7 @@ class PostgresStore:
             """,
             record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
             record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
-            record.lease_until, len(output), kinds, positions, item_ids, data)
+            record.lease_until, len(output), kinds, positions, item_ids, data, record.ephemeral)
 
     # PostgreSQL text holds no U+0000 and refuses to compare with it: an id holding one names no
     # row (as in SQLite), so such lookups miss without a query.
@@ -301,14 +302,14 @@ class PostgresStore:
             return None
         row = await self._fetchrow(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request, lease_owner, lease_until FROM responses "
+            "run_request, lease_owner, lease_until, ephemeral FROM responses "
             "WHERE id = $1 AND owner = $2 AND expires_at > $3", response_id, owner, int(time.time()))
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=row[6], previous_response_id=row[7],
                               run_request=orjson.loads(row[8]) if row[8] is not None else None,
-                              lease_owner=row[9], lease_until=row[10])
+                              lease_owner=row[9], lease_until=row[10], ephemeral=row[11])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         if not may_exist(response_id):
@@ -317,7 +318,7 @@ class PostgresStore:
             """
             WITH RECURSIVE chain(id, prev, status, depth) AS (
                 SELECT id, previous_response_id, status, 0 FROM responses
-                 WHERE id = $1 AND owner = $2 AND expires_at > $3
+                 WHERE id = $1 AND owner = $2 AND expires_at > $3 AND NOT ephemeral
                 UNION ALL
                 SELECT r.id, r.previous_response_id, r.status, chain.depth + 1
                   FROM responses r JOIN chain ON r.id = chain.prev
@@ -353,7 +354,8 @@ class PostgresStore:
             after = before = None
         async with self._conn() as conn:
             head = await conn.fetchrow(
-                "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3), "
+                "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3 "
+                "AND NOT ephemeral), "
                 "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $4 LIMIT 1), "
                 "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $5 LIMIT 1)",
                 response_id, owner, int(time.time()), after, before)
@@ -379,7 +381,7 @@ class PostgresStore:
             return {}
         rows = await self._fetch(
             "SELECT i.item_id, i.data FROM items i JOIN responses r ON r.id = i.response_id "
-            "WHERE i.owner = $1 AND i.item_id = ANY($2::text[]) AND r.expires_at > $3 "
+            "WHERE i.owner = $1 AND i.item_id = ANY($2::text[]) AND r.expires_at > $3 AND NOT r.ephemeral "
             "ORDER BY r.created_at, i.kind", owner, list(item_ids), int(time.time()))
         return {r[0]: orjson.loads(r[1]) for r in rows}
 

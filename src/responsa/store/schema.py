@@ -59,6 +59,10 @@ SQLITE: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: background responses with store=false (kept only while they run, plus a short window)
+    """
+    ALTER TABLE responses ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -112,6 +116,9 @@ POSTGRES: list[str] = [
         value BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     );
+    """,
+    """
+    ALTER TABLE responses ADD COLUMN ephemeral BOOLEAN NOT NULL DEFAULT FALSE;
     """,
 ]
 

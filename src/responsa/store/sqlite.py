@@ -283,20 +283,22 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> None:
             if not create:
                 cur = conn.execute(
-                    "UPDATE responses SET status=?, body=?, run_request=?, lease_owner=?, lease_until=? WHERE id=?",
-                    (record.status, body, run_request, record.lease_owner, record.lease_until, record.id))
+                    "UPDATE responses SET status=?, body=?, run_request=?, lease_owner=?, lease_until=?, expires_at=? "
+                    "WHERE id=?",
+                    (record.status, body, run_request, record.lease_owner, record.lease_until, record.expires_at,
+                     record.id))
                 if cur.rowcount == 0:
                     return  # deleted meanwhile: a late write must not bring it back
             conn.execute(
                 "INSERT INTO responses (id, owner, created_at, expires_at, status, background, "
-                "previous_response_id, body, run_request, lease_owner, lease_until) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "previous_response_id, body, run_request, lease_owner, lease_until, ephemeral) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET status=excluded.status, body=excluded.body, "
                 "run_request=excluded.run_request, lease_owner=excluded.lease_owner, "
-                "lease_until=excluded.lease_until",
+                "lease_until=excluded.lease_until, expires_at=excluded.expires_at",
                 (record.id, record.owner, record.created_at, record.expires_at, record.status,
                  int(record.background), record.previous_response_id, body, run_request, record.lease_owner,
-                 record.lease_until))
+                 record.lease_until, int(record.ephemeral)))
             conn.execute("DELETE FROM items WHERE response_id=? AND kind=1 AND position>=?", (record.id, keep))
             if out_rows:
                 conn.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?)", out_rows)
@@ -333,13 +335,14 @@ class SQLiteStore:
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
         row = self._read().execute(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request FROM responses WHERE id=? AND owner=? AND expires_at>?",
+            "run_request, ephemeral FROM responses WHERE id=? AND owner=? AND expires_at>?",
             (response_id, owner, int(time.time()))).fetchone()
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=bool(row[6]), previous_response_id=row[7],
-                              run_request=orjson.loads(row[8]) if row[8] is not None else None)
+                              run_request=orjson.loads(row[8]) if row[8] is not None else None,
+                              ephemeral=bool(row[9]))
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         # Finished responses never change, and this process makes every delete and purge of
@@ -362,7 +365,7 @@ class SQLiteStore:
         if prev is None or parent is not None:
             rows = conn.execute(
                 "SELECT r.status, r.expires_at, i.kind, i.data FROM responses r LEFT JOIN items i "
-                "ON i.response_id = r.id WHERE r.id=? AND r.owner=? AND r.expires_at>? "
+                "ON i.response_id = r.id WHERE r.id=? AND r.owner=? AND r.expires_at>? AND r.ephemeral=0 "
                 "ORDER BY i.kind, i.position", (response_id, owner, now)).fetchall()
             if not rows:
                 raise NotFound(f"Previous response with id '{response_id}' not found.",
@@ -378,7 +381,7 @@ class SQLiteStore:
                 """
                 WITH RECURSIVE chain(id, prev, status, expires, depth) AS (
                     SELECT id, previous_response_id, status, expires_at, 0 FROM responses
-                     WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
+                     WHERE id = ?1 AND owner = ?2 AND expires_at > ?3 AND ephemeral = 0
                     UNION ALL
                     SELECT r.id, r.previous_response_id, r.status, r.expires_at, chain.depth + 1
                       FROM responses r JOIN chain ON r.id = chain.prev
@@ -415,7 +418,7 @@ class SQLiteStore:
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
         conn = self._read()
-        if conn.execute("SELECT 1 FROM responses WHERE id=? AND owner=? AND expires_at>?",
+        if conn.execute("SELECT 1 FROM responses WHERE id=? AND owner=? AND expires_at>? AND ephemeral=0",
                         (response_id, owner, int(time.time()))).fetchone() is None:
             return None
         where = ["response_id=?", "kind=0"]
@@ -440,7 +443,8 @@ class SQLiteStore:
         marks = ",".join("?" * len(item_ids))
         rows = self._read().execute(
             f"SELECT i.item_id, i.data FROM items i JOIN responses r ON r.id = i.response_id "
-            f"WHERE i.owner=? AND i.item_id IN ({marks}) AND r.expires_at>? ORDER BY r.created_at, i.kind",
+            f"WHERE i.owner=? AND i.item_id IN ({marks}) AND r.expires_at>? AND r.ephemeral=0 "
+            "ORDER BY r.created_at, i.kind",
             (owner, *item_ids, int(time.time()))).fetchall()
         return {r[0]: orjson.loads(r[1]) for r in rows}
 
