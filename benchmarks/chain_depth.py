@@ -23,10 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from fixed_engine import serve_fixed
 
 HERE = Path(__file__).resolve().parent
 NGINX_TEMPLATE = Path(os.environ.get("BENCH_NGINX_TEMPLATE",
@@ -63,24 +63,7 @@ def start_engine(workdir: Path) -> tuple[str, object]:
         wait_http(f"http://127.0.0.1:{port}/plain/v1/models")
         return f"http://127.0.0.1:{port}/plain/v1", proc
 
-    body = json.dumps(REPLY).encode()
-
-    class Engine(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Engine)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_fixed(json.dumps(REPLY).encode())
     return f"http://127.0.0.1:{server.server_address[1]}/v1", server
 
 

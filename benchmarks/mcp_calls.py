@@ -19,10 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from responsa.mcp import Connection, _load_sdk
+from responsa.netguard import Guard
 
 
 async def measure(url: str, rounds: int) -> tuple[list[float], list[float]]:
-    conn = Connection(url, {}, timeout=30, max_output=256 * 1024, allow_private=True)
+    conn = Connection(url, {}, timeout=30, max_output=256 * 1024, guard=Guard(allow_private=True))
     listing, calls = [], []
     for _ in range(rounds):
         t = time.perf_counter()

@@ -44,6 +44,29 @@ def server(engine: ScriptedEngine, tmp_path_factory: pytest.TempPathFactory) -> 
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_server(engine: ScriptedEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A live server like `server`, on a throwaway PostgreSQL database (skips when unreachable)."""
+    import pg
+
+    url = pg.create_database("responsa_live")
+    proc = ServerProcess(tmp_path_factory.mktemp("pg-server"), "--database-url", url, "--upstream-base-url",
+                         engine.base_url, "--api-key", KEY_A, "--api-key", KEY_B, "--keepalive-interval", "1",
+                         "--database-pool-size", "2")
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+        pg.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either(request: pytest.FixtureRequest, script) -> ServerProcess:
+    """The shared SQLite server, then `pg_server`: tests that both stores must answer alike."""
+    return request.getfixturevalue("server" if request.param == "sqlite" else "pg_server")
+
+
 @pytest.fixture
 def script(engine: ScriptedEngine):
     """The engine's script, empty at the start of each test."""

@@ -29,6 +29,9 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from responsa.backends.scripted import Script, scripted_upstream_app
+from responsa.events import ResponseEvents
+from responsa.ids import response_id
+from responsa.protocol import parse_create
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "spec" / "openresponses-openapi-2026-04-24.json"  # vendored, see its README
@@ -36,18 +39,19 @@ KEY_A = "key-a-secret"
 KEY_B = "key-b-secret"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class ThreadServer:
     """An ASGI app served by uvicorn on a free loopback port from a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+    def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -66,7 +70,7 @@ class ThreadServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 class ScriptedEngine(ThreadServer):
@@ -89,8 +93,9 @@ class ServerProcess:
     """`responsa serve` in a subprocess, on a free port."""
 
     def __init__(self, data_dir: str | Path, *args: str, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, wrapper: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir)
+        self.wrapper = list(wrapper)  # a command that runs the server command given as its last arguments
         self.port = port or free_port()
         self.args = list(args)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -103,7 +108,7 @@ class ServerProcess:
     def start(self, timeout: float = 60, wait_ready: bool = True) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "responsa", "serve", "--port", str(self.port), "--data-dir",
+        cmd = [*self.wrapper, sys.executable, "-m", "responsa", "serve", "--port", str(self.port), "--data-dir",
                str(self.data_dir), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
@@ -303,6 +308,26 @@ def check_events(events: Sequence[Any], *, first: int = 0, complete: bool = True
         assert len(last["response"]["output"]) == len(added) or first != 0
         assert done == set(added), "items added but never done"
         check_response(last["response"])
+
+
+# ---- in-process helpers (no server) ------------------------------------------------------------
+
+def new_response(**body: Any) -> dict:
+    """A fresh in-progress Response, echoing a create request as the service builds it."""
+    req = parse_create({"model": "test-model", "input": "hi", **body})
+    return {"id": response_id(), "object": "response", "created_at": 1700000000, "status": "in_progress",
+            "completed_at": None, "error": None, "incomplete_details": None, "model": req.model,
+            "output": [], "usage": None, **req.echo()}
+
+
+def recording_events(dialect: str = "openai", first: int = 0, **body: Any) -> tuple[ResponseEvents, list[dict]]:
+    """`ResponseEvents` for a new response, and the list its sink appends every flushed event to."""
+    seen: list[dict] = []
+
+    async def sink(batch: list[dict]) -> None:
+        seen.extend(batch)
+
+    return ResponseEvents(new_response(**body), sink, dialect=dialect, first_sequence_number=first), seen
 
 
 def sse_events(body: str | bytes) -> list[dict]:

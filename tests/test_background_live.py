@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -193,3 +194,73 @@ def test_background_raw_stream_frames(server, script) -> None:
     events = sse_events(body)
     check_events(events)
     assert events[0]["response"]["status"] == "queued"
+
+
+# ---- background with store=false -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_window_server(engine: ScriptedEngine, tmp_path_factory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("unstored"), "--upstream-base-url", engine.base_url,
+                         "--api-key", KEY_A, "--unstored-background-window", "1")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_background_without_store_runs_and_can_be_polled_and_resumed(client: OpenAI, script) -> None:
+    script.add({"content": "kept for a while", "first_delay": 0.5})
+    r = client.responses.create(model="m", input="secret question", background=True, store=False)
+    check_response(r)
+    assert r.status == "queued" and r.store is False and r.background is True
+    final = poll(client, r.id)
+    assert final.status == "completed" and final.output_text == "kept for a while" and final.store is False
+    events = [wire(e) for e in client.responses.retrieve(r.id, stream=True)]
+    check_events(events)
+    assert events[-1]["type"] == "response.completed"
+    # Never chained from, never a source of items, never listed.
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(model="m", input="more", previous_response_id=r.id)
+    assert e.value.param == "previous_response_id"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="m", input=[{"type": "item_reference", "id": final.output[0].id}])
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(r.id)
+
+
+def test_background_stream_without_store(client: OpenAI, script) -> None:
+    script.add({"content": "streamed and gone", "delay": 0.02})
+    with client.responses.stream(model="m", input="x", background=True, store=False) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    check_events(events)
+    assert final.output_text == "streamed and gone" and final.store is False
+    assert client.responses.cancel(final.id).status == "completed"  # a background response like any other
+
+
+def test_background_without_store_is_removed_after_its_window(short_window_server, script) -> None:
+    client = OpenAI(base_url=short_window_server.base_url, api_key=KEY_A, max_retries=0)
+    script.add({"content": "soon gone"}, {"content": "stays"})
+    gone = client.responses.create(model="m", input="x", background=True, store=False)
+    stays = client.responses.create(model="m", input="y", background=True)
+    assert poll(client, gone.id).output_text == "soon gone"
+    assert poll(client, stays.id).status == "completed"
+
+    def removed() -> bool:
+        try:
+            client.responses.retrieve(gone.id)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    wait_for(removed, timeout=15, interval=0.2)
+    with pytest.raises(openai.NotFoundError):
+        list(client.responses.retrieve(gone.id, stream=True))
+
+    def rows(rid: str) -> int:
+        with sqlite3.connect(short_window_server.data_dir / "responsa.db") as db:
+            return sum(db.execute(f"SELECT count(*) FROM {table} WHERE {key} = ?", (rid,)).fetchone()[0]
+                       for table, key in (("responses", "id"), ("items", "response_id"), ("events", "response_id")))
+
+    wait_for(lambda: rows(gone.id) == 0, timeout=20, interval=0.2)  # removed, not only hidden
+    assert rows(stays.id) > 0
+    assert client.responses.retrieve(stays.id).status == "completed"  # stored responses keep their retention

@@ -124,6 +124,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "embedded_threads": ("3", 3, 3),
     "api_key": ("a-key, b-key", ["a-key", "b-key"], ("a-key", "b-key")),
     "allow_private_network": ("yes", True, True),
+    "allow_private_address": ("10.0.0.0/8, 127.0.0.2", ["10.0.0.0/8", "127.0.0.2"], ("10.0.0.0/8", "127.0.0.2/32")),
     "mcp_timeout": ("5m", "5m", 300),
     "mcp_max_output": ("1k", "1k", 1024),
     "retention": ("12h", "12h", 43200),
@@ -131,7 +132,11 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "max_file_size": ("1g", "1g", 1024**3),
     "fetch_image_urls": ("on", True, True),
     "max_background_runs": ("4", 4, 4),
+    "request_read_timeout": ("90s", "90s", 90),
+    "max_connections": ("500", 500, 500),
+    "unstored_background_window": ("5m", "5m", 300),
     "keepalive_interval": ("30s", 30, 30),
+    "websocket_idle_timeout": ("2m", 120, 120),
     "log_level": ("debug", "debug", "debug"),
     "access_log": ("off", False, False),
     "reasoning_key": (f"{KEY_1},{KEY_2}", [KEY_1, KEY_2], (KEY_1, KEY_2)),
@@ -385,6 +390,15 @@ BAD_SETTINGS: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"model_file": ["model.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got 'model.gguf'"),
     ({"model_file": ["=x.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got '=x.gguf'"),
     ({"model_file": ["m=/no/such/file.gguf"]}, {}, "--model-file m: no such file /no/such/file.gguf"),
+    # `--api-key "$KEY"` with KEY unset: an empty key would let in every request sending an empty one.
+    ({"api_key": [""]}, {}, "command line: invalid value for --api-key: an API key must not be empty or "
+     "blank (is the variable it comes from unset?)"),
+    ({"api_key": ["a-key", "  "]}, {}, "command line: invalid value for --api-key: an API key must not be "
+     "empty or blank (is the variable it comes from unset?)"),
+    ({"api_key": ["a-key "]}, {}, "command line: invalid value for --api-key: an API key must not start or "
+     "end with whitespace (HTTP headers drop it, so no client could send it)"),
+    ({"allow_private_address": ["10.0.0.300"]}, {}, "command line: invalid value for --allow-private-address: "
+     "'10.0.0.300' is not an IP address or CIDR network (e.g. 10.0.0.0/8, fd00::/8, 192.168.1.20)"),
 ]
 
 
@@ -400,6 +414,9 @@ BAD_FILES: list[tuple[str, str]] = [
     ("[server]\nport = 1\nprot = 2\nhots = 3\n", "[server]: unknown keys ['hots', 'prot']"),
     ('[server]\nport = "x"\n', "[server]: invalid value for --port: invalid literal for int() with base 10: 'x'"),
     ("[server]\napi_key = 5\n", "[server]: invalid value for --api-key: 'int' object is not iterable"),
+    ('[server]\napi_key = ["a", ""]\n', "[server]: invalid value for --api-key: an API key must not be empty or "
+     "blank (is the variable it comes from unset?)"),
+    ('[server]\napi_key = ["a", 5]\n', "[server]: invalid value for --api-key: expected a string, got int"),
     ('[backends]\nx = "http://e/v1"\n', "[backends.x] must be a table"),
     ('[backends.x]\nkind = "vllm"\n', "[backends.x] kind must be chat_completions, embedded or scripted"),
     ('[backends.x]\napi_key_env = "NOT_SET_ANYWHERE"\nbase_url = "http://e/v1"\n',
@@ -459,6 +476,15 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path: Path) -> None:
     assert not (tmp_path / "responsa.db").exists()  # refused before anything was opened
     bad = _run("serve", "--data-dir", str(tmp_path), env={"RESPONSA_RETENTION": "forever"})
     assert bad.returncode == 2 and bad.stderr.startswith("responsa: RESPONSA_RETENTION: invalid value")
+
+
+def test_serve_refuses_an_empty_api_key(tmp_path: Path) -> None:
+    """`--api-key "$KEY"` with KEY unset: refused even on loopback, before anything is opened."""
+    run = _run("serve", "--data-dir", str(tmp_path), "--upstream-base-url", "http://e/v1", "--api-key", "")
+    assert run.returncode == 2
+    assert run.stderr == ("responsa: command line: invalid value for --api-key: an API key must not be empty "
+                          "or blank (is the variable it comes from unset?)\n")
+    assert not (tmp_path / "responsa.db").exists()
 
 
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:

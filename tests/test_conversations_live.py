@@ -325,6 +325,14 @@ def test_conversation_with_previous_response_id_or_without_store(client: OpenAI,
     assert all_items(client, conv.id) == []
 
 
+def test_counting_input_tokens_on_a_conversation_is_refused(client: OpenAI, script) -> None:
+    conv = client.conversations.create(items=[user("hi")])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.input_tokens.count(model="m", input="x", conversation=conv.id)
+    assert (e.value.body["param"], e.value.body["code"]) == ("conversation", "unsupported_parameter")
+    assert client.conversations.items.create(conv.id, items=[user("still free")]).data  # nothing held it
+
+
 def test_unknown_or_deleted_conversation_is_404(client: OpenAI, script) -> None:
     with pytest.raises(openai.NotFoundError) as e:
         client.responses.create(model="m", input="x", conversation="conv_nope")

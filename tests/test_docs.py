@@ -26,13 +26,16 @@ def test_every_endpoint_is_in_the_api_docs() -> None:
     from responsa.conversation_endpoints import ConversationEndpoints
     from responsa.endpoints import Endpoints
     from responsa.files import FilesEndpoints
+    from responsa.websocket import ResponsesSocket
 
     docs = re.sub(r"\{[^}]+\}", "{}", (ROOT / "docs" / "api.md").read_text())
     routes = [*Endpoints.__new__(Endpoints).routes(), *FilesEndpoints.__new__(FilesEndpoints).routes(),
+              *ResponsesSocket.__new__(ResponsesSocket).routes(),
               *ConversationEndpoints.__new__(ConversationEndpoints).routes()]
     for route in routes:
         path = re.sub(r"\{[^}]+\}", "{}", route.path)
-        for method in sorted(route.methods - {"HEAD"}):
+        methods = getattr(route, "methods", None) or {"WebSocket"}  # a WebSocket route has none
+        for method in sorted(methods - {"HEAD"}):
             documented = re.search(rf"{method} {re.escape(path)}[`?\[ ,]", docs)
             assert documented, f"{method} {route.path} is not in docs/api.md"
 

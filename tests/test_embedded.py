@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
@@ -24,7 +25,7 @@ from openai import OpenAI
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
 
-from responsa.backends import TurnRequest, gguf  # noqa: E402
+from responsa.backends import ModelOptions, TurnRequest, gguf  # noqa: E402
 from responsa.backends.embedded import (  # noqa: E402
     DEFAULT_MODEL_NAME,
     EmbeddedBackend,
@@ -92,8 +93,9 @@ def test_template_errors_are_a_clear_400() -> None:
 
 
 def test_plan_picks_the_generation_mode() -> None:
-    def plan(**kw: object) -> gguf.Plan:
-        return gguf.plan(TurnRequest(model="m", items=[], **kw))
+    def plan(response_format: dict | None = None, **kw: Any) -> gguf.Plan:
+        return gguf.plan(TurnRequest(model="m", items=[], options=ModelOptions(response_format=response_format),
+                                     **kw))
 
     assert plan().mode == "text"
     assert plan(tools=CHAT_TOOLS, tool_choice="auto").mode == "auto"
@@ -510,3 +512,24 @@ def test_unloadable_model_file_keeps_health_503(tmp_path: Path, model_path: str)
         assert r.status == "failed" and "could not be loaded" in r.error.message
     finally:
         proc.stop()
+
+
+@pytest.mark.embedded
+def test_input_tokens_are_the_prompt_the_model_reads(ai: OpenAI) -> None:
+    """`input_tokens.count` renders the GGUF template and tokenizes, as a turn does: it equals the
+    usage the same request reports, with and without a chain, instructions and tools, and
+    without `model` (the embedded default answers every name)."""
+    count = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Name a colour.", instructions="Be brief.")
+    r = ai.responses.create(model="gpt-4.1-nano", input="Name a colour.", instructions="Be brief.",
+                            max_output_tokens=16)
+    assert count.object == "response.input_tokens" and count.input_tokens == r.usage.input_tokens
+    chained = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Another?", previous_response_id=r.id)
+    r2 = ai.responses.create(model="gpt-4.1-nano", input="Another?", previous_response_id=r.id,
+                             max_output_tokens=16)
+    assert chained.input_tokens == r2.usage.input_tokens > count.input_tokens
+    tool = {"type": "function", "name": "pick", "description": "Pick a colour.",
+            "parameters": {"type": "object", "properties": {"colour": {"type": "string"}}}}
+    with_tool = ai.responses.input_tokens.count(model="gpt-4.1-nano", input="Name a colour.", tools=[tool])
+    assert with_tool.input_tokens > ai.responses.input_tokens.count(model="gpt-4.1-nano",
+                                                                    input="Name a colour.").input_tokens
+    assert ai.responses.input_tokens.count(input="Name a colour.").input_tokens > 0

@@ -55,7 +55,6 @@ def envelope(resp: httpx.Response, status: int) -> dict:
     ({"model": "m", "input": "x", "include": ["everything"]}, "include[0]", "invalid_value"),
     ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "x"}}},
      "text.format.schema", "missing_required_parameter"),
-    ({"model": "m", "input": "x", "background": True, "store": False}, "background", "invalid_value"),
     ({"model": "m", "input": "x", "prompt": {"id": "pmpt_1"}}, "prompt", "unsupported_parameter"),
     ({"model": "m", "input": "x", "reasoning": {"effort": "maximal"}}, "reasoning.effort", "invalid_value"),
 ])
@@ -111,6 +110,17 @@ def test_unknown_ids_and_routes(server, client: OpenAI) -> None:
     assert e.value.body["param"] == "input[0]"
     assert envelope(httpx.get(server.base_url + "/nowhere", headers=AUTH), 404)["type"] == "not_found_error"
     assert envelope(httpx.put(server.base_url + "/responses", headers=AUTH), 405)
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/responses/"), ("GET", "/v1/files/"),
+                                             ("POST", "/openai/v1/responses/"), ("GET", "/health/"),
+                                             ("GET", "/v1")])
+def test_trailing_slash_paths_are_404s_not_redirects(server, method: str, path: str) -> None:
+    """A redirect would be built from the Host header: an open redirect for caches that forward it."""
+    r = httpx.request(method, server.url + path, headers={**AUTH, "Host": "evil.example"}, json={},
+                      follow_redirects=False)
+    assert "location" not in r.headers
+    assert envelope(r, 404)["message"] == f"Unknown path: {path}"
 
 
 def test_cancel_of_a_foreground_response_is_400(client: OpenAI) -> None:

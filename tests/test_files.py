@@ -12,6 +12,7 @@ import base64
 import struct
 import zlib
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import httpx
 import openai
@@ -88,7 +89,14 @@ class MediaHost(ThreadServer):
             data, mime = files[request.url.path]
             return Response(data, media_type=mime)
 
-        super().__init__(Starlette(routes=[Route(path, serve) for path in files]))
+        async def redirect(request: Request) -> Response:
+            self.hits.append(request.url.path)
+            return Response(status_code=302, headers={"location": request.query_params["to"]})
+
+        super().__init__(Starlette(routes=[*(Route(path, serve) for path in files), Route("/redirect", redirect)]))
+
+    def redirect(self, target: str) -> str:
+        return self.url("/redirect?" + urlencode({"to": target}))
 
     def url(self, path: str) -> str:  # type: ignore[override]
         return f"http://127.0.0.1:{self.port}{path}"
@@ -105,6 +113,31 @@ def host() -> Iterator[MediaHost]:
 def hits(host: MediaHost) -> list[str]:
     host.hits.clear()
     return host.hits
+
+
+class PrivateHost(ThreadServer):
+    """What must never be fetched: a server on another loopback address (127.0.0.2), standing in for
+    the cloud metadata service or an internal admin page."""
+
+    SECRET = "instance-credentials-7c1f"
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+
+        async def serve(request: Request) -> Response:
+            self.hits.append(request.url.path)
+            if request.url.path.endswith(".png"):
+                return Response(png(), media_type="image/png")
+            return Response(self.SECRET, media_type="text/plain")
+
+        super().__init__(Starlette(routes=[Route("/{name}", serve)]), host="127.0.0.2")
+
+
+@pytest.fixture(scope="module")
+def private_host() -> Iterator[PrivateHost]:
+    server = PrivateHost().start()
+    yield server
+    server.stop()
 
 
 def _server(tmp_path_factory: pytest.TempPathFactory, engine: ScriptedEngine, name: str, *args: str,
@@ -146,6 +179,16 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory,
     """Downloads image URLs, without --allow-private-network."""
     proc = _server(tmp_path_factory, engine, "files-guarded", "--upstream-base-url", engine.base_url,
                    "--fetch-image-urls")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def allowlist_server(tmp_path_factory: pytest.TempPathFactory,
+                     engine: ScriptedEngine) -> Iterator[ServerProcess]:
+    """Downloads image URLs and may reach 127.0.0.1 (where MediaHost is) but no other private address."""
+    proc = _server(tmp_path_factory, engine, "files-allowlist", "--upstream-base-url", engine.base_url,
+                   "--fetch-image-urls", "--allow-private-address", "127.0.0.1")
     yield proc
     proc.stop()
 
@@ -480,6 +523,54 @@ def test_guard_refuses_private_image_urls(guarded_server: ServerProcess, script,
             {"type": "input_image", "image_url": host.url("/cat.png")}]}])
     assert e.value.param == "input[0].content[0].image_url" and e.value.code == "url_not_allowed"
     assert hits == [] and script.requests == []
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::7f00:2", "2002:7f00:2::1", "::127.0.0.2", "::ffff:0:127.0.0.2",
+                                     "::ffff:127.0.0.2"])
+def test_guard_refuses_ipv6_forms_of_private_addresses(client: OpenAI, script, address: str) -> None:
+    """NAT64, 6to4, IPv4-compatible, -translated and -mapped forms of a loopback address."""
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="m", input=[{"role": "user", "content": [
+            {"type": "input_file", "file_url": f"http://[{address}]:8080/secret.txt"}]}])
+    assert e.value.param == "input[0].content[0].file_url" and e.value.code == "url_not_allowed"
+    assert script.requests == []
+
+
+@pytest.mark.parametrize("part", ["file_url", "image_url"])
+def test_redirects_to_private_addresses_are_refused(allowlist_server: ServerProcess, script, host: MediaHost,
+                                                    hits: list[str], private_host: PrivateHost,
+                                                    part: str) -> None:
+    """A URL the guard allows answering `302 Location: http://<private IP>/...`: every hop is checked, so
+    the private body never reaches the engine (and so the caller)."""
+    c = _client(allowlist_server)
+    private_host.hits.clear()
+    target = private_host.url + ("/cat.png" if part == "image_url" else "/secret.txt")
+    content = ({"type": "input_file", "file_url": host.redirect(target)} if part == "file_url" else
+               {"type": "input_image", "image_url": host.redirect(target)})
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.create(model="m", input=[{"role": "user", "content": [content]}])
+    assert e.value.param == f"input[0].content[0].{part}" and e.value.code == "url_not_allowed"
+    assert "redirects to '127.0.0.2'" in e.value.message
+    assert hits == ["/redirect"] and private_host.hits == [] and script.requests == []
+
+
+def test_redirects_within_what_the_guard_allows_are_followed(allowlist_server: ServerProcess, script,
+                                                             host: MediaHost, hits: list[str]) -> None:
+    c = _client(allowlist_server)
+    c.responses.create(model="m", input=[{"role": "user", "content": [
+        {"type": "input_file", "file_url": host.redirect(host.url("/doc.pdf"))},
+        {"type": "input_image", "image_url": host.redirect(host.redirect(host.url("/cat.png")))}]}])
+    parts = user_parts(script.requests[-1])
+    assert PDF_LINES[1] in parts[0]["text"]
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64," + b64(host.image)
+    assert hits == ["/redirect", "/doc.pdf", "/redirect", "/redirect", "/cat.png"]
+    script.requests.clear()
+    with pytest.raises(openai.BadRequestError) as e:  # more than 5 redirects
+        url = host.url("/cat.png")
+        for _ in range(6):
+            url = host.redirect(url)
+        c.responses.create(model="m", input=[{"role": "user", "content": [{"type": "input_image", "image_url": url}]}])
+    assert e.value.code == "failed_to_download_image" and "more than 5 redirects" in e.value.message
 
 
 # ---- replicas on PostgreSQL share files ---------------------------------------------------------

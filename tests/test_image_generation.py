@@ -6,6 +6,7 @@ import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import openai
 import pytest
@@ -14,6 +15,9 @@ from images_server import ImagesState, images_app, png
 from openai import AzureOpenAI, OpenAI
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from responsa.backends.scripted import Script, scripted_upstream_app
 
@@ -23,13 +27,35 @@ DEFAULT_MODEL = "test-image-default"
 
 
 class Backend(ThreadServer):
-    """One HTTP server: the scripted Chat Completions engine and the test Images API, both under /v1."""
+    """One HTTP server: the scripted Chat Completions engine and the test Images API, both under /v1,
+    and GET /redirect?to=URL answering 302 to URL."""
 
     def __init__(self) -> None:
         self.script = Script()
         self.images = ImagesState()
         chat = scripted_upstream_app(self.script)
-        super().__init__(Starlette(routes=[*chat.routes, *images_app(self.images).routes]))
+
+        async def redirect(request: Request) -> Response:
+            return Response(status_code=302, headers={"location": request.query_params["to"]})
+
+        super().__init__(Starlette(routes=[*chat.routes, *images_app(self.images).routes,
+                                           Route("/redirect", redirect)]))
+
+    def redirect(self, target: str) -> str:
+        return self.url + "/redirect?" + urlencode({"to": target})
+
+
+class PrivateImages(ThreadServer):
+    """An image on another loopback address (127.0.0.2): a private address the guard must not reach."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+
+        async def serve(request: Request) -> Response:
+            self.hits.append(request.url.path)
+            return Response(png((8, 8), (1, 2, 3)), media_type="image/png")
+
+        super().__init__(Starlette(routes=[Route("/{name}", serve)]), host="127.0.0.2")
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +327,45 @@ def test_tool_entry_checks(client: OpenAI) -> None:
         with pytest.raises(openai.BadRequestError) as e:
             client.responses.create(model="chat", input="x", tools=[{"type": "image_generation", **fields}])
         assert e.value.body["param"] == param, fields
+
+
+@pytest.fixture(scope="module")
+def private_images() -> Iterator[PrivateImages]:
+    server = PrivateImages().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """May fetch input images from 127.0.0.1 (the backend) and from no other private address."""
+    proc = ServerProcess(tmp_path_factory.mktemp("images-guarded"), "--upstream-base-url", backend.url + "/v1",
+                         "--images-base-url", backend.url + "/v1", "--api-key", KEY_A,
+                         "--allow-private-address", "127.0.0.1")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize("where", ["input_image", "input_image_mask"])
+def test_input_images_redirected_to_private_addresses_are_refused(
+        guarded_server: ServerProcess, backend: Backend, private_images: PrivateImages, script: Script,
+        images: ImagesState, where: str) -> None:
+    private_images.hits.clear()
+    url = backend.redirect(private_images.url + "/metadata.png")
+    image = url if where == "input_image" else data_url(png((8, 8), (200, 10, 10)))
+    tool: dict = {"type": "image_generation"}
+    if where == "input_image_mask":
+        tool["input_image_mask"] = {"image_url": url}
+    script.add(call("edit it"), {"content": "could not"})
+    c = OpenAI(base_url=guarded_server.base_url, api_key=KEY_A, max_retries=0)
+    r = c.responses.create(model="chat", tools=[tool], input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "edit"}, {"type": "input_image", "image_url": image}]}])
+    check_response(r)
+    ig = r.output[0]
+    assert ig.status == "failed" and ig.error.code == "invalid_image_url"
+    assert "redirects to '127.0.0.2'" in ig.error.message
+    assert private_images.hits == [] and images.requests == []
 
 
 def test_images_api_defaults_to_upstream(backend: Backend, script: Script, images: ImagesState,

@@ -2,9 +2,9 @@
 
 Dependencies point one way: cli -> app -> endpoints -> service -> jobs -> run -> loop -> events -> protocol.
 `loop` sees only the Backend and Tool protocols, never the store, MCP client or HTTP.
-Third-party libraries stay in their room: Starlette in app/endpoints/files, the MCP SDK in
-mcp.py, database drivers in store/*, the HTTP client in backends/* (and media/images where
-they fetch). A new module must be given a layer here, and a new library a room.
+Third-party libraries stay in their room: Starlette in app/endpoints/files/websocket, the MCP SDK
+in mcp.py, database drivers in store/*, the HTTP client in backends/* (and fetcher/images_api
+where they fetch). A new module must be given a layer here, and a new library a room.
 """
 
 from __future__ import annotations
@@ -23,54 +23,55 @@ PACKAGE = SRC / "responsa"
 # Names are module paths inside the package ("" is the package itself); a subpackage's name
 # covers its modules.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("cli", frozenset({"__main__", "cli"})),
+    ("cli", frozenset({"__main__", "cli", "httpserver"})),  # httpserver: the HTTP protocol uvicorn runs
     ("app", frozenset({"app"})),  # the composition root names every concrete part
-    ("endpoints", frozenset({"endpoints", "files", "conversation_endpoints"})),  # HTTP glue
-    ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
+    ("endpoints", frozenset({"endpoints", "files", "websocket", "conversation_endpoints"})),  # HTTP and WebSocket glue
+    # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
+    # count its tokens without a response (context).
+    ("service", frozenset({"service", "context"})),
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
-    # One response's life (run), how it is prepared (prepare) and routed (router); conversations:
-    # their API's use cases, and a conversation as a response's context (prepare reads it).
-    ("run", frozenset({"run", "prepare", "router", "conversations"})),
+    # One response's life (run), how it is prepared (prepare) and routed (router), the earlier
+    # responses only a WebSocket connection holds (chaincache), and conversations: their API's use
+    # cases and a conversation as a response's context (prepare reads it).
+    ("run", frozenset({"run", "prepare", "router", "chaincache", "conversations"})),
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
-    ("loop", frozenset({"loop", "mcp", "images", "computer"})),
+    # Compaction and token counts run in a loop (through RunSpec's hook) and beside it.
+    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
-    ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
-    ("fetching", frozenset({"media", "images_api", "reasoning"})),
+    ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
+    ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard", "replay",
-                          "shapes"})),
+    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard",
+                          "replay", "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
 # the events it emits, and the basics.
-LOOP_MAY_IMPORT = frozenset({"backends", "tools", "events", "errors", "ids", "shapes"})
+LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors", "ids", "shapes"})
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
-    "starlette": frozenset({"app", "endpoints", "files", "conversation_endpoints"}),
-    "uvicorn": frozenset({"cli"}),  # runs the app
+    "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints"}),
+    "uvicorn": frozenset({"cli", "httpserver"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
     "asyncpg": frozenset({"store"}),
     "sqlite3": frozenset({"store"}),
-    "aiohttp": frozenset({"backends", "media", "images_api"}),
+    "aiohttp": frozenset({"backends", "fetcher", "images_api"}),
     "httptools": frozenset({"backends"}),  # backends/http.py: the engines' lean HTTP/1.1 client
     "llama_cpp": frozenset({"backends.embedded", "backends.gguf"}),
     "numpy": frozenset({"backends.embedded"}),
     "jinja2": frozenset({"backends.gguf"}),  # chat templates of GGUF files
     "pypdf": frozenset({"media"}),
     "cryptography": frozenset({"reasoning"}),
+    "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 
 # Where the code departs from a rule on purpose: (module, library) -> why. Each must still be
 # needed (test_exceptions_are_still_needed), so the list cannot outlive its reasons.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("netguard", "aiohttp"):
-        "PublicResolver is an aiohttp resolver: the private-network guard has to sit in the client's own "
-        "name resolution, or a host could resolve to a public address when checked and a private one when "
-        "connected to. It makes no requests.",
     ("backends.scripted", "starlette"):
         "the scripted engine ships with the package for tests and demos and can serve itself over HTTP as "
         "a Chat Completions engine; imported inside scripted_upstream_app() only, so the scripted backend "

@@ -17,15 +17,29 @@ from openai import OpenAI
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
+from responsa.backends import ModelOptions, TurnRequest
 from responsa.backends.embedded import default_model_path
 from responsa.config import ConfigError
+from responsa.tokens import estimate
 
 pytestmark = pytest.mark.embedded
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string",
-           "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"], "additionalProperties": False}
+# A forced call is generated under a grammar that llama-cpp-python's server builds from the
+# function's schema. Its strings admit raw control characters and need never end, so with a
+# plain {"type": "string"} the model may write a newline and then prose into `city` until it
+# runs out of tokens, and which it does depends on the machine the engine was compiled for. A
+# bounded pattern makes every output that grammar allows a finished, schema-valid call: the
+# forced-call tests then hold for any build and any sampling, and test Responsa, not luck.
+CITY = {"type": "string", "pattern": "^[A-Za-z ]{1,24}$"}
+UNIT = {"type": "string", "enum": ["celsius", "fahrenheit"]}
+WEATHER = {"type": "object", "properties": {"city": CITY, "unit": UNIT}, "required": ["city", "unit"],
+           "additionalProperties": False}
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather in a city.",
-          "parameters": WEATHER}]
+          "parameters": WEATHER, "strict": True}]
+FORCED = {"type": "function", "name": "get_weather"}
+# The same function with an unbounded string: what the engine does with it is up to the engine.
+LOOSE = {**WEATHER, "properties": {**WEATHER["properties"], "city": {"type": "string"}}}
+LOOSE_TOOLS = [{**TOOLS[0], "parameters": LOOSE}]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +107,7 @@ def test_text_streamed(fronted: OpenAI) -> None:
 
 def test_forced_tool_call(fronted: OpenAI) -> None:
     r = fronted.responses.create(model="smollm2", input="What's the weather in Paris?", tools=TOOLS,
-                                 tool_choice={"type": "function", "name": "get_weather"})
+                                 tool_choice=FORCED, temperature=0)
     check_response(r)
     calls = [o for o in r.output if o.type == "function_call"]
     assert r.status == "completed" and len(calls) == 1 and calls[0].name == "get_weather"
@@ -102,7 +116,7 @@ def test_forced_tool_call(fronted: OpenAI) -> None:
 
 def test_forced_tool_call_streamed(fronted: OpenAI) -> None:
     events = list(fronted.responses.create(model="smollm2", input="What's the weather in Oslo?", tools=TOOLS,
-                                           tool_choice={"type": "function", "name": "get_weather"}, stream=True))
+                                           tool_choice=FORCED, temperature=0, stream=True))
     check_events(events)
     final = events[-1].response
     call = next(o for o in final.output if o.type == "function_call")
@@ -110,3 +124,43 @@ def test_forced_tool_call_streamed(fronted: OpenAI) -> None:
     deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
     assert deltas and "".join(deltas) == call.arguments
     jsonschema.validate(json.loads(call.arguments), WEATHER)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_is_never_handed_out_broken(fronted: OpenAI, stream: bool) -> None:
+    """Whatever the engine writes into an unbounded string, a completed call's arguments match
+    the strict schema; anything else is a failed or incomplete response that says so."""
+    kwargs = {"model": "smollm2", "input": "What's the weather in Paris? Explain at length.",
+              "tools": LOOSE_TOOLS, "tool_choice": FORCED, "temperature": 0, "max_output_tokens": 48}
+    if stream:
+        events = list(fronted.responses.create(**kwargs, stream=True))
+        check_events(events)
+        r = events[-1].response
+        deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+        done = [e.arguments for e in events if e.type == "response.function_call_arguments.done"]
+        assert done == [deltas] == [o.arguments for o in r.output if o.type == "function_call"]
+    else:
+        r = fronted.responses.create(**kwargs)
+        check_response(r)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    if r.status == "completed":
+        jsonschema.validate(json.loads(calls[0].arguments), LOOSE)
+    elif r.status == "failed":
+        assert "function 'get_weather'" in r.error.message and calls[0].status == "incomplete"
+    else:
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_input_tokens_from_the_engines_tokenizer(fronted: OpenAI) -> None:
+    """llama_cpp.server counts at /extras/tokenize/count, fed the messages as ChatML (SmolLM2's
+    format): the count is the prompt the engine then reports having read."""
+    kwargs = {"model": "smollm2", "input": "What is the capital of France?", "instructions": "Answer in one word."}
+    count = fronted.responses.input_tokens.count(**kwargs)
+    r = fronted.responses.create(**kwargs, max_output_tokens=16)
+    assert count.object == "response.input_tokens"
+    assert count.input_tokens == r.usage.input_tokens
+    # Not the estimate, which differs here.
+    guess = estimate(TurnRequest(model="smollm2", items=[{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": kwargs["input"]}]}], options=ModelOptions(instructions=kwargs["instructions"])))
+    assert guess != count.input_tokens

@@ -19,6 +19,8 @@ from mcp_servers import MCPTestServer, not_mcp_server, silent_server
 from openai import OpenAI
 
 from responsa.chat import mcp_function_name
+from responsa.mcp import Connection, ServerFailure
+from responsa.netguard import Guard
 
 TOKEN = "tok-7f3a9c0e-mcp-secret"
 # `mcp_call.error` is a string (what openai 1.x/2.x and npm type); 3.x types an object, parses the
@@ -354,6 +356,27 @@ def test_approval_mistakes_are_400s(client: OpenAI, script, calc: MCPTestServer)
 
 # ---- listing ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("item", "param"), [
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": "add"}, "input[0].tools"),
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": [{"name": 5}]}, "input[0].tools[0].name"),
+    ({"type": "mcp_list_tools", "server_label": "calc", "tools": [{"name": "add", "input_schema": "{}"}]},
+     "input[0].tools[0].input_schema"),
+    ({"type": "mcp_list_tools", "server_label": "calc"}, "input[0].tools"),
+    ({"type": "mcp_call", "server_label": "calc", "name": "add", "arguments": "{}", "output": {"sum": 3}},
+     "input[0].output"),
+    ({"type": "mcp_call", "server_label": "calc", "name": "add", "arguments": "{}", "approval_request_id": ["x"]},
+     "input[0].approval_request_id"),
+])
+def test_malformed_mcp_echoes_are_400s(client: OpenAI, script, calc: MCPTestServer, item: dict,
+                                       param: str) -> None:
+    # Accepted, such an echo would be the listing (or call) every later turn of the chain reads.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="m", tools=[mcp_tool(calc, require_approval="never")],
+                                input=[item, {"role": "user", "content": "go on"}])
+    assert e.value.body["param"] == param
+    assert script.requests == [] and calc.log.methods() == []
+
+
 def test_listing_reused_in_a_chain(client: OpenAI, script, calc: MCPTestServer) -> None:
     script.add({"content": "one"}, {"content": "two"}, {"content": "three"})
     tools = [mcp_tool(calc, require_approval="never")]
@@ -415,6 +438,64 @@ def test_bearer_header_is_used_and_never_stored_or_echoed(client: OpenAI, script
     assert b"mcp__calc__add" in stored or b"mcp_call" in stored  # the store is where we looked
     assert TOKEN.encode() not in stored
     assert TOKEN not in mcp_server.log()
+
+
+BAD_VALUES = {
+    "trailing newline": f"Bearer {TOKEN}\n",
+    "leading space": f" {TOKEN}",
+    "trailing tab": f"{TOKEN}\t",
+    "NUL": f"{TOKEN}\x00",
+    "CR/LF": f"{TOKEN}\r\nX-Injected: 1",
+    "non-ASCII": f"{TOKEN}\u00e9",
+}
+
+
+@pytest.mark.parametrize("slip", sorted(BAD_VALUES))
+def test_bad_header_values_are_400s_that_never_echo_them(client: OpenAI, script, calc: MCPTestServer,
+                                                         mcp_server: ServerProcess, slip: str) -> None:
+    """Copy-paste slips in a secret header: a 400 naming the header, the value nowhere."""
+    value = BAD_VALUES[slip]
+    for fields, param in [({"headers": {"X-Api-Key": value}}, "tools[0].headers.X-Api-Key"),
+                          ({"authorization": value.removeprefix("Bearer ")}, "tools[0].authorization")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.responses.create(model="m", input="x", tools=[mcp_tool(calc, **fields)])
+        assert e.value.body["param"] == param and e.value.body["code"] == "invalid_value", e.value.body
+        assert TOKEN not in json.dumps(e.value.body)
+    for stream in (True, False):
+        with pytest.raises(openai.BadRequestError):
+            client.responses.create(model="m", input="x", stream=stream, background=not stream,
+                                    tools=[mcp_tool(calc, headers={"X-Api-Key": value})])
+    assert calc.log.entries == [] and not script.requests
+    assert TOKEN not in mcp_server.log()
+
+
+@pytest.mark.parametrize("name", ["X Api Key", "X-Api-Key:", "", f"Authorization: Bearer {TOKEN}", "X-Ke\u00fd"])
+def test_bad_header_names_are_400s_that_never_echo_them(client: OpenAI, calc: MCPTestServer, name: str) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="m", input="x", tools=[mcp_tool(calc, headers={name: "v"})])
+    assert e.value.body["param"] == "tools[0].headers" and e.value.body["code"] == "invalid_value"
+    assert TOKEN not in json.dumps(e.value.body)
+    assert calc.log.entries == []
+
+
+@pytest.mark.anyio
+async def test_http_client_errors_never_carry_header_values(calc: MCPTestServer) -> None:
+    """Below the request check: whatever the HTTP client says about a header goes nowhere verbatim."""
+    for value in [f"{TOKEN}\n", f" {TOKEN}", f"{TOKEN}\u00e9"]:
+        connection = Connection(calc.mcp_url, {"X-Api-Key": value}, timeout=5, max_output=1024,
+                                guard=Guard(allow_private=True))
+        with pytest.raises(ServerFailure) as e:
+            await connection.list_tools()
+        assert TOKEN not in str(e.value) and "header" in str(e.value), str(e.value)
+
+
+def test_failure_text_never_carries_header_values() -> None:
+    """Whatever a library or the server says, a header value in it is redacted (escaped forms too)."""
+    connection = Connection("http://example.com/mcp", {"X-Api-Key": TOKEN, "Authorization": f"Bearer {TOKEN}2"},
+                            timeout=5, max_output=1024, guard=Guard())
+    for text in [f"server said: bad key {TOKEN}", f"value b'{TOKEN}\\n'", f"got 'Bearer {TOKEN}2'"]:
+        described = connection._describe(RuntimeError(text))
+        assert TOKEN not in described and "[redacted]" in described, described
 
 
 def test_wrong_credentials(client: OpenAI, script, locked: MCPTestServer) -> None:

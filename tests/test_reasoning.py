@@ -25,6 +25,7 @@ import pytest
 from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess, _schema, check_events, check_response, wire
 from openai import OpenAI
 
+from responsa.backends.chat_completions import default_reasoning_input
 from responsa.endpoints import owner_for_key
 from responsa.reasoning import ReasoningVault, SealError
 from responsa.store.sqlite import SQLiteStore
@@ -46,9 +47,14 @@ reasoning_input = "reasoning_content"
 
 [backends.plain]
 base_url = "{engine.base_url}"
+reasoning_input = "drop"
+
+[backends.unset]
+base_url = "{engine.base_url}"
 
 [models]
 "drop-model" = "plain"
+"unset-model" = "unset"
 "*" = "thinker"
 """)
     return path
@@ -198,6 +204,33 @@ def test_reasoning_goes_back_through_a_chain_or_is_dropped(rclient: OpenAI, scri
     rclient.responses.create(model="drop-model", input="another", previous_response_id=r1.id)
     assert assistant_messages(script.requests[-1]) == [{"role": "assistant", "content": "9"}]
     assert "Thinking hard." not in str(script.requests[-1])
+
+
+def test_a_self_hosted_engine_gets_its_reasoning_back_by_default(rclient: OpenAI, script) -> None:
+    """Without `reasoning_input`, an engine on a loopback or private address (vLLM, SGLang,
+    llama.cpp) gets `reasoning_content` back (docs/reasoning.md has the measurement)."""
+    script.add({"reasoning": "Counting up.", "content": "11"}, {"content": "12"})
+    r1 = rclient.responses.create(model="unset-model", input="pick one")
+    rclient.responses.create(model="unset-model", input="another", previous_response_id=r1.id)
+    assert assistant_messages(script.requests[-1]) == [
+        {"role": "assistant", "content": "11", "reasoning_content": "Counting up."}]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://127.0.0.1:8000/v1", "reasoning_content"),
+    ("http://localhost:8000/v1", "reasoning_content"),
+    ("http://10.1.2.3:8000/v1", "reasoning_content"),
+    ("http://[fd00::5]:8000/v1", "reasoning_content"),
+    ("http://gpu-1:8000/v1", "reasoning_content"),
+    ("http://vllm.inference.svc.cluster.local/v1", "reasoning_content"),
+    ("https://api.openai.com/v1", "drop"),
+    ("https://my-resource.openai.azure.com/openai/v1", "drop"),
+    ("https://api.deepseek.com/v1", "drop"),
+    ("https://llm.example.com/v1", "drop"),
+    ("http://8.8.8.8/v1", "drop"),
+])
+def test_default_reasoning_input_by_engine_address(url: str, expected: str) -> None:
+    assert default_reasoning_input(url) == expected
 
 
 def test_reasoning_echoed_by_id_is_looked_up(rclient: OpenAI, rother: OpenAI, script) -> None:

@@ -281,3 +281,49 @@ def test_database_outage_gives_503_then_recovers(engine: ScriptedEngine, script,
     finally:
         server.stop()
         pg.drop_database(url)
+
+
+def test_streams_finished_during_an_outage_are_stored_promptly_and_survive_a_restart(
+        engine: ScriptedEngine, script, tmp_path: Path) -> None:
+    url = pg.create_database("responsa_outage_streams")
+    server = replica(tmp_path, "streams", url, engine)
+    try:
+        server.start()
+        client = sdk(server)
+
+        def stream_through_an_outage(text: str) -> str:
+            script.add({"match": text, "content": " ".join(f"{text}{n}" for n in range(20)), "delay": 0.05})
+            with client.responses.create(model="m", input=text, stream=True) as stream:
+                events = read_until(stream, lambda ev: ev["type"] == "response.output_text.delta")
+                pg.set_outage(url, down=True)
+                events += [wire(ev) for ev in stream]
+            assert events[-1]["type"] == "response.completed"  # the client has its end
+            return events[0]["response"]["id"]
+
+        first = stream_through_an_outage("alpha")
+        time.sleep(3)  # an outage of a few seconds: the write has been refused several times
+        pg.set_outage(url, down=False)
+        wait_for(lambda: httpx.get(server.url + "/health").status_code == 200, timeout=20)
+        # Stored within a second or so of the database answering again, not after a long backoff.
+        got = wait_for(lambda: _completed(client, first), timeout=2.5)
+        assert got.output_text.startswith("alpha0 alpha1")
+
+        second = stream_through_an_outage("beta")
+        server.stop()  # a clean shutdown while the database is still away
+        assert "kept in" in server.log()
+        pg.set_outage(url, down=False)
+        server.start()
+        got = sdk(server).responses.retrieve(second)
+        assert got.status == "completed" and got.output_text.startswith("beta0 beta1")
+    finally:
+        pg.set_outage(url, down=False)
+        server.stop()
+        pg.drop_database(url)
+
+
+def _completed(client: OpenAI, rid: str) -> Any:
+    try:
+        got = client.responses.retrieve(rid)
+    except (openai.NotFoundError, openai.InternalServerError):
+        return None
+    return got if got.status == "completed" else None

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pg
 import pytest
 
-from responsa.errors import NotFound, ServiceUnavailable
-from responsa.store import FileRecord, ResponseRecord, Store
+from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
+from responsa.store import FileRecord, ResponseRecord, Store, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -423,6 +425,55 @@ async def test_files(store: Store) -> None:
     assert await store.get_file("file_1", "alice") is None
 
 
+async def test_ids_holding_nul_name_no_row(store: Store) -> None:
+    # No stored id holds U+0000 (PostgreSQL text cannot): such a lookup is a miss on both stores,
+    # never a database error.
+    await store.save_response(record("resp_1"), [msg("msg_out", "hi", "assistant")], [msg("msg_in", "hello")])
+    await store.put_file(FileRecord("file_1", "alice", NOW, "f.txt", "user_data", 1, "text/plain"), b"x")
+    nul = "resp_1\x00"
+    assert await store.get_response(nul, "alice") is None
+    assert await store.get_record(nul, "alice") is None
+    with pytest.raises(NotFound):
+        await store.load_chain(nul, "alice")
+    assert await store.delete_response(nul, "alice") is False
+    assert await store.request_cancel(nul, "alice") is False
+    assert await store.cancel_requested(nul) is False
+    assert await store.load_events(nul, -1) == []
+    assert await store.list_input_items(nul, "alice", after=None, before=None, limit=5, order="asc") is None
+    for cursor in ({"after": "msg_in\x00", "before": None}, {"after": None, "before": "msg_in\x00"}):
+        page = await store.list_input_items("resp_1", "alice", limit=5, order="asc", **cursor)
+        assert page is not None and (page.items, page.has_more) == ([], False)
+    assert await store.find_items("alice", ["msg_in\x00", "msg_in"]) == {"msg_in": msg("msg_in", "hello")}
+    assert await store.get_file("file_1\x00", "alice") is None
+    assert await store.file_content("file_1\x00", "alice") is None
+    assert await store.delete_file("file_1\x00", "alice") is False
+    assert await store.list_files("alice", purpose=None, after="file_1\x00", limit=5, order="asc") == ([], False)
+    assert await store.get_response("resp_1", "alice") is not None  # nothing was deleted
+
+
+async def test_postgres_refuses_unstorable_values_as_client_errors(store: Store) -> None:
+    if not is_pg(store):
+        pytest.skip("optional: SQLite text holds U+0000 (the request checks refuse it for both stores)")
+    with pytest.raises(InvalidRequest):
+        await store.put_file(FileRecord("file_1", "alice", NOW, "a\x00b.txt", "user_data", 1, "text/plain"), b"x")
+    with pytest.raises(InvalidRequest):
+        await store.save_response(record("resp_1"), [], [msg("msg_\x00", "hello")])
+    assert await store.get_record("resp_1", "alice") is None  # one statement: nothing half-written
+    assert await store.ping() is True
+
+
+def test_rows_are_serialised_to_their_own_size() -> None:
+    item = msg("msg_1", "x")
+    assert orjson.loads(row_json(item)) == item
+    tracemalloc.start()
+    try:
+        kept = [row_json(item) for _ in range(1000)]
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 1000 and held < 1000 * 512  # orjson's own results hold 4 KiB each
+
+
 async def test_secrets(store: Store) -> None:
     assert await store.add_secret("vault_key_1", b"one") is True
     assert await store.add_secret("vault_key_1", b"other") is False
@@ -487,3 +538,30 @@ async def test_pool_is_bounded_and_survives_cancelled_calls(pg_url: str, anyio_b
         assert all(g is not None and texts(g["output"]) == ["x"] for g in got)
     finally:
         await store.close()
+
+
+async def test_an_ephemeral_response_is_read_by_id_only_and_its_expiry_follows_saves(store: Store) -> None:
+    """A background response with store=false: retrievable by id, never a chain's link, an item
+    source or listed; a later save may cut its expiry (to the window after it ends)."""
+    base = record("resp_eph", background=True, status="in_progress")
+    eph = ResponseRecord(**{**base.__dict__, "ephemeral": True})
+    await store.save_response(eph, [], [])
+    eph.status = "completed"
+    await store.save_response(eph, [msg("out_eph", "answer", "assistant")], create=False)
+    got = await store.get_record("resp_eph", "alice")
+    assert got is not None and got.ephemeral and got.status == "completed"
+    assert texts((await store.get_response("resp_eph", "alice") or {})["output"]) == ["answer"]
+    with pytest.raises(NotFound):
+        await store.load_chain("resp_eph", "alice")
+    assert await store.find_items("alice", ["out_eph"]) == {}
+    assert await store.list_input_items("resp_eph", "alice", after=None, before=None, limit=20, order="asc") is None
+    plain = record("resp_plain")
+    await store.save_response(plain, [msg("out_plain", "kept", "assistant")], [])
+    assert not (await store.get_record("resp_plain", "alice") or eph).ephemeral
+    assert set(await store.find_items("alice", ["out_plain"])) == {"out_plain"}
+    # The end cuts the expiry; an expired response is invisible at once and purged.
+    eph.expires_at = int(time.time()) - 1
+    await store.save_response(eph, [msg("out_eph", "answer", "assistant")], create=False)
+    assert await store.get_response("resp_eph", "alice") is None
+    assert await store.purge_expired(int(time.time())) >= 1
+    assert await store.get_record("resp_plain", "alice") is not None

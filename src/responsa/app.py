@@ -18,26 +18,33 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.routing import Router as Routes
 
 from .computer import ComputerKind
 from .config import Settings
+from .context import ContextService
 from .conversation_endpoints import ConversationEndpoints
 from .conversations import Conversations
-from .endpoints import Auth, Endpoints, JSONResponse
+from .endpoints import Auth, Endpoints, JSONResponse, error_response
 from .errors import APIError
+from .fetcher import Fetcher
 from .files import FilesEndpoints
 from .ids import random_hex
 from .images import ImageGenerationKind
 from .jobs import Jobs
 from .mcp import MCPKind
 from .media import Media
+from .namespaces import NamespaceKind
+from .netguard import Guard
 from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import LiveRuns
+from .run import DeferredWrites, LiveRuns
 from .service import ResponsesService
 from .store import open_store
 from .tools import register_tool_kinds
+from .toolsearch import ToolSearchKind
+from .websocket import ResponsesSocket
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -45,13 +52,6 @@ access_log = logging.getLogger("responsa.access")
 # Both URL forms: OpenAI's /v1, Azure's /openai/v1 (api-version accepted and ignored) and the
 # older Azure /openai form that `AzureOpenAI(azure_endpoint=...)` uses for /responses.
 PREFIXES = ("/v1", "/openai/v1", "/openai")
-
-
-def error_response(error: APIError) -> Response:
-    headers = {**error.headers}
-    if error.should_retry is not None:
-        headers["x-should-retry"] = "true" if error.should_retry else "false"
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -156,31 +156,38 @@ class RequestIds:
 
 def create_app(settings: Settings) -> Any:
     """The ASGI application for these settings."""
-    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind())
+    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind(), NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     router = Router(settings)
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
-    media = Media(store, settings)
+    guard = Guard.from_settings(settings)
+    fetcher = Fetcher(guard)  # every server-side download of a URL from a request goes through it
+    media = Media(store, settings, fetcher)
     live = LiveRuns()
+    deferred = DeferredWrites(store, os.path.join(settings.data_dir, "unsaved-responses.jsonl"))
     conversations = Conversations(store, settings, vault=vault, media=media, instance=instance)
-    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live, conversations=conversations)
+    preparer = Preparer(store, router, settings, vault=vault, media=media, live=live, fetcher=fetcher,
+                        conversations=conversations)
     jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
-    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, vault=vault,
-                               media=media, instance=instance)
+    service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
+                               vault=vault, media=media, instance=instance)
     auth = Auth(settings.api_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
-                          keepalive_interval=settings.keepalive_interval)
+                          keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
     conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
     access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
+    socket = ResponsesSocket(service, auth, idle_timeout=settings.websocket_idle_timeout,
+                             access=access.add if access is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        await deferred.restore()  # finished streams a database outage kept from the last shutdown
         await vault.start()
         await router.start()
         await jobs.start()
@@ -194,20 +201,24 @@ def create_app(settings: Settings) -> Any:
         finally:
             await jobs.stop()
             await service.shutdown()
-            await media.aclose()
+            await deferred.close()
+            await fetcher.aclose()
             await router.aclose()
             await store.close()
             if access is not None:
                 access.flush()
 
-    routes: list[Any] = [Mount(prefix, routes=[*endpoints.routes(), *files.routes(), *conversation_routes.routes()])
-                         for prefix in PREFIXES]
+    # No trailing-slash redirects (Starlette's default, at every level): their Location is built
+    # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
+    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
+    routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
     )
+    app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
     return RequestIds(app, access, endpoints.create_response)

@@ -55,6 +55,38 @@ def mcp_function_name(server_label: str, tool_name: str) -> str:
     return _NOT_IN_NAMES.sub("_", name)[:55] + "_" + digest
 
 
+def namespaced_function_name(namespace: str, name: str) -> str:
+    """The function name the model sees for a tool inside a `namespace` tool: `<namespace>__<name>`.
+
+    Both names are valid function names already; past 64 characters the name is shortened
+    and a hash of both names added, so distinct tools keep distinct names."""
+    flat = f"{namespace}__{name}"
+    if len(flat) <= 64:
+        return flat
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode()).hexdigest()[:8]
+    return flat[:55] + "_" + digest
+
+
+def call_function_name(item: dict) -> str:
+    """The function name a `function_call` / `custom_tool_call` item reached the model under."""
+    namespace = item.get("namespace")
+    return namespaced_function_name(namespace, item["name"]) if namespace else item["name"]
+
+
+def loaded_function_names(tools: Any) -> list[str]:
+    """The function names the tools of a `tool_search_output` item are offered under."""
+    names: list[str] = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type") in ("function", "custom"):
+            names.append(tool["name"])
+        elif tool.get("type") == "namespace":
+            names.extend(namespaced_function_name(tool["name"], t["name"]) for t in tool.get("tools") or ()
+                         if isinstance(t, dict) and isinstance(t.get("name"), str))
+    return names
+
+
 def text_of(content: Any) -> str:
     """The text of a content list (or string), parts joined by newlines."""
     if isinstance(content, str):
@@ -145,6 +177,31 @@ class _Renderer:
         if isinstance(content, list):
             self.media.extend(p for p in content if p.get("type") in ("input_image", "input_file"))
 
+    def search_result(self, item: dict) -> None:
+        """A tool search's result: which functions it loaded (they are offered from then on)."""
+        names = loaded_function_names(item.get("tools"))
+        call_id = self.search_call(item.get("call_id"))
+        if call_id is None:  # its call is not right before it: give the model one
+            call_id = item.get("call_id") or item["id"]
+            self.tool_call(call_id, "tool_search", "{}")
+        self.tool_result(call_id, f"Loaded tools: {', '.join(names)}." if names else "No tools found.")
+
+    def search_call(self, call_id: str | None) -> str | None:
+        """The id of the tool_search call, in the last turn of tool calls and still without a result,
+        that an output answers: the one named `call_id`, or (the hosted API leaves `call_id` null
+        for its own searches) the last one."""
+        answered = set()
+        for msg in reversed(self.out):
+            if msg["role"] == "tool":
+                answered.add(msg["tool_call_id"])
+                continue
+            for call in reversed(msg.get("tool_calls") or ()) if msg["role"] == "assistant" else ():
+                if call["function"]["name"] == "tool_search" and call["id"] not in answered \
+                        and call_id in (None, call["id"]):
+                    return str(call["id"])
+            return None
+        return None
+
     def feed(self, items: Sequence[dict], all_items: Sequence[dict]) -> None:
         out = self.out
         assistant, tool_call, tool_result = self.assistant, self.tool_call, self.tool_result
@@ -172,9 +229,15 @@ class _Renderer:
                 if text:
                     self.pending_reasoning.append(text)
             elif kind == "function_call":
-                tool_call(item["call_id"], item["name"], item.get("arguments") or "{}")
+                tool_call(item["call_id"], call_function_name(item), item.get("arguments") or "{}")
             elif kind == "custom_tool_call":
-                tool_call(item["call_id"], item["name"], json.dumps({"input": item.get("input", "")}))
+                tool_call(item["call_id"], call_function_name(item), json.dumps({"input": item.get("input", "")}))
+            elif kind == "tool_search_call":
+                arguments = item.get("arguments")
+                tool_call(item.get("call_id") or item["id"], "tool_search",
+                          arguments if isinstance(arguments, str) else json.dumps(arguments or {}))
+            elif kind == "tool_search_output":
+                self.search_result(item)
             elif kind in ("function_call_output", "custom_tool_call_output"):
                 tool_result(item["call_id"], item.get("output", ""))
             elif kind == "mcp_call":

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app
+    from .httpserver import guarded_protocol
 
     if not settings.api_key:
         logging.getLogger("responsa").warning(
@@ -73,9 +75,25 @@ def serve(settings: Settings) -> None:
     # threshold (700) ran a collection several times per request. The objects alive after
     # start-up are frozen out of collections by the app's lifespan (gc.freeze).
     gc.set_threshold(20000, 50, 100)
+    _raise_open_files_limit(settings.max_connections)
+    # A WebSocket message is held to the size of a request body; a larger one closes the
+    # connection with 1009 before it is buffered whole.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
-                log_config=None)
+                loop="uvloop", http=guarded_protocol(settings.request_read_timeout), ws="websockets-sansio",
+                ws_max_size=settings.max_body_size, lifespan="on", timeout_graceful_shutdown=10,
+                limit_concurrency=settings.max_connections, log_config=None)
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Each connection is a file descriptor: lift the soft limit towards the hard one if it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256  # the database, engines, MCP servers, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logging.getLogger("responsa").warning(
+                "the open files limit (%d) is below --max-connections %d: raise it (ulimit -n)", new, connections)
 
 
 def migrate(settings: Settings) -> None:

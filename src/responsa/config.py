@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from .netguard import parse_network
+
 DAY = 86400
 
 
@@ -60,6 +62,18 @@ def parse_reasoning_key(text: str) -> str:
     """A reasoning encryption key: any string of at least 32 characters (it is stretched with HKDF)."""
     if len(text) < 32:
         raise ValueError("a reasoning key needs at least 32 characters (try `openssl rand -base64 32`)")
+    return text
+
+
+def parse_api_key(text: str) -> str:
+    """A client API key: an empty one would let in every request that sends an empty key."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("an API key must not be empty or blank (is the variable it comes from unset?)")
+    if text != text.strip():
+        raise ValueError("an API key must not start or end with whitespace (HTTP headers drop it, so no "
+                         "client could send it)")
     return text
 
 
@@ -126,10 +140,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("embedded_threads", "CPU threads each embedded model uses (0: half the logical cores).", int,
            metavar="N"),
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
-           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates.",
-           repeatable=True, metavar="KEY"),
-    Option("allow_private_network", "Let server-side fetches (MCP servers, image URLs) reach private, "
-           "loopback and link-local addresses.", parse_bool, flag_only=True),
+           "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
+           "key is refused.", parse_api_key, repeatable=True, metavar="KEY"),
+    Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
+           "private, loopback and link-local addresses.", parse_bool, flag_only=True),
+    Option("allow_private_address", "Let server-side fetches reach this private address or CIDR network only "
+           "(repeatable; RESPONSA_ALLOW_PRIVATE_ADDRESS takes a comma-separated list).", parse_network,
+           repeatable=True, metavar="CIDR"),
     Option("mcp_timeout", "Longest an MCP server may take to list its tools or to run one tool call "
            "(connecting included).", parse_duration, metavar="DURATION"),
     Option("mcp_max_output", "Largest MCP tool output kept; longer output is cut, with a note saying so.",
@@ -142,10 +159,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("fetch_image_urls", "Download http(s) image URLs and send them to the engine inline (behind the "
            "private-network guard) instead of passing the URL for the engine to fetch.", parse_bool,
            flag_only=True),
+    Option("unstored_background_window", "How long a background response created with store=false stays "
+           "readable (retrieve, stream resume) after it ends; then it is removed.", parse_duration,
+           metavar="DURATION"),
     Option("max_background_runs", "Background runs executed at once per process; more wait as `queued`.",
            int, metavar="N"),
+    Option("request_read_timeout", "Longest a request may take to arrive, headers and body, from its first "
+           "byte (408 and the connection closed after it); a connection that sends nothing is closed after "
+           "5 s.", parse_duration, metavar="DURATION"),
+    Option("max_connections", "Open connections (streams included) one process serves at once; past it new "
+           "requests get a 503.", int, metavar="N"),
     Option("keepalive_interval", "Seconds of stream silence after which an SSE comment is sent.",
            parse_duration, metavar="DURATION"),
+    Option("websocket_idle_timeout", "How long a WebSocket connection to /responses may stay idle (no client "
+           "event, no response running) before the server closes it.", parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error."),
     Option("access_log", "Log one line per request.", parse_bool),
     Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
@@ -184,6 +211,7 @@ class Settings:
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
     allow_private_network: bool = False
+    allow_private_address: tuple[str, ...] = ()
     mcp_timeout: int = 60
     mcp_max_output: int = 256 * 1024
     retention: int = 30 * DAY
@@ -191,7 +219,11 @@ class Settings:
     max_file_size: int = 64 * 1024**2
     fetch_image_urls: bool = False
     max_background_runs: int = 32
+    request_read_timeout: int = 120
+    max_connections: int = 10_000
+    unstored_background_window: int = 600
     keepalive_interval: int = 15
+    websocket_idle_timeout: int = 600
     log_level: str = "info"
     access_log: bool = True
     reasoning_key: tuple[str, ...] = ()
@@ -227,7 +259,9 @@ class BackendConfig:
     api_key: str | None = None
     auth: str = "bearer"  # or "api-key" (Azure)
     timeout: int = Settings.upstream_timeout
-    reasoning_input: str = "drop"  # how reasoning items go back: drop | reasoning_content | reasoning
+    # How reasoning items go back: drop | reasoning_content | reasoning; None: by the engine's
+    # address (chat_completions.default_reasoning_input).
+    reasoning_input: str | None = None
     model_file: str | None = None
     context_window: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -376,6 +410,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:
         raise ConfigError("--retention must be at least 60 seconds")
+    if settings.unstored_background_window < 1:
+        raise ConfigError("--unstored-background-window must be at least 1 second")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
     if settings.embedded_queue < 0 or settings.embedded_threads < 0:

@@ -58,6 +58,11 @@ class Context:
     state: tuple[int, int]  # (revision, next position) the items were read at
     ids: set[str]
 
+    @property
+    def plain_key(self) -> Hashable | None:
+        """The key of these items alone, without the earlier state it continues."""
+        return self.key.key if isinstance(self.key, Continued) else self.key
+
     def check_input(self, input_items: Sequence[dict]) -> None:
         """The hosted API refuses input items whose id the conversation (or the input) already has."""
         seen: set[str] = set()

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
-from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from .context import ContextService
+from .errors import APIError, InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from .feed import Event, Feed
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
 from .tools import ignored_tool_types
 
+T = TypeVar("T")
 ANONYMOUS = "local"
 # Request headers that tools may read.
 FORWARDED_HEADERS = ("x-ms-oai-image-generation-deployment",)
@@ -33,6 +35,14 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def error_response(error: APIError) -> Response:
+    """An error as the OpenAI envelope, with its status (and `x-should-retry` when it has one)."""
+    headers = {**error.headers}
+    if error.should_retry is not None:
+        headers["x-should-retry"] = "true" if error.should_retry else "false"
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
 def owner_for_key(key: str) -> str:
     """The owner id of an API key: a hash, so keys themselves are never stored."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -44,7 +54,8 @@ class Auth:
     def __init__(self, keys: Iterable[str]) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
 
-    def __call__(self, request: Request) -> str:
+    def __call__(self, request: HTTPConnection) -> str:
+        """The caller's owner id, from a request's or a WebSocket handshake's headers."""
         if not self.owners:
             return ANONYMOUS
         headers = request.headers
@@ -69,21 +80,39 @@ async def read_json(request: Request, limit: int, *, empty: Any = None) -> Any:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by --request-read-timeout
+        raise RequestTimeout("The request body was not received in time.") from None
     raw = b"".join(chunks)
     if not raw and empty is not None:
         return empty
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    return await off_the_loop(_decode, raw, len(raw))
+
+
+def _decode(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"We could not parse the JSON body of your request ({e.msg} at position {e.pos}).",
                              code="invalid_json") from e
+
+
+LARGE_BODY = 256 * 1024  # bytes past which decoding and checking a body runs in a worker thread
+
+
+async def off_the_loop(fn: Callable[..., T], arg: Any, size: int) -> T:
+    """`fn(arg)`, in a worker thread when the body is large: checking 100k items takes a fraction of a
+    second, which would stall every other request; the thread yields the GIL to the loop meanwhile."""
+    if size <= LARGE_BODY:
+        return fn(arg)
+    return await asyncio.to_thread(fn, arg)
 
 
 def query_include(request: Request) -> tuple[str, ...]:
@@ -105,18 +134,20 @@ def query_bool(request: Request, name: str) -> bool:
     raise InvalidRequest(f"Invalid value for '{name}': expected true or false.", param=name, code="invalid_value")
 
 
-def query_int(request: Request, name: str, lo: int, hi: int | None = None, default: int | None = None) -> int | None:
+def query_int(request: Request, name: str, lo: int, hi: int = c.MAX_STORED_INT,
+              default: int | None = None) -> int | None:
     value = request.query_params.get(name)
     if value is None:
         return default
     try:
+        if not value.isascii() or "_" in value:  # int() also reads other scripts' digits, and 1_000
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise InvalidRequest(f"Invalid value for '{name}': expected an integer.", param=name,
                              code="invalid_type") from None
-    if number < lo or (hi is not None and number > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise InvalidRequest(f"Invalid value for '{name}': expected an integer {bounds}, got {number}.",
+    if not lo <= number <= hi:
+        raise InvalidRequest(f"Invalid value for '{name}': expected an integer between {lo} and {hi}, got {number}.",
                              param=name, code="invalid_value")
     return number
 
@@ -192,8 +223,9 @@ class Endpoints:
     """The API's routes, bound to one service."""
 
     def __init__(self, service: ResponsesService, auth: Auth, *, max_body_size: int,
-                 keepalive_interval: float) -> None:
+                 keepalive_interval: float, context: ContextService) -> None:
         self.service = service
+        self.context = context
         self.auth = auth
         self.max_body_size = max_body_size
         self.keepalive_interval = keepalive_interval
@@ -204,6 +236,8 @@ class Endpoints:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/responses", self.create_response, methods=["POST"]),
+            Route("/responses/compact", self.compact, methods=["POST"]),
+            Route("/responses/input_tokens", self.input_tokens, methods=["POST"]),
             Route("/responses/{response_id}", self.get_response, methods=["GET"]),
             Route("/responses/{response_id}", self.delete_response, methods=["DELETE"]),
             Route("/responses/{response_id}/cancel", self.cancel_response, methods=["POST"]),
@@ -216,11 +250,10 @@ class Endpoints:
     async def create_response(self, request: Request) -> Response:
         owner = self.auth(request)
         body = await read_json(request, self.max_body_size)
-        req = parse_create(body)
         headers = request.headers
-        for name in FORWARDED_HEADERS:
-            if name in headers:
-                req.headers[name] = headers[name]
+        forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
+        size = int(headers.get("content-length") or 0)
+        req = await off_the_loop(lambda b: parse_create(b, forwarded), body, size)
         result = await self.service.create(req, owner)
         extra = {}
         ignored = ignored_tool_types(req.tools)
@@ -229,6 +262,14 @@ class Endpoints:
         if isinstance(result, Feed):
             return self.sse(result, extra)
         return JSONResponse(result, headers=extra)
+
+    async def compact(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.context.compact(await read_json(request, self.max_body_size), owner))
+
+    async def input_tokens(self, request: Request) -> Response:
+        owner = self.auth(request)
+        return JSONResponse(await self.context.input_tokens(await read_json(request, self.max_body_size), owner))
 
     async def get_response(self, request: Request) -> Response:
         owner = self.auth(request)

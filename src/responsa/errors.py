@@ -51,6 +51,15 @@ class NotFound(APIError):
     should_retry = False
 
 
+class RequestTimeout(APIError):
+    """The request did not arrive in time (or its client went away while sending it)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    should_retry = False
+
+
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"

@@ -326,9 +326,12 @@ class ResponseEvents:
 
     # ---- function calls ----------------------------------------------------------------------
 
-    def function_call_start(self, call_id: str, name: str) -> int:
-        return self.add_item({"id": function_call_id(), "type": "function_call", "status": "in_progress",
-                              "call_id": call_id, "name": name, "arguments": ""})
+    def function_call_start(self, call_id: str, name: str, namespace: str | None = None) -> int:
+        item = {"id": function_call_id(), "type": "function_call", "status": "in_progress",
+                "call_id": call_id, "name": name, "arguments": ""}
+        if namespace is not None:
+            item["namespace"] = namespace
+        return self.add_item(item)
 
     def function_call_delta(self, index: int, delta: str) -> None:
         self.output[index]["arguments"] += delta
@@ -341,16 +344,19 @@ class ResponseEvents:
         item["status"] = status
         self.done_item(index)
 
-    def function_call(self, call_id: str, name: str, arguments: str) -> int:
-        index = self.function_call_start(call_id, name)
+    def function_call(self, call_id: str, name: str, arguments: str, namespace: str | None = None) -> int:
+        index = self.function_call_start(call_id, name, namespace)
         if arguments:
             self.function_call_delta(index, arguments)
         self.function_call_done(index)
         return index
 
-    def custom_tool_call(self, call_id: str, name: str, input_: str) -> int:
-        index = self.add_item({"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
-                               "call_id": call_id, "name": name, "input": ""})
+    def custom_tool_call(self, call_id: str, name: str, input_: str, namespace: str | None = None) -> int:
+        item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress", "call_id": call_id,
+                "name": name, "input": ""}
+        if namespace is not None:
+            item["namespace"] = namespace
+        index = self.add_item(item)
         if input_:
             self.item_event("response.custom_tool_call_input.delta", index, delta=input_)
         self.item_event("response.custom_tool_call_input.done", index, input=input_)

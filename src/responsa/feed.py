@@ -1,8 +1,12 @@
 """Event batches on their way from the task producing them to the one edge that frames them.
 
-A streamed response, a followed background run (and the WebSocket transport) all hand their
-consumer a `Feed`: the producer puts batches of stream events, the edge takes them with a
-timeout and writes a keep-alive when it hears nothing for a while. Nothing here knows a frame.
+A streamed response, a followed background run and a WebSocket lane all hand their consumer
+a `Feed`: the producer puts batches of stream events, the edge takes them with a timeout and
+writes a keep-alive when it hears nothing for a while. Nothing here knows a frame.
+
+A feed is bounded: once `limit` events wait for a consumer that does not take them (a client
+reading slowly), `put` waits, so the producer (and the engine stream behind it) slows down to
+the client's pace instead of queueing a whole response in memory.
 """
 
 from __future__ import annotations
@@ -12,17 +16,29 @@ from typing import Any
 
 Event = dict[str, Any]
 
+LIMIT = 512  # events waiting for the consumer before the producer is held
+
 
 class Feed:
     """One producer's event batches for one consumer; the producer is cancelled if the consumer leaves."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = LIMIT) -> None:
         self._queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         self._ended = False
+        self._limit = limit
+        self._waiting = 0  # events queued and not yet taken
+        self._taken = asyncio.Event()  # set whenever the consumer takes events (or leaves)
+        self._abandoned = False
         self.producer: asyncio.Task | None = None
 
     async def put(self, batch: list[Event]) -> None:
-        """A sink for `ResponseEvents`: queue one batch."""
+        """A sink for `ResponseEvents`: queue one batch, after waiting while the consumer lags."""
+        while self._waiting >= self._limit and not self._abandoned:
+            self._taken.clear()
+            await self._taken.wait()
+        if self._abandoned:
+            return  # nobody will read it
+        self._waiting += len(batch)
         self._queue.put_nowait(batch)
 
     def close(self) -> None:
@@ -53,9 +69,13 @@ class Feed:
                 self._ended = True
                 break
             events.extend(more)
+        self._waiting -= len(events)
+        self._taken.set()
         return events
 
     def abandon(self) -> None:
         """The consumer is gone: stop the producer (which stores what it must on its way out)."""
+        self._abandoned = True
+        self._taken.set()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()

@@ -5,19 +5,20 @@ Files live in the database (the Store), so every replica serves every file.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import checks as c
 from .endpoints import Auth, JSONResponse, query_int
-from .errors import InvalidRequest, PayloadTooLarge, not_found
+from .errors import InvalidRequest, PayloadTooLarge, RequestTimeout, not_found
 from .ids import file_id
 from .media import guess_mime
 from .store import FileRecord, Store
@@ -26,16 +27,21 @@ PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 # Room for the multipart framing and the small form fields around the file itself.
 FORM_OVERHEAD = 64 * 1024
 MIN_EXPIRY, MAX_EXPIRY = 3600, 30 * 86400
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MEDIA_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 
 async def _capped(stream: AsyncIterator[bytes], limit: int,
                   too_large: Callable[[], PayloadTooLarge]) -> AsyncGenerator[bytes, None]:
     size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        yield chunk
+    try:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise too_large()
+            yield chunk
+    except ClientDisconnect:  # gone, or cut off by --request-read-timeout
+        raise RequestTimeout("The request body was not received in time.") from None
 
 
 class FilesEndpoints:
@@ -91,8 +97,8 @@ class FilesEndpoints:
             now = int(time.time())
             expires_at = _expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"), now)
             data = await upload.read()
-            filename = upload.filename or "file"
-            declared = upload.content_type
+            filename = c.storable(upload.filename or "file", "file")
+            declared = _declared_type(upload.content_type)
         finally:
             await form.close()
         if len(data) > self.max_file_size:
@@ -154,7 +160,20 @@ def _expiry(anchor: object, seconds: object, now: int) -> int | None:
         return None
     if anchor != "created_at":
         raise c.bad_value("expires_after.anchor", anchor, ("created_at",))
-    if not isinstance(seconds, str) or not seconds.isdigit() or not MIN_EXPIRY <= int(seconds) <= MAX_EXPIRY:
+    # isascii: str.isdigit() also holds for digits int() cannot read (superscripts)
+    if not isinstance(seconds, str) or not (seconds.isascii() and seconds.isdigit()) \
+            or not MIN_EXPIRY <= int(seconds) <= MAX_EXPIRY:
         raise InvalidRequest(f"Invalid 'expires_after.seconds': expected an integer between {MIN_EXPIRY} and "
                              f"{MAX_EXPIRY}.", param="expires_after.seconds", code="invalid_value")
     return now + int(seconds)
+
+
+def _declared_type(value: str | None) -> str | None:
+    """A part's Content-Type, if it names a media type: it is stored and sent back as the
+    download's Content-Type, where a NUL or a line break would make the file unservable."""
+    if value is None or not value.strip():
+        return None
+    if MEDIA_TYPE.fullmatch(value.split(";", 1)[0].strip()):
+        return value
+    raise InvalidRequest(f"Invalid 'file': the part's Content-Type {value!r} is not a media type (type/subtype).",
+                         param="file", code="invalid_value")

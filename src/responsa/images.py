@@ -97,14 +97,13 @@ def _check_mask(entry: dict, param: str) -> dict | None:
     mask = c.mapping(entry, "input_image_mask", param)
     if mask is None:
         return None
-    url = c.string(mask, "image_url", f"{param}.image_url", allow_empty=False)
+    url = c.string(mask, "image_url", f"{param}.image_url", allow_empty=False, max_len=c.MAX_IMAGE_URL)
     file_id = c.string(mask, "file_id", f"{param}.file_id", allow_empty=False)
     if (url is None) == (file_id is None):
         raise InvalidRequest(f"Invalid '{param}': give exactly one of 'image_url' or 'file_id'.", param=param,
                              code="invalid_value")
-    if url is not None and not url.startswith(("http://", "https://", "data:")):
-        raise InvalidRequest(f"Invalid '{param}.image_url': expected an http(s) URL or a data: URL.",
-                             param=f"{param}.image_url", code="invalid_image_url")
+    if url is not None:
+        c.url(url, f"{param}.image_url", ("http", "https", "data"), code="invalid_image_url")
     return {"image_url": url} if url is not None else {"file_id": file_id}
 
 
@@ -261,7 +260,9 @@ async def load_image(ref: dict, ctx: ToolContext) -> ImageFile:
             raise ImageFailure("An image data URL must be base64-encoded.", code="invalid_base64_image")
         data = _b64(parts[1])
     elif ref.get("image_url"):
-        data = await download_image(ref["image_url"], ctx.settings.allow_private_network, limit)
+        if ctx.fetcher is None:
+            raise ImageFailure("This server cannot download image URLs here.", code="failed_to_download_image")
+        data = await download_image(ref["image_url"], ctx.fetcher, limit)
     else:
         raise ImageFailure("An input image has neither an image_url nor a file_id.", code="invalid_image")
     if len(data) > limit:

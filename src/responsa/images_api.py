@@ -1,7 +1,7 @@
 """An OpenAI-compatible Images API client (aiohttp): generations, multipart edits, partial-image streams.
 
 Also where the Images API is (from the settings) and the download of input images by URL,
-through the private-network guard.
+through the guarded fetcher.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import orjson
 
 from .config import Settings
 from .errors import InvalidRequest
-from .netguard import check_url, resolver
+from .fetcher import Fetcher, FetchFailed, Refused, TooLarge
+from .netguard import HOW_TO_ALLOW
 
 MAX_IMAGE_BYTES = 50 * 1024**2  # the hosted Images API's limit per input image
 MAX_RESPONSE_BYTES = 256 * 1024**2
+DOWNLOAD_TIMEOUT = 60.0
 
 
 # ---- where the Images API is -----------------------------------------------------------------
@@ -68,23 +70,21 @@ class ImageFile:
         return "image." + self.mime.split("/")[1]
 
 
-async def download_image(url: str, allow_private: bool, limit: int = MAX_IMAGE_BYTES) -> bytes:
-    """An input image from an http(s) URL, refused if it resolves to a private address."""
+async def download_image(url: str, fetcher: Fetcher, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """An input image from an http(s) URL, refused if it (or a redirect from it) leads to a private address."""
     try:
-        await check_url(url, allow_private=allow_private, param="image_url", what="image URL")
+        await fetcher.guard.check_url(url, param="image_url", what="image URL")
     except InvalidRequest as e:
         raise ImageFailure(e.message, code="invalid_image_url") from e
-    timeout = aiohttp.ClientTimeout(total=60, connect=10)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver(allow_private)),
-                                         timeout=timeout) as session, session.get(url) as resp:
-            if resp.status != 200:
-                raise ImageFailure(f"Downloading the image at {url} failed with HTTP {resp.status}.",
-                                   code="failed_to_download_image")
-            return await _read_limited(resp, limit)
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        raise ImageFailure(f"Downloading the image at {url} failed: {e}",
-                           code="failed_to_download_image") from e
+        return (await fetcher.get(url, limit, time_limit=DOWNLOAD_TIMEOUT)).data
+    except Refused as e:
+        raise ImageFailure(f"The image URL '{url}' {e}, which this server does not fetch from ({HOW_TO_ALLOW}).",
+                           code="invalid_image_url") from None
+    except TooLarge:
+        raise ImageFailure(f"The image is larger than {limit} bytes.", code="image_too_large") from None
+    except FetchFailed as e:
+        raise ImageFailure(f"Downloading the image at {url} failed: {e}.", code="failed_to_download_image") from None
 
 
 # ---- the Images API client ---------------------------------------------------------------------

@@ -14,8 +14,10 @@ from typing import Any
 from . import checks as c
 from .errors import InvalidRequest
 from .ids import new_id
+from .tools import check_tool
 
 ROLES = ("user", "assistant", "system", "developer")
+IMAGE_URL_SCHEMES = ("http", "https", "data")
 DETAILS = ("auto", "low", "high", "original")
 
 # Echoes of output items that the server accepts and stores but that carry nothing the
@@ -23,16 +25,18 @@ DETAILS = ("auto", "low", "high", "original")
 PASSTHROUGH_TYPES = frozenset({
     "web_search_call", "file_search_call", "code_interpreter_call", "local_shell_call",
     "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
-    "apply_patch_call_output", "compaction", "compaction_trigger", "tool_search_call",
-    "tool_search_output", "additional_tools", "program", "program_output", "configuration_update",
-    "mcp_list_tools",
+    "apply_patch_call_output", "compaction", "compaction_trigger", "additional_tools", "program",
+    "program_output", "configuration_update",
 })
+# The most items one request's `input` may hold (the hosted API's bound).
+MAX_INPUT_ITEMS = 131072
 
 ID_PREFIX = {
     "message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
     "custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "mcp_call": "mcp",
     "mcp_approval_request": "mcpr", "mcp_approval_response": "mcpa", "mcp_list_tools": "mcpl",
     "computer_call": "cu", "computer_call_output": "cuo", "image_generation_call": "ig",
+    "tool_search_call": "tsc", "tool_search_output": "tso",
 }
 
 
@@ -42,9 +46,10 @@ def normalize_input(value: Any, param: str = "input") -> list[dict]:
         return []
     if isinstance(value, str):
         return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
-                 "content": [{"type": "input_text", "text": value}]}]
+                 "content": [{"type": "input_text", "text": c.length(value, param, c.MAX_TEXT)}]}]
     if not isinstance(value, list):
         raise c.wrong_type(param, "a string or an array of input items", value)
+    c.max_items(value, param, MAX_INPUT_ITEMS)
     return [normalize_item(item, f"{param}[{i}]") for i, item in enumerate(value)]
 
 
@@ -67,13 +72,13 @@ def normalize_item(item: Any, param: str) -> dict:
     if kind in PASSTHROUGH_TYPES:
         out = {k: v for k, v in item.items() if v is not None}
         out["type"] = kind
-        out.setdefault("id", new_id(ID_PREFIX.get(kind, "item")))
+        out["id"] = _item_id(item, param, kind)
         return out
     raise c.bad_value(f"{param}.type", kind, ["message", "item_reference", *sorted(_HANDLERS)])
 
 
 def _item_id(item: dict, param: str, kind: str) -> str:
-    ident = c.string(item, "id", f"{param}.id")
+    ident = c.string(item, "id", f"{param}.id", stored=True)
     return ident or new_id(ID_PREFIX.get(kind, "item"))
 
 
@@ -89,7 +94,7 @@ def _message(item: dict, param: str) -> dict:
     out: dict[str, Any] = {"id": _item_id(item, param, "message"), "type": "message", "role": role}
     if isinstance(content, str):
         part_type = "output_text" if role == "assistant" else "input_text"
-        parts = [_text_part(part_type, content)]
+        parts = [_text_part(part_type, c.length(content, f"{param}.content", c.MAX_TEXT))]
     elif isinstance(content, list):
         parts = [normalize_part(p, role, f"{param}.content[{i}]") for i, p in enumerate(content)]
     else:
@@ -114,7 +119,7 @@ def normalize_part(part: Any, role: str, param: str) -> dict:
         raise c.wrong_type(param, "an object", part)
     kind = c.string(part, "type", f"{param}.type", required=True)
     if kind in ("input_text", "output_text", "text"):
-        text = c.string(part, "text", f"{param}.text", required=True)
+        text = c.string(part, "text", f"{param}.text", required=True, max_len=c.MAX_TEXT)
         out = _text_part("output_text" if role == "assistant" else "input_text", text or "")
         if out["type"] == "output_text":
             annotations = part.get("annotations")
@@ -126,10 +131,10 @@ def normalize_part(part: Any, role: str, param: str) -> dict:
                 out["logprobs"] = part["logprobs"]
         return out
     if kind == "refusal":
-        refusal = c.string(part, "refusal", f"{param}.refusal", required=True)
+        refusal = c.string(part, "refusal", f"{param}.refusal", required=True, max_len=c.MAX_TEXT)
         return {"type": "refusal", "refusal": refusal}
     if kind == "input_image":
-        url = c.string(part, "image_url", f"{param}.image_url")
+        url = c.string(part, "image_url", f"{param}.image_url", max_len=c.MAX_IMAGE_URL)
         file_id = c.string(part, "file_id", f"{param}.file_id")
         if (url is None) == (file_id is None):
             raise InvalidRequest(f"Invalid '{param}': give exactly one of 'image_url' or 'file_id'.",
@@ -137,10 +142,7 @@ def normalize_part(part: Any, role: str, param: str) -> dict:
         detail = c.choice(part, "detail", f"{param}.detail", DETAILS) or "auto"
         out = {"type": "input_image", "detail": detail}
         if url is not None:
-            if not url.startswith(("http://", "https://", "data:")):
-                raise InvalidRequest(f"Invalid '{param}.image_url': expected an http(s) URL or a data: URL.",
-                                     param=f"{param}.image_url", code="invalid_image_url")
-            out["image_url"] = url
+            out["image_url"] = c.url(url, f"{param}.image_url", IMAGE_URL_SCHEMES, code="invalid_image_url")
         else:
             out["file_id"] = file_id
         return out
@@ -148,7 +150,7 @@ def normalize_part(part: Any, role: str, param: str) -> dict:
         out = {"type": "input_file"}
         given = 0
         for key in ("file_id", "file_url", "file_data"):
-            value = c.string(part, key, f"{param}.{key}")
+            value = c.string(part, key, f"{param}.{key}", max_len=c.MAX_FILE_DATA)
             if value is not None:
                 out[key] = value
                 given += 1
@@ -156,6 +158,8 @@ def normalize_part(part: Any, role: str, param: str) -> dict:
             raise InvalidRequest(
                 f"Invalid '{param}': give exactly one of 'file_id', 'file_url' or 'file_data'.",
                 param=param, code="invalid_value")
+        if "file_url" in out:
+            c.url(out["file_url"], f"{param}.file_url")
         filename = c.string(part, "filename", f"{param}.filename")
         if filename is not None:
             out["filename"] = filename
@@ -193,6 +197,8 @@ def _tool_output(item: dict, param: str, kind: str) -> dict:
         output = [normalize_part(p, "user", f"{param}.output[{i}]") for i, p in enumerate(output)]
     elif not isinstance(output, str):
         raise c.wrong_type(f"{param}.output", "a string or an array of content parts", output)
+    else:
+        c.length(output, f"{param}.output", c.MAX_TEXT)
     return {
         "id": _item_id(item, param, kind),
         "type": kind,
@@ -214,10 +220,43 @@ def _custom_tool_call(item: dict, param: str) -> dict:
         "name": c.string(item, "name", f"{param}.name", required=True),
         "input": c.string(item, "input", f"{param}.input", required=True),
     }
+    namespace = c.string(item, "namespace", f"{param}.namespace")
+    if namespace:
+        out["namespace"] = namespace
     status = item.get("status")
     if status is not None:
         out["status"] = _status(item, param)
     return out
+
+
+def _tool_search_item(item: dict, param: str, kind: str) -> dict:
+    """The fields a `tool_search_call` and a `tool_search_output` share, checked."""
+    out = {"id": _item_id(item, param, kind), "type": kind,
+           "execution": c.choice(item, "execution", f"{param}.execution", ("server", "client")) or "server",
+           "status": _status(item, param)}
+    call_id = c.string(item, "call_id", f"{param}.call_id")
+    if call_id is not None:
+        out["call_id"] = call_id
+    return out
+
+
+def _tool_search_call(item: dict, param: str) -> dict:
+    if item.get("arguments") is None:
+        raise c.missing(f"{param}.arguments")
+    return {**_tool_search_item(item, param, "tool_search_call"), "arguments": item["arguments"]}
+
+
+def _tool_search_output(item: dict, param: str) -> dict:
+    """The tools a tool search loaded: functions, custom tools and namespaces are offered to the
+    model from then on, so they are checked like `tools[]` entries; other types are kept as given."""
+    tools = c.array(item, "tools", f"{param}.tools", required=True) or []
+    checked = []
+    for j, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise c.wrong_type(f"{param}.tools[{j}]", "an object", tool)
+        loaded = tool.get("type") in ("function", "custom", "namespace")
+        checked.append(check_tool(tool, f"{param}.tools[{j}]") if loaded else tool)
+    return {**_tool_search_item(item, param, "tool_search_output"), "tools": checked}
 
 
 def _custom_tool_call_output(item: dict, param: str) -> dict:
@@ -233,8 +272,9 @@ def _summary_parts(value: Any, param: str, part_type: str) -> list[dict]:
     for i, p in enumerate(value):
         if not isinstance(p, dict):
             raise c.wrong_type(f"{param}[{i}]", "an object", p)
-        text = c.string(p, "text", f"{param}[{i}].text", required=True)
-        parts.append({"type": p.get("type") or part_type, "text": text})
+        text = c.string(p, "text", f"{param}[{i}].text", required=True, max_len=c.MAX_TEXT)
+        kind = c.string(p, "type", f"{param}[{i}].type") or part_type
+        parts.append({"type": kind, "text": text})
     return parts
 
 
@@ -246,7 +286,7 @@ def _reasoning(item: dict, param: str) -> dict:
     }
     if item.get("content") is not None:
         out["content"] = _summary_parts(item["content"], f"{param}.content", "reasoning_text")
-    encrypted = c.string(item, "encrypted_content", f"{param}.encrypted_content")
+    encrypted = c.string(item, "encrypted_content", f"{param}.encrypted_content", max_len=c.MAX_TEXT)
     if encrypted is not None:
         out["encrypted_content"] = encrypted
     if item.get("status") is not None:
@@ -276,16 +316,42 @@ def _mcp_approval_response(item: dict, param: str) -> dict:
     return out
 
 
-def _mcp_echo(kind: str, required: tuple[str, ...]) -> Callable[[dict, str], dict]:
+def _mcp_echo(kind: str, strings: tuple[str, ...],
+              check: Callable[[dict, str], None] | None = None) -> Callable[[dict, str], dict]:
+    """An MCP output item fed back: what later turns read from it (mcp.py, chat.py) is checked
+    here, so that a malformed echo is this request's 400, not a failure of every later turn."""
     def handle(item: dict, param: str) -> dict:
-        for key in required:
+        for key in strings:
             c.string(item, key, f"{param}.{key}", required=True)
+        if check is not None:
+            check(item, param)
         out = {k: v for k, v in item.items() if v is not None}
         out["id"] = _item_id(item, param, kind)
         out["type"] = kind
         return out
 
     return handle
+
+
+def _check_mcp_call(item: dict, param: str) -> None:
+    for key in ("approval_request_id", "output", "status"):
+        c.string(item, key, f"{param}.{key}")
+    error = item.get("error")  # a string; openai-python 3.x types it as an object
+    if error is not None and not isinstance(error, str | dict):
+        raise c.wrong_type(f"{param}.error", "a string or an object", error)
+
+
+def _check_mcp_list_tools(item: dict, param: str) -> None:
+    tools = c.array(item, "tools", f"{param}.tools", required=True) or []
+    for i, tool in enumerate(tools):
+        where = f"{param}.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise c.wrong_type(where, "an object", tool)
+        c.string(tool, "name", f"{where}.name", required=True)
+        c.string(tool, "description", f"{where}.description")
+        c.mapping(tool, "input_schema", f"{where}.input_schema")
+        c.mapping(tool, "annotations", f"{where}.annotations")
+    c.string(item, "error", f"{param}.error")
 
 
 def _computer_call(item: dict, param: str) -> dict:
@@ -307,14 +373,15 @@ def _computer_call_output(item: dict, param: str) -> dict:
     output = c.mapping(item, "output", f"{param}.output", required=True)
     assert output is not None
     kind = c.choice(output, "type", f"{param}.output.type", ("computer_screenshot",), required=True)
-    url = c.string(output, "image_url", f"{param}.output.image_url")
+    url = c.string(output, "image_url", f"{param}.output.image_url", max_len=c.MAX_IMAGE_URL)
     file_id = c.string(output, "file_id", f"{param}.output.file_id")
     if (url is None) == (file_id is None):
         raise InvalidRequest(f"Invalid '{param}.output': give exactly one of 'image_url' or 'file_id'.",
                              param=f"{param}.output", code="invalid_value")
     screenshot: dict[str, Any] = {"type": kind}
     if url is not None:
-        screenshot["image_url"] = url
+        screenshot["image_url"] = c.url(url, f"{param}.output.image_url", IMAGE_URL_SCHEMES,
+                                        code="invalid_image_url")
     else:
         screenshot["file_id"] = file_id
     checks = c.array(item, "acknowledged_safety_checks", f"{param}.acknowledged_safety_checks") or []
@@ -330,8 +397,10 @@ def _computer_call_output(item: dict, param: str) -> dict:
 
 
 def _image_generation_call(item: dict, param: str) -> dict:
+    for key in ("status", "result", "revised_prompt"):  # a later edit reads `result` as base64
+        c.string(item, key, f"{param}.{key}")
     out = {k: v for k, v in item.items() if v is not None}
-    out["id"] = c.string(item, "id", f"{param}.id", required=True)
+    out["id"] = c.string(item, "id", f"{param}.id", required=True, stored=True)
     out["type"] = "image_generation_call"
     out.setdefault("status", "completed")
     out.setdefault("result", None)
@@ -348,8 +417,11 @@ _HANDLERS = {
     "item_reference": _item_reference,
     "mcp_approval_response": _mcp_approval_response,
     "mcp_approval_request": _mcp_echo("mcp_approval_request", ("server_label", "name", "arguments")),
-    "mcp_call": _mcp_echo("mcp_call", ("server_label", "name", "arguments")),
+    "mcp_call": _mcp_echo("mcp_call", ("server_label", "name", "arguments"), _check_mcp_call),
+    "mcp_list_tools": _mcp_echo("mcp_list_tools", ("server_label",), _check_mcp_list_tools),
     "computer_call": _computer_call,
     "computer_call_output": _computer_call_output,
     "image_generation_call": _image_generation_call,
+    "tool_search_call": _tool_search_call,
+    "tool_search_output": _tool_search_output,
 }

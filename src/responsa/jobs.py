@@ -135,7 +135,8 @@ class Jobs:
                 for rid in await self.store.renew_leases(self.instance, now + self.lease_seconds):
                     self._cancel_local(rid)
                 await self.recover(take_all=False)
-                if time.monotonic() - last_purge > 3600:
+                # Hourly, or as often as ephemeral responses expire (they are to be removed, not kept).
+                if time.monotonic() - last_purge > min(3600, self.preparer.settings.unstored_background_window):
                     purged = 0
                     while True:  # a store purges in batches: go on while batches come back full
                         batch = await self.store.purge_expired(now)
@@ -170,7 +171,8 @@ class Jobs:
         assert run.request is not None
         record = run.save_record(lease_owner=self.instance, lease_until=int(time.time()) + self.lease_seconds)
         record.run_request = storable_request(run.request.raw)
-        await self.store.save_response(record, [], run.input_items)
+        # An ephemeral run keeps no input: it is never listed nor continued.
+        await self.store.save_response(record, [], run.input_items if run.stored else [])
         run.input_items = None  # written
         await self.store.append_events(run.id, [(e["sequence_number"], orjson.dumps(e)) for e in first])
         snapshot = run.response.copy()
@@ -297,7 +299,10 @@ class Jobs:
                     if record.status in TERMINAL:
                         # A run's end and its terminal event are two writes: a finished run other
                         # than a cancelled one (which has no terminal event) gets a moment for
-                        # the event to land; then the stream ends either way.
+                        # the event to land, unless it is stored already (a replay that starts
+                        # after it); then the stream ends either way.
+                        if ended_at is None and await self._terminal_event_stored(rid):
+                            return
                         waited = ended_at is not None and time.monotonic() - ended_at > TERMINAL_EVENT_WAIT
                         if record.status == "cancelled" or waited:
                             if not await self.store.load_events(rid, last):
@@ -311,6 +316,10 @@ class Jobs:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await woken.wait()
+
+    async def _terminal_event_stored(self, rid: str) -> bool:
+        rows = await self.store.load_events(rid, -1)
+        return bool(rows) and orjson.loads(rows[-1][1])["type"] in TERMINAL_EVENTS
 
     # ---- recovery -----------------------------------------------------------------------------------
 
@@ -345,6 +354,7 @@ class Jobs:
         run = ResponseRun(store=self.store, request=None, owner=claim.owner, record=record,
                           response=cast(ResponseObject, response),  # stored as this server built it
                           input_items=None, spec=None, first_sequence_number=next_seq)
+        run.unstored_window = self.preparer.settings.unstored_background_window
 
         async def persist(batch: list[Event]) -> None:
             await self.store.append_events(claim.id, [(e["sequence_number"], orjson.dumps(e)) for e in batch])

@@ -7,11 +7,14 @@ service decide whether they become an HTTP error or a `failed` response.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .arguments import ArgumentsRepair, InvalidArguments, check_arguments, closing
 from .backends import (
+    NO_OPTIONS,
     Backend,
+    ModelOptions,
     ReasoningDelta,
     ReasoningSummaryDelta,
     RefusalDelta,
@@ -27,7 +30,7 @@ from .backends import (
 from .errors import InvalidRequest
 from .events import ResponseEvents
 from .ids import call_id as new_call_id
-from .tools import Outcome, ToolCall, ToolContext, ToolSet, chat_tool_choice
+from .tools import Outcome, Tool, ToolCall, ToolContext, ToolSet, chat_tool_choice
 
 MAX_TURNS = 16
 
@@ -41,21 +44,18 @@ class RunSpec:
     history: Sequence[dict]  # the conversation before this response's output
     toolset: ToolSet
     tool_ctx: ToolContext
-    instructions: str | None = None
+    options: ModelOptions = NO_OPTIONS
     tool_choice: str | dict = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = None
     max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    response_format: dict | None = None
-    reasoning_effort: str | None = None
-    user: str | None = None
-    truncation: str = "disabled"
-    stream: bool = True
+    generate: bool = True  # False: no turn at all (a warm-up); the response completes empty
     # (key, n): history[:n] is an earlier chain that never changes (see chat.to_messages)
     history_prefix: tuple[object, int] | None = None
     usage: list[Usage | None] = field(default_factory=list)
+    # Before the first turn: (spec, history, events) -> a compacted history, or None to keep it
+    # (compaction.AutoCompaction, for `context_management`).
+    compaction: Callable[[RunSpec, list[dict], ResponseEvents], Awaitable[list[dict] | None]] | None = None
 
     def total_usage(self) -> dict:
         return usage_json(merge_usage(self.usage))
@@ -67,15 +67,21 @@ class _Call:
     name: str = ""
     arguments: list[str] = field(default_factory=list)
     index: int | None = None  # output index once a streamed function_call item is open
+    repair: ArgumentsRepair = field(default_factory=ArgumentsRepair)
 
 
 async def run(spec: RunSpec, events: ResponseEvents) -> None:
     """Produce the response's output and finish it (completed / incomplete / failed)."""
     ctx = spec.tool_ctx
+    if not spec.generate:
+        events.completed(spec.total_usage())
+        return
     await spec.toolset.prepare(ctx)
     await events.flush()
     server_calls = 0
     history = list(spec.history)
+    if spec.compaction is not None:
+        history = await spec.compaction(spec, history, events) or history
     for turn in range(MAX_TURNS):
         budget_left = spec.max_tool_calls is None or server_calls < spec.max_tool_calls
         last_turn = turn == MAX_TURNS - 1
@@ -83,8 +89,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
         functions: list[dict] = []
         choice: str | dict | None = None
         if offer_tools and spec.toolset.tools:
-            # After the first turn a forced choice has been honoured; let the model answer.
-            requested = spec.tool_choice if turn == 0 or spec.tool_choice in ("none", "auto") else "auto"
+            requested = spec.tool_choice if turn == 0 else after_first_turn(spec.tool_choice)
             choice, allowed = chat_tool_choice(requested, spec.toolset)
             functions = spec.toolset.functions(allowed)
             if not functions:
@@ -98,12 +103,9 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 return
         request = TurnRequest(
             model=spec.model, items=conversation(history, events.output, ctx.model_notes),
-            instructions=spec.instructions,
             tools=functions, tool_choice=choice if functions else None,
             parallel_tool_calls=spec.parallel_tool_calls if functions else None,
-            response_format=spec.response_format, temperature=spec.temperature, top_p=spec.top_p,
-            max_output_tokens=max_tokens, reasoning_effort=spec.reasoning_effort, user=spec.user,
-            stream=spec.stream, truncation=spec.truncation,
+            options=spec.options, max_output_tokens=max_tokens,
             prefix=spec.history_prefix if len(history) == len(spec.history) else None,
         )
         finish, calls = await _turn(spec, request, events, history)
@@ -121,7 +123,7 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
         stop = False
         for call in calls:
             tool = spec.toolset.owner(call.name)
-            arguments = "".join(call.arguments)
+            arguments = _settle(events, call, tool)
             if call.index is not None:
                 events.function_call_done(call.index)
                 stop = True
@@ -129,10 +131,12 @@ async def run(spec: RunSpec, events: ResponseEvents) -> None:
                 # A name the model invented: hand it to the client like any function call.
                 events.function_call(call.call_id, call.name, arguments)
                 stop = True
-            elif (not tool.client_side and spec.max_tool_calls is not None
-                  and server_calls >= spec.max_tool_calls):
+            elif not tool.client_side and (not offer_tools or (spec.max_tool_calls is not None
+                                                               and server_calls >= spec.max_tool_calls)):
                 # Past max_tool_calls further calls are ignored, as the hosted API does; the
-                # next turn offers no tools, so the model answers with what it has.
+                # next turn offers no tools, so the model answers with what it has. A call made
+                # on a turn that offered no tools (the last one) is not run either: no model
+                # would ever see its output.
                 continue
             else:
                 outcome = await tool.invoke(ToolCall(call.call_id, call.name, arguments), ctx)
@@ -174,7 +178,7 @@ async def _turn(spec: RunSpec, request: TurnRequest, events: ResponseEvents,
                 if events.pending:
                     await events.flush()
         except InvalidRequest as e:
-            if e.code != "context_length_exceeded" or spec.truncation != "auto" or events.seq != emitted:
+            if e.code != "context_length_exceeded" or spec.options.truncation != "auto" or events.seq != emitted:
                 raise
             dropped = truncate_oldest(history)
             if not dropped:
@@ -190,16 +194,46 @@ def _tool_delta(spec: RunSpec, events: ResponseEvents, calls: dict[int, _Call], 
         call = calls[ev.index] = _Call(call_id=ev.call_id or new_call_id())
     if ev.name:
         call.name += ev.name
-    if ev.arguments:
-        call.arguments.append(ev.arguments)
+    text = call.repair.feed(ev.arguments) if ev.arguments else ""
+    if text:
+        call.arguments.append(text)
     tool = spec.toolset.owner(call.name) if call.name else None
     if call.index is None and tool is not None and tool.streams_arguments:
         # A client function: open its item now and stream the arguments as they come.
-        call.index = events.function_call_start(call.call_id, call.name)
+        call.index = events.function_call_start(call.call_id, *tool.call_name(call.name))
         if call.arguments:
             events.function_call_delta(call.index, "".join(call.arguments))
-    elif call.index is not None and ev.arguments:
-        events.function_call_delta(call.index, ev.arguments)
+    elif call.index is not None and text:
+        events.function_call_delta(call.index, text)
+
+
+def _settle(events: ResponseEvents, call: _Call, tool: Tool | None) -> str:
+    """A call's final arguments. One that becomes a `function_call` item must be JSON (and match
+    a strict function's schema): otherwise the item ends incomplete and the response fails."""
+    arguments = "".join(call.arguments)
+    if call.index is None and tool is not None:
+        return arguments  # a tool run here, or a custom tool: it reads the arguments itself
+    tail = closing(arguments)
+    if tail:
+        arguments += tail
+        call.arguments.append(tail)
+        if call.index is not None:
+            events.function_call_delta(call.index, tail)
+    try:
+        check_arguments(call.name, arguments, tool.strict_schema if tool is not None else None)
+    except InvalidArguments:
+        if call.index is not None:
+            events.function_call_done(call.index, status="incomplete")
+        raise
+    return arguments
+
+
+def after_first_turn(choice: str | dict) -> str | dict:
+    """The tool choice for turns after the first: a forced choice has been honoured, so the model
+    may now answer, but `allowed_tools` keeps restricting what it is offered."""
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return {**choice, "mode": "auto"}
+    return choice if choice in ("none", "auto") else "auto"
 
 
 def conversation(history: Sequence[dict], output: Sequence[dict],

@@ -31,7 +31,7 @@ from . import checks as c
 from .chat import mcp_function_name
 from .errors import APIError, InvalidRequest
 from .ids import new_id
-from .netguard import check_url
+from .netguard import Guard
 from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 
 log = logging.getLogger("responsa.mcp")
@@ -39,6 +39,11 @@ log = logging.getLogger("responsa.mcp")
 # A label becomes part of function names (`mcp__<label>__<tool>`), so no `__` inside it and
 # no `_` at its ends: then no two (label, tool) pairs give the same name.
 LABEL = re.compile(r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$")
+# RFC 9110: a header name is a token; a value is visible ASCII with inner spaces and tabs.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Header values shorter than this are not looked for in error text (they would mangle it).
+MIN_REDACTED = 8
 PARAM_KEY = "_param"
 SECRET_KEYS = ("headers", "authorization", PARAM_KEY)
 # Streamable HTTP answers meaning "this URL speaks something else": try the SSE transport.
@@ -80,15 +85,19 @@ class MCPKind(ToolKind):
             if entry.get(key) is not None:
                 raise InvalidRequest(f"'{param}.{key}' is not supported by this server; give a 'server_url'.",
                                      param=f"{param}.{key}", code="unsupported_value")
-        url = c.string(entry, "server_url", f"{param}.server_url", required=True) or ""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRequest(f"Invalid '{param}.server_url': expected an http(s) URL.",
-                                 param=f"{param}.server_url", code="invalid_url")
+        url = c.url(c.string(entry, "server_url", f"{param}.server_url", required=True) or "",
+                    f"{param}.server_url")
         headers = c.mapping(entry, "headers", f"{param}.headers")
-        for name, value in (headers or {}).items():
+        for n, (name, value) in enumerate((headers or {}).items(), 1):
+            if not HEADER_NAME.fullmatch(name):
+                # Not shown: a pasted "Authorization: Bearer ..." would be the secret itself.
+                raise InvalidRequest(f"Invalid '{param}.headers': the name of header #{n} is not a valid HTTP "
+                                     "header name (letters, digits and !#$%&'*+-.^_`|~ only); it is not repeated "
+                                     "here in case it holds a secret.", param=f"{param}.headers",
+                                     code="invalid_value")
             if not isinstance(value, str):
                 raise c.wrong_type(f"{param}.headers.{name}", "a string", value)
+            _check_header_value(value, f"{param}.headers.{name}")
         out: dict[str, Any] = {
             "type": "mcp", "server_label": label, "server_url": url,
             "allowed_tools": _check_allowed(entry.get("allowed_tools"), f"{param}.allowed_tools"),
@@ -100,6 +109,7 @@ class MCPKind(ToolKind):
             out["headers"] = dict(headers)
         authorization = c.string(entry, "authorization", f"{param}.authorization")
         if authorization:
+            _check_header_value(authorization, f"{param}.authorization")
             out["authorization"] = authorization
         return out
 
@@ -108,6 +118,22 @@ class MCPKind(ToolKind):
 
     def build(self, entry: dict, ctx: ToolContext) -> MCPTool:
         return MCPTool(entry)
+
+
+def _check_header_value(value: str, param: str) -> None:
+    """Refuse what HTTP cannot send (copy-paste slips, mostly), describing the problem, never the value."""
+    problem = None
+    if not value.isascii():
+        problem = "has a character that is not ASCII"
+    elif "\r" in value or "\n" in value:
+        problem = "has a line break"
+    elif HEADER_CONTROL.search(value):
+        problem = "has a control character (such as NUL)"
+    elif value != value.strip(" \t"):
+        problem = "starts or ends with whitespace"
+    if problem is not None:
+        raise InvalidRequest(f"Invalid '{param}': the value {problem}, which an HTTP header cannot carry. "
+                             "(The value is not repeated here.)", param=param, code="invalid_value")
 
 
 def _check_filter(value: Any, param: str) -> dict:
@@ -207,8 +233,8 @@ class MCPTool(Tool):
 
     async def validate(self, ctx: ToolContext) -> None:
         """Refuse, as a 400, a server on a private address (unless allowed)."""
-        await check_url(self.entry["server_url"], allow_private=ctx.settings.allow_private_network,
-                        param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
+        await ctx.guard.check_url(self.entry["server_url"],
+                                  param=f"{self.entry.get(PARAM_KEY, 'tools')}.server_url", what="MCP server URL")
 
     async def prepare(self, ctx: ToolContext) -> None:
         listed = _last_listing(ctx.history, self.label)
@@ -288,7 +314,7 @@ class MCPTool(Tool):
             headers["Authorization"] = f"Bearer {self.entry['authorization']}"
         return Connection(self.entry["server_url"], headers,
                           timeout=float(ctx.settings.mcp_timeout), max_output=ctx.settings.mcp_max_output,
-                          allow_private=ctx.settings.allow_private_network)
+                          guard=ctx.guard)
 
 
 def _parameters(schema: Any) -> dict:
@@ -351,9 +377,9 @@ class Connection:
     """One MCP server address with its headers; each operation is its own session."""
 
     def __init__(self, url: str, headers: dict[str, str], *, timeout: float, max_output: int,
-                 allow_private: bool) -> None:
+                 guard: Guard) -> None:
         self.url, self.headers, self.timeout = url, headers, timeout
-        self.max_output, self.allow_private = max_output, allow_private
+        self.max_output, self.guard = max_output, guard
         self.last_status: int | None = None  # of the last HTTP response, for error messages
 
     async def list_tools(self) -> list[dict]:
@@ -381,8 +407,7 @@ class Connection:
     async def _with_session(self, run: Any) -> Any:
         await _load_sdk()
         try:
-            await check_url(self.url, allow_private=self.allow_private, param="server_url",
-                            what="MCP server URL")
+            await self.guard.check_url(self.url, param="server_url", what="MCP server URL")
             async with asyncio.timeout(self.timeout):
                 async with self._session() as client:
                     return await run(client)
@@ -437,10 +462,23 @@ class Connection:
             yield client
 
     def _describe(self, exc: BaseException) -> str:
-        exc = _leaf(exc)
+        """What went wrong, in words that carry no header value (they are secrets)."""
+        text = self._explain(_leaf(exc))
+        for value in self.headers.values():
+            forms = {value, value.strip(), repr(value)[1:-1], repr(value.encode(errors="replace"))[2:-1],
+                     *value.split()}
+            for form in sorted(forms, key=len, reverse=True):
+                if len(form) >= MIN_REDACTED:
+                    text = text.replace(form, "[redacted]")
+        return text
+
+    def _explain(self, exc: BaseException) -> str:
         import httpx2
         from mcp import MCPError
 
+        if isinstance(exc, httpx2.LocalProtocolError | UnicodeError):
+            # The HTTP client's own words here quote the offending header, value included.
+            return "the request could not be sent: a header name or value is not valid in HTTP"
         status = self.last_status
         if isinstance(exc, httpx2.HTTPStatusError):
             status = exc.response.status_code

@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
-
 from .chat import Continued
 from .config import Settings
 from .errors import InvalidRequest, not_found
+from .fetcher import Fetcher, FetchFailed, Refused, TooLarge
 from .imagebytes import data_url, data_url_parts, from_base64, image_type
-from .netguard import BlockedAddress, PublicResolver, check_url
+from .netguard import HOW_TO_ALLOW
 from .store import Store
 
-FETCH_TIMEOUT = 30
 TEXT_CACHE_CHARS = 32 * 1024 * 1024
 OFFLOAD_SIZE = 1024 * 1024
 T = TypeVar("T")
@@ -145,14 +143,13 @@ def file_text_part(blob: Blob, text: str) -> dict:
 
 
 class Media:
-    """Resolves image and file parts for one engine; fetches URLs behind the private-network guard."""
+    """Resolves image and file parts for one engine; fetches URLs with the guarded fetcher."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, fetcher: Fetcher) -> None:
         self.store = store
         self.max_size = settings.max_file_size
         self.fetch_image_urls = settings.fetch_image_urls
-        self.allow_private = settings.allow_private_network
-        self._session: aiohttp.ClientSession | None = None
+        self.fetcher = fetcher
         # Extracted text of uploaded files by id (files never change), so that a conversation
         # about a long PDF does not extract it again on every turn. Bounded by total length.
         self._texts: OrderedDict[str, str] = OrderedDict()
@@ -174,10 +171,6 @@ class Media:
                 self._texts_size -= len(old)
         return text
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
     async def resolve(self, items: Sequence[dict], owner: str, target: Any, *,
                       first_input: int = 0, history_key: Any = None) -> tuple[list[dict], bool]:
         """The items as the engine gets them, and whether the earlier ones (before
@@ -196,9 +189,7 @@ class Media:
             start = first_input
         elif base is not None and (base.base, backend.name, model) in self._plain_histories:
             start = base.base_n
-        accepts_files = getattr(backend, "accepts_files", None)
-        run = _Resolution(self, owner, images=backend.accepts_images(model),
-                          files=bool(accepts_files and accepts_files(model)))
+        run = _Resolution(self, owner, images=backend.accepts_images(model), files=backend.accepts_files(model))
         out = list(items[:start])
         changed = False
         for n in range(start, len(items)):
@@ -253,44 +244,20 @@ class Media:
             return None
         return Blob(data, record.mime_type, record.filename)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=PublicResolver(self.allow_private), limit=32),
-                timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT, connect=10))
-        return self._session
-
     async def fetch(self, url: str, param: str, what: str, code: str) -> Blob:
         """Download a URL (http(s), public unless allowed, at most --max-file-size)."""
-        await check_url(url, allow_private=self.allow_private, param=param, what=what)
+        await self.fetcher.guard.check_url(url, param=param, what=what)
         try:
-            async with self._client().get(url, max_redirects=5) as resp:
-                if resp.status != 200:
-                    raise InvalidRequest(f"Could not download the {what} '{url}': HTTP {resp.status}.",
-                                         param=param, code=code)
-                if resp.content_length is not None and resp.content_length > self.max_size:
-                    raise self._too_large(what, url, param)
-                chunks, size = [], 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > self.max_size:
-                        raise self._too_large(what, url, param)
-                    chunks.append(chunk)
-                declared = resp.headers.get("content-type")
-        except aiohttp.ClientConnectorError as e:
-            if isinstance(e.os_error, BlockedAddress) or isinstance(e.__cause__, BlockedAddress):
-                raise InvalidRequest(
-                    f"The {what} '{url}' resolves to a private, loopback or link-local address, which this "
-                    "server does not fetch from (start it with --allow-private-network to allow it).",
-                    param=param, code="url_not_allowed") from None
-            raise InvalidRequest(f"Could not download the {what} '{url}': {e}", param=param,
-                                 code=code) from None
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise InvalidRequest(f"Could not download the {what} '{url}': {e or 'timed out'}", param=param,
-                                 code=code) from None
-        data = b"".join(chunks)
+            download = await self.fetcher.get(url, self.max_size)
+        except Refused as e:
+            raise InvalidRequest(f"The {what} '{url}' {e}, which this server does not fetch from "
+                                 f"({HOW_TO_ALLOW}).", param=param, code="url_not_allowed") from None
+        except TooLarge:
+            raise self._too_large(what, url, param) from None
+        except FetchFailed as e:
+            raise InvalidRequest(f"Could not download the {what} '{url}': {e}.", param=param, code=code) from None
         name = unquote(posixpath.basename(urlsplit(url).path)) or "file"
-        return Blob(data, guess_mime(data, declared, name), name)
+        return Blob(download.data, guess_mime(download.data, download.content_type, name), name)
 
     def _too_large(self, what: str, url: str, param: str) -> InvalidRequest:
         return InvalidRequest(f"The {what} '{url}' is larger than the limit of {self.max_size} bytes.",

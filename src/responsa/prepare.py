@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+from .backends import ModelOptions
+from .compaction import AutoCompaction, open_context
 from .config import Settings
 from .conversations import Context, Conversations
 from .errors import InvalidRequest, NotFound, not_found
 from .events import TERMINAL
+from .fetcher import Fetcher
 from .ids import response_id
 from .loop import RunSpec
 from .media import Media
@@ -29,12 +32,24 @@ from .store import ResponseRecord, Store
 from .tools import ToolContext, ToolSet, public_tools
 
 
+class LocalChain(Protocol):
+    """Earlier responses the store does not hold (a WebSocket connection's store=false
+    responses), and where a request made there leaves its own context."""
+
+    def items(self, rid: str) -> list[dict] | None:
+        """Every item up to and including response `rid` (inputs and outputs), if held."""
+
+    def begin(self, rid: str, context: list[dict], rebuildable: bool) -> None:
+        """Response `rid` runs on `context`; `rebuildable`: the store alone could rebuild it."""
+
+
 class Preparer:
     """Builds `ResponseRun`s: everything a response needs before its first event."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, vault: ReasoningVault,
-                 media: Media, live: LiveRuns, conversations: Conversations) -> None:
+                 media: Media, live: LiveRuns, fetcher: Fetcher, conversations: Conversations) -> None:
         self.store = store
+        self.fetcher = fetcher
         self.live = live
         self.router = router
         self.settings = settings
@@ -43,13 +58,18 @@ class Preparer:
         self.conversations = conversations
 
     async def prepare(self, req: CreateRequest, owner: str, rid: str | None = None,
-                      created_at: int | None = None) -> ResponseRun:
+                      created_at: int | None = None, local: LocalChain | None = None) -> ResponseRun:
         history: list[dict] = []
         history_key = None
+        earlier = None
+        if local is not None and req.previous_response_id:
+            earlier = local.items(req.previous_response_id)
         context: Context | None = None
         if req.conversation is not None:
             context = await self.conversations.context(req.conversation, owner)
             history, history_key = context.items, context.key
+        elif earlier is not None:
+            history, history_key = list(earlier), ("chain", req.previous_response_id)
         elif req.previous_response_id:
             try:
                 chain = await self.store.load_chain(req.previous_response_id, owner)
@@ -74,6 +94,9 @@ class Preparer:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
             [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
+        sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
+        if context is not None and history_length != len(history):
+            history_key = context.plain_key  # compaction items changed it: nothing to continue from
         created_at = created_at or int(time.time())
         rid = rid or response_id()
         response: ResponseObject = {
@@ -85,30 +108,36 @@ class Preparer:
             response["conversation"] = {"id": context.id}
         record = ResponseRecord(id=rid, owner=owner, created_at=created_at,
                                 expires_at=created_at + self.settings.retention, status="in_progress", body={},
-                                background=req.background, previous_response_id=req.previous_response_id)
+                                background=req.background, previous_response_id=req.previous_response_id,
+                                ephemeral=req.background and not req.store)
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
-                          load_file=self._file_loader(owner), settings=self.settings,
+                          load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
                           accepts_images=target.backend.accepts_images(target.model))
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
-        prefix = (history_key, len(history)) if history_key and history_as_stored else None
+        prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None
+        options = ModelOptions(
+            instructions=req.instructions, response_format=response_format(req.text_format),
+            temperature=req.temperature, top_p=req.top_p, reasoning_effort=(req.reasoning or {}).get("effort"),
+            user=req.user, stream=req.stream or req.background, truncation=req.truncation)
         spec = RunSpec(
             backend=target.backend, model=target.model, history=sent, history_prefix=prefix,
-            toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, instructions=req.instructions,
-            tool_choice=req.tool_choice, parallel_tool_calls=req.parallel_tool_calls,
-            max_tool_calls=req.max_tool_calls, max_output_tokens=req.max_output_tokens,
-            temperature=req.temperature, top_p=req.top_p, response_format=response_format(req.text_format),
-            reasoning_effort=(req.reasoning or {}).get("effort"), user=req.user, truncation=req.truncation,
-            stream=req.stream or req.background,
-        )
+            toolset=ToolSet.build(req.tools, ctx), tool_ctx=ctx, options=options, tool_choice=req.tool_choice,
+            parallel_tool_calls=req.parallel_tool_calls, max_tool_calls=req.max_tool_calls,
+            max_output_tokens=req.max_output_tokens, generate=req.generate,
+            compaction=None if req.compact_threshold is None else
+            AutoCompaction(self.vault, owner, req.compact_threshold or None))
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
                           input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
+        run.unstored_window = self.settings.unstored_background_window
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
         if context is not None:
             await self.conversations.begin(run, context)
+        if local is not None:
+            local.begin(rid, [*history, *input_items], rebuildable=req.store and earlier is None)
         return run
 
     def _file_loader(self, owner: str) -> Callable[[str], Awaitable[tuple[bytes, str]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,10 @@ VERBOSITY = ("low", "medium", "high")
 _SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CreateRequest:
-    """A checked create request. `input` holds normalised items (item references unresolved)."""
+    """A checked create request, frozen: its parameters exist here once. `input` holds normalised
+    items (item references unresolved)."""
 
     model: str
     input: list[dict]
@@ -57,6 +59,9 @@ class CreateRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stream_options: dict | None = None
+    generate: bool = True  # False: a WebSocket warm-up that prepares the context and produces no output
+    # `context_management` compaction: None (off), or its `compact_threshold` (0: the default).
+    compact_threshold: int | None = None
     # Request headers that tools may read (for example Azure's image deployment header).
     headers: dict[str, str] = field(default_factory=dict)
     raw: dict | None = None  # the body as sent (kept to restart queued background runs)
@@ -90,92 +95,104 @@ class CreateRequest:
         }
 
 
-def parse_create(body: Any) -> CreateRequest:
+def parse_create(body: Any, headers: Mapping[str, str] | None = None) -> CreateRequest:
     """Check a decoded JSON body. Unknown top-level keys are tolerated (clients send their own).
 
     Only the keys the client sent are looked at (the request's defaults cover the rest): a
     typical request sends three or four of the thirty-odd parameters."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    for key, value in body.items():
+        # Every value is echoed, stored or (in a background run's request) kept whole, unknown keys too.
+        if type(value) is dict or type(value) is list:
+            c.nesting(value, key)
     model = c.string(body, "model", "model", required=True, allow_empty=False)
     assert model is not None
-    req = CreateRequest(model=model, input=normalize_input(body.get("input")), raw=body)
+    fields: dict[str, Any] = {"model": model, "input": normalize_input(body.get("input")), "raw": body,
+                              "headers": dict(headers or {})}
     for key in body:
         check = _FIELDS.get(key)
         if check is not None and body[key] is not None:
-            check(body, req)
-    if req.background and not req.store:
-        raise InvalidRequest("Background mode requires 'store' to be true.", param="background",
-                             code="invalid_value")
-    if req.conversation is not None:
-        _check_conversation_use(req)
+            check(body, fields)
+    if fields.get("conversation") is not None:
+        _check_conversation_use(fields)
     if "tool_choice" in body:
-        req.tool_choice = check_tool_choice(body["tool_choice"], req.tools)
+        fields["tool_choice"] = check_tool_choice(body["tool_choice"], fields.get("tools", []))
     if "text" in body or "verbosity" in body:
-        _text(body, req)
-    return req
+        _text(body, fields)
+    return CreateRequest(**fields)
+
+
+def _field(name: str, read: Callable[[dict], Any]) -> Callable[[dict, dict[str, Any]], None]:
+    """The check of one parameter: `read` takes it from the body, checked, into the request's fields."""
+
+    def check(body: dict, fields: dict[str, Any]) -> None:
+        fields[name] = read(body)
+
+    return check
 
 
 def _unsupported(key: str) -> Any:
-    def check(body: dict, req: CreateRequest) -> None:
+    def check(body: dict, fields: dict[str, Any]) -> None:
         raise InvalidRequest(f"'{key}' is not supported by this server yet (see docs/unsupported.md).",
                              param=key, code="unsupported_parameter")
 
     return check
 
 
-def _include(body: dict, req: CreateRequest) -> None:
+def _include(body: dict, fields: dict[str, Any]) -> None:
     include = c.string_list(body, "include", "include") or []
     for i, value in enumerate(include):
         if value not in INCLUDABLE:
             raise c.bad_value(f"include[{i}]", value, INCLUDABLE)
-    req.include = tuple(dict.fromkeys(include))
+    fields["include"] = tuple(dict.fromkeys(include))
 
 
-def _service_tier(body: dict, req: CreateRequest) -> None:
+def _service_tier(body: dict, fields: dict[str, Any]) -> None:
     tier = c.choice(body, "service_tier", "service_tier", SERVICE_TIERS)
-    req.service_tier = "default" if tier in (None, "auto") else tier
+    fields["service_tier"] = "default" if tier in (None, "auto") else tier
 
 
 # Each create parameter, and the check that reads it into the request.
 _FIELDS: dict[str, Any] = {
     "prompt": _unsupported("prompt"),
-    "conversation": lambda b, r: setattr(r, "conversation", _conversation(b)),
-    "instructions": lambda b, r: setattr(r, "instructions", _instructions(b)),
-    "previous_response_id": lambda b, r: setattr(r, "previous_response_id", c.string(
+    "conversation": _field("conversation", lambda b: _conversation(b)),
+    "instructions": _field("instructions", lambda b: _instructions(b)),
+    "previous_response_id": _field("previous_response_id", lambda b: c.string(
         b, "previous_response_id", "previous_response_id", allow_empty=False)),
-    "store": lambda b, r: setattr(r, "store", c.boolean(b, "store", "store", True)),
-    "background": lambda b, r: setattr(r, "background", c.boolean(b, "background", "background", False)),
-    "stream": lambda b, r: setattr(r, "stream", c.boolean(b, "stream", "stream", False)),
-    "stream_options": lambda b, r: setattr(r, "stream_options", c.mapping(b, "stream_options", "stream_options")),
+    "store": _field("store", lambda b: c.boolean(b, "store", "store", True)),
+    "background": _field("background", lambda b: c.boolean(b, "background", "background", False)),
+    "stream": _field("stream", lambda b: c.boolean(b, "stream", "stream", False)),
+    "stream_options": _field("stream_options", lambda b: c.mapping(b, "stream_options", "stream_options")),
     "include": _include,
-    "tools": lambda b, r: setattr(r, "tools", check_tools(c.array(b, "tools", "tools") or [])),
-    "parallel_tool_calls": lambda b, r: setattr(r, "parallel_tool_calls", c.boolean(
+    "tools": _field("tools", lambda b: check_tools(c.array(b, "tools", "tools") or [])),
+    "parallel_tool_calls": _field("parallel_tool_calls", lambda b: c.boolean(
         b, "parallel_tool_calls", "parallel_tool_calls", True)),
-    "max_tool_calls": lambda b, r: setattr(r, "max_tool_calls", c.integer(b, "max_tool_calls", "max_tool_calls",
+    "max_tool_calls": _field("max_tool_calls", lambda b: c.integer(b, "max_tool_calls", "max_tool_calls",
                                                                           lo=1)),
-    "max_output_tokens": lambda b, r: setattr(r, "max_output_tokens", c.integer(
+    "max_output_tokens": _field("max_output_tokens", lambda b: c.integer(
         b, "max_output_tokens", "max_output_tokens", lo=16)),
-    "temperature": lambda b, r: setattr(r, "temperature", c.number(b, "temperature", "temperature", 0, 2)),
-    "top_p": lambda b, r: setattr(r, "top_p", c.number(b, "top_p", "top_p", 0, 1)),
-    "top_logprobs": lambda b, r: setattr(r, "top_logprobs", c.integer(b, "top_logprobs", "top_logprobs", lo=0,
+    "temperature": _field("temperature", lambda b: c.number(b, "temperature", "temperature", 0, 2)),
+    "top_p": _field("top_p", lambda b: c.number(b, "top_p", "top_p", 0, 1)),
+    "top_logprobs": _field("top_logprobs", lambda b: c.integer(b, "top_logprobs", "top_logprobs", lo=0,
                                                                       hi=20)),
-    "presence_penalty": lambda b, r: setattr(r, "presence_penalty", c.number(
+    "presence_penalty": _field("presence_penalty", lambda b: c.number(
         b, "presence_penalty", "presence_penalty", -2, 2) or 0.0),
-    "frequency_penalty": lambda b, r: setattr(r, "frequency_penalty", c.number(
+    "frequency_penalty": _field("frequency_penalty", lambda b: c.number(
         b, "frequency_penalty", "frequency_penalty", -2, 2) or 0.0),
-    "reasoning": lambda b, r: setattr(r, "reasoning", _reasoning(b)),
-    "truncation": lambda b, r: setattr(r, "truncation", c.choice(b, "truncation", "truncation",
+    "reasoning": _field("reasoning", lambda b: _reasoning(b)),
+    "truncation": _field("truncation", lambda b: c.choice(b, "truncation", "truncation",
                                                                  ("auto", "disabled")) or "disabled"),
-    "metadata": lambda b, r: setattr(r, "metadata", _metadata(b)),
-    "user": lambda b, r: setattr(r, "user", c.string(b, "user", "user", max_len=256)),
-    "safety_identifier": lambda b, r: setattr(r, "safety_identifier", c.string(
+    "metadata": _field("metadata", lambda b: _metadata(b)),
+    "user": _field("user", lambda b: c.string(b, "user", "user", max_len=256)),
+    "safety_identifier": _field("safety_identifier", lambda b: c.string(
         b, "safety_identifier", "safety_identifier", max_len=128)),
-    "prompt_cache_key": lambda b, r: setattr(r, "prompt_cache_key", c.string(b, "prompt_cache_key",
+    "prompt_cache_key": _field("prompt_cache_key", lambda b: c.string(b, "prompt_cache_key",
                                                                              "prompt_cache_key")),
-    "prompt_cache_retention": lambda b, r: setattr(r, "prompt_cache_retention", c.choice(
+    "prompt_cache_retention": _field("prompt_cache_retention", lambda b: c.choice(
         b, "prompt_cache_retention", "prompt_cache_retention", ("in_memory", "24h"))),
     "service_tier": _service_tier,
+    "context_management": _field("compact_threshold", lambda b: _context_management(b)),
 }
 
 
@@ -192,11 +209,11 @@ def _conversation(body: dict) -> str:
     return cid
 
 
-def _check_conversation_use(req: CreateRequest) -> None:
-    if req.previous_response_id is not None:
+def _check_conversation_use(fields: dict[str, Any]) -> None:
+    if fields.get("previous_response_id") is not None:
         raise InvalidRequest("Mutually exclusive parameters: give either 'previous_response_id' or 'conversation', "
                              "not both.", param="conversation", code="mutually_exclusive_parameters")
-    if not req.store:
+    if not fields.get("store", True):
         raise InvalidRequest("'conversation' needs 'store' to be true: the response's items are stored in the "
                              "conversation.", param="store", code="invalid_value")
 
@@ -206,6 +223,21 @@ def metadata(body: dict) -> dict[str, str]:
     return _metadata(body)
 
 
+def _context_management(body: dict) -> int | None:
+    entries = c.array(body, "context_management", "context_management") or []
+    threshold = None
+    for i, entry in enumerate(entries):
+        param = f"context_management[{i}]"
+        if not isinstance(entry, dict):
+            raise c.wrong_type(param, "an object", entry)
+        c.choice(entry, "type", f"{param}.type", ("compaction",), required=True)
+        if threshold is not None:
+            raise InvalidRequest("Invalid 'context_management': give at most one compaction entry.",
+                                 param=param, code="invalid_value")
+        threshold = c.integer(entry, "compact_threshold", f"{param}.compact_threshold", lo=1) or 0
+    return threshold
+
+
 def _instructions(body: dict) -> str | None:
     value = body.get("instructions")
     if value is None or isinstance(value, str):
@@ -213,7 +245,7 @@ def _instructions(body: dict) -> str | None:
     raise c.wrong_type("instructions", "a string", value)
 
 
-def _text(body: dict, req: CreateRequest) -> None:
+def _text(body: dict, fields: dict[str, Any]) -> None:
     text = c.mapping(body, "text", "text") or {}
     fmt = c.mapping(text, "format", "text.format")
     if fmt is not None:
@@ -226,15 +258,15 @@ def _text(body: dict, req: CreateRequest) -> None:
             schema = c.mapping(fmt, "schema", "text.format.schema", required=True)
             # `description` is always echoed (null when not given): the Open Responses schema
             # requires the key.
-            req.text_format = {"type": "json_schema", "name": name, "schema": schema,
+            fields["text_format"] = {"type": "json_schema", "name": name, "schema": schema,
                                "strict": c.boolean(fmt, "strict", "text.format.strict", False),
                                "description": c.string(fmt, "description", "text.format.description")}
         else:
-            req.text_format = {"type": kind}
+            fields["text_format"] = {"type": kind}
     verbosity = c.choice(text, "verbosity", "text.verbosity", VERBOSITY)
     # openai-python 3.x's responses.parse() sends verbosity at the top level.
     verbosity = verbosity or c.choice(body, "verbosity", "verbosity", VERBOSITY)
-    req.verbosity = verbosity or "medium"
+    fields["verbosity"] = verbosity or "medium"
 
 
 def _reasoning(body: dict) -> dict | None:

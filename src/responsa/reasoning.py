@@ -85,16 +85,20 @@ class ReasoningVault:
 
     # ---- tokens ---------------------------------------------------------------------------
 
-    def seal(self, texts: Sequence[str], owner: str) -> str:
-        """Encrypt reasoning texts for `owner`, valid for the retention period."""
+    def seal(self, texts: Sequence[str], owner: str, *, purpose: bytes = AAD) -> str:
+        """Encrypt reasoning texts for `owner`, valid for the retention period.
+
+        `purpose` is bound into the ciphertext: a token sealed for one kind of item (reasoning,
+        a compaction summary) does not open as another."""
         if not self._ciphers:
             raise RuntimeError("the reasoning vault has no key (start() was not awaited)")
         payload = orjson.dumps({"o": owner, "x": int(self.clock()) + self.retention, "t": list(texts)})
         nonce = os.urandom(NONCE_BYTES)
-        return base64.urlsafe_b64encode(nonce + self._ciphers[0].encrypt(nonce, payload, AAD)).decode()
+        return base64.urlsafe_b64encode(nonce + self._ciphers[0].encrypt(nonce, payload, purpose)).decode()
 
-    def unseal(self, token: str, owner: str) -> list[str]:
-        """The reasoning texts of a token; raises SealError."""
+    def unseal(self, token: str, owner: str, *, purpose: bytes = AAD, check_expiry: bool = True) -> list[str]:
+        """The texts of a token; raises SealError. `check_expiry=False` for tokens read back from
+        this server's own store, which expire with what holds them."""
         try:
             raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
         except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -104,7 +108,7 @@ class ReasoningVault:
         nonce, body = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
         for cipher in self._ciphers:
             try:
-                payload = orjson.loads(cipher.decrypt(nonce, body, AAD))
+                payload = orjson.loads(cipher.decrypt(nonce, body, purpose))
                 break
             except InvalidTag:
                 continue
@@ -112,7 +116,7 @@ class ReasoningVault:
             raise SealError("invalid")
         if payload.get("o") != owner:
             raise SealError("foreign")
-        if payload.get("x", 0) <= self.clock():
+        if check_expiry and payload.get("x", 0) <= self.clock():
             raise SealError("expired")
         return [str(t) for t in payload.get("t", ())]
 

@@ -82,9 +82,7 @@ class Router:
 
     async def start(self) -> None:
         for backend in self.backends.values():
-            start = getattr(backend, "start", None)
-            if start is not None:
-                await start()
+            await backend.start()
 
     async def aclose(self) -> None:
         for backend in self.backends.values():

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from .errors import APIError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable
-from .events import ResponseEvents, Sink
+from .events import TERMINAL, ResponseEvents, Sink
 from .loop import RunSpec, run
 from .protocol import CreateRequest
 from .shapes import ResponseObject
@@ -30,6 +34,7 @@ log = logging.getLogger("responsa.run")
 IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress record is written
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
                                "finished. Start it again.")
+UNSTORED_WINDOW = 600  # seconds; Settings.unstored_background_window
 OPEN_STATUSES = frozenset({"in_progress", "calling", "generating", "searching", "interpreting"})
 
 # The codes the SDKs type `response.error.code` with; anything else is reported as server_error
@@ -84,7 +89,9 @@ class ResponseRun:
         # Writes that finish needs: a stored stream's in-progress record, a background run's retries.
         self.in_progress_record: InProgressRecord | None = None
         self.retry_writes: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None
-        self.spawn: Callable[[Any], asyncio.Task] | None = None
+        self.deferred: DeferredWrites | None = None  # where a stream's refused final write goes
+        # An ephemeral (background, store=false) response is kept this long after it ends.
+        self.unstored_window = UNSTORED_WINDOW
 
     @property
     def id(self) -> str:
@@ -109,6 +116,8 @@ class ResponseRun:
         r.status = self.response["status"]
         r.body = {k: v for k, v in self.response.items() if k != "output"}
         r.lease_owner, r.lease_until = lease_owner, lease_until
+        if r.ephemeral and r.status in TERMINAL:
+            r.expires_at = min(r.expires_at, int(time.time()) + self.unstored_window)
         return r
 
     def recover_items(self, still_open: list[int]) -> None:
@@ -210,7 +219,7 @@ class ResponseRun:
                     # wait=False: a store that can (SQLite) answers before its commit, which lands
                     # before anything the client sends next is read.
                     await self.store.save_response(self.save_record(), self.response["output"], self.input_items,
-                                                   wait=cause is None)
+                                                   wait=cause is not None)
                 else:
                     written = self.in_progress_record is not None and await self.in_progress_record.settle()
                     await self._save_stream(None if written else self.input_items)
@@ -226,8 +235,8 @@ class ResponseRun:
         try:
             await self.store.save_response(record, output, input_items, wait=False, create=input_items is not None)
         except ServiceUnavailable:
-            assert self.spawn is not None
-            self.spawn(_retry_save(self.store, record, output, input_items))
+            assert self.deferred is not None
+            self.deferred.add(record, output, input_items)
 
     async def _store_with_events(self) -> None:
         """A background (or recovered) run: the end, then its last events (idempotent appends),
@@ -248,16 +257,78 @@ class ResponseRun:
             await retrying(lambda: events.flush(force=True))  # force: a sink may hold refused batches
 
 
-async def _retry_save(store: Store, record: ResponseRecord, output: list[dict],
-                      input_items: list[dict] | None) -> None:
-    for attempt in range(1000):
-        await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))
+class DeferredWrites:
+    """Finished streams the database refused (an outage): the client has its end already, so the
+    write is tried again every RETRY_EVERY seconds at most until the database answers, and on a
+    clean shutdown kept in a file in the data dir, which the next start stores first."""
+
+    RETRY_EVERY = 1.0
+
+    def __init__(self, store: Store, path: str) -> None:
+        self.store = store
+        self.path = path
+        self.pending: dict[str, tuple[ResponseRecord, list[dict], list[dict] | None]] = {}
+        self._task: asyncio.Task | None = None
+
+    def add(self, record: ResponseRecord, output: list[dict], input_items: list[dict] | None) -> None:
+        log.warning("response %s could not be stored (database unavailable); retrying", record.id)
+        self.pending[record.id] = (record, output, input_items)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        delay = 0.1
+        while self.pending:
+            await asyncio.sleep(delay)
+            delay = min(self.RETRY_EVERY, delay * 2)
+            if await self._write_all():
+                return
+
+    async def _write_all(self) -> bool:
+        """Write what is pending, oldest first; False as soon as the database refuses."""
+        for rid, (record, output, input_items) in list(self.pending.items()):
+            try:
+                await self.store.save_response(record, output, input_items, create=input_items is not None)
+            except ServiceUnavailable:
+                return False
+            self.pending.pop(rid, None)
+            log.info("response %s stored after the database came back", rid)
+        return True
+
+    async def restore(self) -> None:
+        """At start: store what a previous run of this process kept in its file."""
         try:
-            await store.save_response(record, output, input_items, create=input_items is not None)
-            log.info("response %s stored after the database came back", record.id)
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
             return
-        except ServiceUnavailable:
-            continue
+        for line in lines:
+            data = orjson.loads(line)
+            self.pending[data["record"]["id"]] = (ResponseRecord(**data["record"]), data["output"], data["input"])
+        if await self._write_all():
+            os.unlink(self.path)
+            log.info("stored %d responses kept from before the last shutdown", len(lines))
+        else:
+            raise ServiceUnavailable("The database is unavailable: responses kept from before the last shutdown "
+                                     f"({self.path}) cannot be stored.")
+
+    async def close(self) -> None:
+        """At shutdown: one last try, then what is still pending goes to the file."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.pending or await self._write_all():
+            return
+        with open(self.path + ".tmp", "wb") as f:
+            for record, output, input_items in self.pending.values():
+                f.write(orjson.dumps({"record": dataclasses.asdict(record), "output": output,
+                                      "input": input_items}) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.path + ".tmp", self.path)
+        log.warning("%d finished responses could not be stored (database unavailable); kept in %s and stored "
+                    "at the next start", len(self.pending), self.path)
 
 
 class InProgressRecord:

@@ -19,11 +19,11 @@ from .events import TERMINAL
 from .feed import Feed
 from .jobs import Jobs
 from .media import Media
-from .prepare import Preparer
+from .prepare import LocalChain, Preparer
 from .protocol import CreateRequest
 from .reasoning import ReasoningVault
 from .router import Router
-from .run import InProgressRecord, LiveRuns, Mode, ResponseRun
+from .run import DeferredWrites, InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import Store
 
@@ -34,13 +34,15 @@ class ResponsesService:
     """The Responses API's use cases over one store, router and set of background jobs."""
 
     def __init__(self, store: Store, router: Router, settings: Settings, *, preparer: Preparer, jobs: Jobs,
-                 live: LiveRuns, vault: ReasoningVault, media: Media, instance: str) -> None:
+                 live: LiveRuns, deferred: DeferredWrites, vault: ReasoningVault, media: Media,
+                 instance: str) -> None:
         self.store = store
         self.router = router
         self.settings = settings
         self.preparer = preparer
         self.jobs = jobs
         self.live = live
+        self.deferred = deferred
         self.vault = vault
         self.media = media
         self.instance = instance
@@ -48,10 +50,13 @@ class ResponsesService:
 
     # ---- create -----------------------------------------------------------------------------
 
-    async def create(self, req: CreateRequest, owner: str) -> ResponseObject | Feed:
-        """The finished Response (plain), or the feed of its events (stream, background stream)."""
-        run = await self.preparer.prepare(req, owner)
-        run.spawn = self.spawn
+    async def create(self, req: CreateRequest, owner: str, local: LocalChain | None = None) -> ResponseObject | Feed:
+        """The finished Response (plain), or the feed of its events (stream, background stream).
+        `local` holds earlier responses only the caller's connection has (see prepare.py)."""
+        if req.store or req.background:  # a background run is stored while it runs, store=false or not
+            await self.store.check_writable()
+        run = await self.preparer.prepare(req, owner, local=local)
+        run.deferred = self.deferred
         if req.background:
             return await self.jobs.submit(run)
         if req.stream:
@@ -113,10 +118,14 @@ class ResponsesService:
         # Wait briefly for the engine to accept (it usually answers at once). An engine slow to
         # answer at all gets the stream started anyway, with keep-alives; a refusal after that
         # ends the stream as `response.failed`.
-        await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
-        if not accepted.done():
-            on_accepted()
-        await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        try:
+            await asyncio.wait([accepted], timeout=min(ACCEPT_GRACE, self.settings.keepalive_interval))
+            if not accepted.done():
+                on_accepted()
+            await accepted  # the engine's refusal, if any, becomes this request's HTTP error
+        except asyncio.CancelledError:
+            feed.abandon()  # the caller went away before it got the feed (a closed WebSocket)
+            raise
         return feed
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:

@@ -7,6 +7,9 @@ function name. Client-side tools (functions, custom tools, computer use) end the
 with a call item for the client to run; server-side tools (MCP, image generation) run here
 and the loop continues with their output.
 
+A function or custom tool with `defer_loading` is offered only once a tool search loaded it
+(toolsearch.py); `namespace` tools (namespaces.py) offer their members under flattened names.
+
 Tool types the server cannot run (hosted web search, file search, code interpreter, ...)
 are accepted and echoed so that clients like Codex keep working, but are not offered to
 the model; `ignored_tool_types` names them for a warning header.
@@ -27,15 +30,19 @@ from .errors import InvalidRequest
 if TYPE_CHECKING:
     from .config import Settings
     from .events import ResponseEvents
+    from .fetcher import Fetcher
+    from .netguard import Guard
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# The most entries `tools` (and `tool_choice.tools`) may hold: the hosted API's bound.
+MAX_TOOLS = 128
 
 # Tool types accepted and echoed but not offered to the model (see docs/unsupported.md).
 IGNORED_TYPES = frozenset({
     "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
-    "file_search", "code_interpreter", "local_shell", "shell", "apply_patch", "namespace", "tool_search",
-    "programmatic_tool_calling",
+    "file_search", "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
 })
+CALLERS = ("direct", "programmatic")
 
 
 class Outcome(enum.Enum):
@@ -68,6 +75,20 @@ class ToolContext:
     # Items only the model sees, each placed before the output item at its index: what a tool
     # told the model about a call it refused (an invalid computer action). Never output or stored.
     model_notes: list[tuple[int, dict]] = field(default_factory=list)
+    # Server-side downloads of URLs from the request (image inputs), behind the private-network
+    # guard; None where nothing is downloaded.
+    fetcher: Fetcher | None = None
+    # The run's tools (a tool search looks through the others); set by `ToolSet.build`.
+    toolset: ToolSet | None = None
+
+    @property
+    def guard(self) -> Guard:
+        """Which addresses server-side connections (MCP servers, downloads) may reach."""
+        if self.fetcher is not None:
+            return self.fetcher.guard
+        from .netguard import Guard  # not loaded by whatever parses a request
+
+        return Guard.from_settings(self.settings)
 
 
 class Tool(Protocol):
@@ -80,6 +101,17 @@ class Tool(Protocol):
     # The call's item is opened as soon as the model names the function, and its arguments
     # streamed as they come (otherwise the tool writes its items when the call is complete).
     streams_arguments: bool = False
+    # The JSON Schema a call's arguments must match before the client is handed the call (a
+    # `strict: true` function's parameters; see arguments.py), or None.
+    strict_schema: dict | None = None
+    # `defer_loading`: its functions are offered only once a tool search loaded them.
+    deferred: bool = False
+    # The `namespace` tool it belongs to, if any (its functions carry flattened names).
+    namespace: str | None = None
+
+    def call_name(self, function: str) -> tuple[str, str | None]:
+        """The `name` and `namespace` of the output item for a call of `function`."""
+        return function, None
 
     def functions(self) -> list[dict]:
         """Chat Completions `tools[]` entries offered to the model."""
@@ -112,7 +144,17 @@ class ToolKind(Protocol):
         """The entry as stored and returned: without secrets."""
         return entry
 
-    def build(self, entry: dict, ctx: ToolContext) -> Tool: ...
+    def build(self, entry: dict, ctx: ToolContext) -> Tool | list[Tool]:
+        """The entry's Tool for one run (a namespace's entry holds several)."""
+        ...
+
+    def names(self, entry: dict) -> list[str]:
+        """The function names a checked entry offers the model, where the request decides them."""
+        return []
+
+    def from_history(self, history: Sequence[dict], toolset: ToolSet, ctx: ToolContext) -> None:
+        """Add to a new toolset what this kind's items in the conversation give it (loaded tools)."""
+        return None
 
     def check_history(self, history: Sequence[dict], tools: Sequence[Tool], new_from: int) -> None:
         """Refuse (400) a conversation this kind's items make invalid; `history[new_from:]` is new."""
@@ -130,8 +172,13 @@ class FunctionTool(Tool):
     def __init__(self, entry: dict) -> None:
         self.entry = entry
         self.name = entry["name"]
+        self.deferred = bool(entry.get("defer_loading"))
+        if entry.get("strict"):
+            self.strict_schema = entry.get("parameters") or {"type": "object", "properties": {}}
 
     def functions(self) -> list[dict]:
+        if not direct(self.entry):
+            return []
         fn: dict[str, Any] = {"name": self.name,
                               "parameters": self.entry.get("parameters") or {"type": "object", "properties": {}}}
         if self.entry.get("description"):
@@ -141,8 +188,29 @@ class FunctionTool(Tool):
         return [{"type": "function", "function": fn}]
 
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
-        ctx.events.function_call(call.call_id, call.name, call.arguments)
+        name, namespace = self.call_name(call.name)
+        ctx.events.function_call(call.call_id, name, call.arguments, namespace)
         return Outcome.STOP
+
+
+def direct(entry: dict) -> bool:
+    """Whether the model may call the tool itself (`allowed_callers`; this server runs no programs)."""
+    callers = entry.get("allowed_callers")
+    return callers is None or "direct" in callers
+
+
+def check_client_tool(entry: dict, param: str, out: dict) -> None:
+    """The fields function and custom tools share: checked, and kept in `out` when given."""
+    for key in ("defer_loading", "async"):
+        value = c.boolean(entry, key, f"{param}.{key}")
+        if value is not None:
+            out[key] = value
+    callers = c.string_list(entry, "allowed_callers", f"{param}.allowed_callers")
+    if callers is not None:
+        for i, caller in enumerate(callers):
+            if caller not in CALLERS:
+                raise c.bad_value(f"{param}.allowed_callers[{i}]", caller, CALLERS)
+        out["allowed_callers"] = callers
 
 
 class FunctionKind(ToolKind):
@@ -164,7 +232,14 @@ class FunctionKind(ToolKind):
             "parameters": parameters,
             "strict": c.boolean(entry, "strict", f"{param}.strict"),
         }
+        check_client_tool(entry, param, out)
+        output_schema = c.mapping(entry, "output_schema", f"{param}.output_schema")
+        if output_schema is not None:
+            out["output_schema"] = output_schema
         return out
+
+    def names(self, entry: dict) -> list[str]:
+        return [entry["name"]]
 
     def build(self, entry: dict, ctx: ToolContext) -> Tool:
         return FunctionTool(entry)
@@ -178,8 +253,11 @@ class CustomTool(Tool):
     def __init__(self, entry: dict) -> None:
         self.entry = entry
         self.name = entry["name"]
+        self.deferred = bool(entry.get("defer_loading"))
 
     def functions(self) -> list[dict]:
+        if not direct(self.entry):
+            return []
         fmt = self.entry.get("format") or {"type": "text"}
         description = self.entry.get("description") or ""
         if fmt.get("type") == "grammar":
@@ -192,7 +270,8 @@ class CustomTool(Tool):
         }}]
 
     async def invoke(self, call: ToolCall, ctx: ToolContext) -> Outcome:
-        ctx.events.custom_tool_call(call.call_id, call.name, custom_input(call.arguments))
+        name, namespace = self.call_name(call.name)
+        ctx.events.custom_tool_call(call.call_id, name, custom_input(call.arguments), namespace)
         return Outcome.STOP
 
 
@@ -223,7 +302,11 @@ class CustomKind(ToolKind):
                 c.string(fmt, "definition", f"{param}.format.definition", required=True)
         out = {k: v for k, v in entry.items() if v is not None}
         out["type"] = "custom"
+        check_client_tool(entry, param, out)
         return out
+
+    def names(self, entry: dict) -> list[str]:
+        return [entry["name"]]
 
     def build(self, entry: dict, ctx: ToolContext) -> Tool:
         return CustomTool(entry)
@@ -232,8 +315,9 @@ class CustomKind(ToolKind):
 # ---- the registry ----------------------------------------------------------------------
 
 # Every tool kind by `type`. Function and custom tools are always here; the kinds that run on
-# the server (MCP, image generation, computer use) live beside the code they need and are
-# registered by the composition root (app.py), so that parsing a request loads none of them.
+# the server (MCP, image generation, computer use, and namespace and tool_search with theirs)
+# live beside the code they need and are registered by the composition root (app.py), so that
+# parsing a request loads none of them.
 _KINDS: dict[str, ToolKind] = {}
 
 
@@ -247,40 +331,59 @@ def register_tool_kinds(*kinds: ToolKind) -> None:
 register_tool_kinds(FunctionKind(), CustomKind())
 
 
+def check_tool(entry: Any, param: str) -> dict:
+    """One `tools[]` entry checked by its kind; a type no kind knows is a 400 (echoed ones are kept)."""
+    if not isinstance(entry, dict):
+        raise c.wrong_type(param, "an object", entry)
+    kind = c.string(entry, "type", f"{param}.type", required=True)
+    assert kind is not None
+    if kind in _KINDS:
+        return _KINDS[kind].check(entry, param)
+    if kind in IGNORED_TYPES:
+        return dict(entry)
+    raise c.bad_value(f"{param}.type", kind, sorted([*_KINDS, *IGNORED_TYPES]))
+
+
 def check_tools(entries: list[Any]) -> list[dict]:
-    kinds = _KINDS
+    c.max_items(entries, "tools", MAX_TOOLS)
     out = []
     names: set[str] = set()
+    plain: set[str] = set()  # names the request gives functions itself (not flattened ones)
     labels: set[str] = set()
+    deferred: str | None = None
     for i, entry in enumerate(entries):
         param = f"tools[{i}]"
-        if not isinstance(entry, dict):
-            raise c.wrong_type(param, "an object", entry)
-        kind = c.string(entry, "type", f"{param}.type", required=True)
-        assert kind is not None
-        if kind in kinds:
-            checked = kinds[kind].check(entry, param)
-            name = checked.get("name") if kind in ("function", "custom") else None
-            if name:
-                if name in names:
-                    raise InvalidRequest(f"Invalid 'tools': duplicate function name '{name}'.",
-                                         param=f"{param}.name", code="invalid_value")
-                names.add(name)
-            label = checked.get("server_label") if kind == "mcp" else None
-            if label:
-                if label in labels:
-                    raise InvalidRequest(f"Invalid 'tools': duplicate MCP server_label '{label}'.",
-                                         param=f"{param}.server_label", code="invalid_value")
-                labels.add(label)
-            out.append(checked)
-        elif kind in IGNORED_TYPES:
-            out.append({k: v for k, v in entry.items()})
-        else:
-            raise c.bad_value(f"{param}.type", kind, sorted([*kinds, *IGNORED_TYPES]))
-    reserved = sorted(n for n in names if n.startswith("mcp__")) if labels else []
+        checked = check_tool(entry, param)
+        kind = checked["type"]
+        for name in _KINDS[kind].names(checked) if kind in _KINDS else ():
+            if name in names:
+                if kind == "namespace":
+                    raise InvalidRequest(f"Invalid 'tools': duplicate function name '{name}' (a namespace's "
+                                         "tools are offered to the model as <namespace>__<name>).", param=param,
+                                         code="invalid_value")
+                raise InvalidRequest(f"Invalid 'tools': duplicate function name '{name}'.",
+                                     param=f"{param}.name", code="invalid_value")
+            names.add(name)
+            if kind in ("function", "custom"):
+                plain.add(name)
+        label = checked.get("server_label") if kind == "mcp" else None
+        if label:
+            if label in labels:
+                raise InvalidRequest(f"Invalid 'tools': duplicate MCP server_label '{label}'.",
+                                     param=f"{param}.server_label", code="invalid_value")
+            labels.add(label)
+        members = checked["tools"] if kind == "namespace" else []
+        if deferred is None and any(t.get("defer_loading") is True for t in [checked, *members]):
+            deferred = param
+        out.append(checked)
+    reserved = sorted(n for n in plain if n.startswith("mcp__")) if labels else []
     if reserved:  # MCP tools reach the model as functions named mcp__<label>__<tool>
         raise InvalidRequest(f"Invalid 'tools': function names starting with 'mcp__' ('{reserved[0]}') are "
                              "reserved for MCP tools.", param="tools", code="invalid_value")
+    if deferred is not None and not any(t["type"] == "tool_search" for t in out):
+        raise InvalidRequest(f"Invalid '{deferred}': a tool with 'defer_loading' is only offered once a tool "
+                             "search finds it; add a {\"type\": \"tool_search\"} tool.", param=deferred,
+                             code="invalid_value")
     return out
 
 
@@ -315,13 +418,19 @@ def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
     kind = c.string(value, "type", "tool_choice.type", required=True)
     if kind in ("function", "custom"):
         name = c.string(value, "name", "tool_choice.name", required=True)
-        if not any(t["type"] == kind and t.get("name") == name for t in tools):
+        # A tool inside a namespace is chosen by its own name, the namespace optionally named too.
+        namespace = c.string(value, "namespace", "tool_choice.namespace")
+        candidates = [(None, t) for t in tools] + [(t["name"], member) for t in tools if t["type"] == "namespace"
+                                                   for member in t["tools"]]
+        if not any(t["type"] == kind and t.get("name") == name and namespace in (None, ns)
+                   for ns, t in candidates):
             raise InvalidRequest(f"Tool choice '{name}' not found in 'tools' parameter.", param="tool_choice",
                                  code="invalid_value")
-        return {"type": kind, "name": name}
+        return {"type": kind, "name": name, **({"namespace": namespace} if namespace else {})}
     if kind == "allowed_tools":
         mode = c.choice(value, "mode", "tool_choice.mode", ("auto", "required"), required=True)
-        allowed = c.array(value, "tools", "tool_choice.tools", required=True) or []
+        allowed = c.max_items(c.array(value, "tools", "tool_choice.tools", required=True) or [],
+                              "tool_choice.tools", MAX_TOOLS)
         for i, ref in enumerate(allowed):
             if not isinstance(ref, dict) or not isinstance(ref.get("type"), str):
                 raise c.wrong_type(f"tool_choice.tools[{i}]", "an object with a 'type'", ref)
@@ -352,11 +461,18 @@ class ToolSet:
 
     def __init__(self, tools: list[Tool]) -> None:
         self.tools = tools
+        # Functions of deferred tools that are offered: a tool search loaded them, or tool_choice
+        # forces them.
+        self.loaded: set[str] = set()
         self._owner: dict[str, Tool] = {}
         self._index()
 
+    def add(self, tools: list[Tool]) -> None:
+        self.tools.extend(tools)
+        self._index()
+
     def _index(self) -> None:
-        """Which tool owns each function name; two tools offering one name is a 400."""
+        """Which tool owns each function name, offered yet or not; two tools offering one name is a 400."""
         self._owner = {}
         for tool in self.tools:
             for fn in tool.functions():
@@ -369,13 +485,22 @@ class ToolSet:
     @classmethod
     def build(cls, entries: list[dict], ctx: ToolContext) -> ToolSet:
         kinds = _KINDS
-        return cls([kinds[e["type"]].build(e, ctx) for e in entries if e["type"] in kinds])
+        tools: list[Tool] = []
+        for entry in entries:
+            if entry["type"] in kinds:
+                built = kinds[entry["type"]].build(entry, ctx)
+                tools.extend(built if isinstance(built, list) else [built])
+        toolset = ctx.toolset = cls(tools)
+        for kind in dict.fromkeys(kinds.values()):
+            kind.from_history(ctx.history, toolset, ctx)
+        return toolset
 
     def functions(self, allowed: set[str] | None = None) -> list[dict]:
         out = []
         for tool in self.tools:
             for fn in tool.functions():
-                if allowed is None or fn["function"]["name"] in allowed:
+                name = fn["function"]["name"]
+                if (allowed is None or name in allowed) and (not tool.deferred or name in self.loaded):
                     out.append(fn)
         return out
 
@@ -408,6 +533,7 @@ def chat_tool_choice(choice: str | dict, toolset: ToolSet) -> tuple[str | dict, 
             names.update(_functions_for(ref, toolset))
         return choice["mode"], names
     names_for = _functions_for(choice, toolset)
+    toolset.loaded.update(names_for)  # forcing a deferred tool offers it
     if len(names_for) == 1:
         return {"type": "function", "function": {"name": next(iter(names_for))}}, None
     if names_for:
@@ -417,19 +543,31 @@ def chat_tool_choice(choice: str | dict, toolset: ToolSet) -> tuple[str | dict, 
 
 
 def _functions_for(ref: dict, toolset: ToolSet) -> set[str]:
-    """The function names that a tool reference (`{type, name?, server_label?}`) stands for."""
-    out: set[str] = set()
+    """The function names that a tool reference (`{type, name?, server_label?, namespace?}`, or
+    `{type: "namespace", name}` for all of a namespace's tools) stands for."""
+    kind = ref.get("type")
+    matched: list[Tool] = []
     for tool in toolset.tools:
         entry = tool.entry
-        if not same_tool_type(ref.get("type"), entry.get("type")):
+        if kind == "namespace":
+            if tool.namespace is None or tool.namespace != ref.get("name"):
+                continue
+        elif not same_tool_type(kind, entry.get("type")):
             continue
-        if "name" in ref and ref.get("type") in ("function", "custom") and entry.get("name") != ref["name"]:
+        if "name" in ref and kind in ("function", "custom") and (
+                entry.get("name") != ref["name"] or ref.get("namespace", tool.namespace) != tool.namespace):
             continue
         if ref.get("server_label") and entry.get("server_label") != ref["server_label"]:
             continue
+        matched.append(tool)
+    if "name" in ref and kind in ("function", "custom") and "namespace" not in ref \
+            and any(t.namespace is None for t in matched):
+        matched = [t for t in matched if t.namespace is None]  # a top-level tool of that name wins
+    out: set[str] = set()
+    for tool in matched:
         for fn in tool.functions():
             name = fn["function"]["name"]
-            if ref.get("type") == "mcp" and ref.get("name") and not name.endswith("__" + ref["name"]):
+            if kind == "mcp" and ref.get("name") and not name.endswith("__" + ref["name"]):
                 continue
             out.add(name)
     return out

@@ -124,16 +124,18 @@ def test_tool_types_the_server_cannot_run_are_accepted_not_offered(clients_serve
     script.add({"content": "fine"}, {"content": "streamed"})
     r = post(clients_server, {"model": "m", "input": "hi", "tools": tools})
     body = ok(r)
-    assert r.headers["x-responsa-ignored-tools"] == \
-        "code_interpreter,file_search,namespace,tool_search,web_search,web_search_preview"
+    assert r.headers["x-responsa-ignored-tools"] == "code_interpreter,file_search,web_search,web_search_preview"
     assert [t["type"] for t in body["tools"]] == [t["type"] for t in tools]
-    assert [t["function"]["name"] for t in script.requests[0]["tools"]] == ["get_weather", "apply_patch"]
+    # tool_search and namespace tools are offered (test_toolsearch.py, test_namespaces.py).
+    assert [t["function"]["name"] for t in script.requests[0]["tools"]] == \
+        ["get_weather", "apply_patch", "tool_search", "multi_agent_v1__spawn_agent"]
     streamed = post(clients_server, {"model": "m", "input": "hi", "tools": tools, "stream": True})
     assert streamed.headers["x-responsa-ignored-tools"] == r.headers["x-responsa-ignored-tools"]
     assert ok(streamed)["status"] == "completed"
     # With nothing left to offer, the engine gets no tools and no tool_choice at all.
     script.add({"content": "no tools"})
-    ok(post(clients_server, {"model": "m", "input": "hi", "tools": tools[2:], "tool_choice": "auto"}))
+    hosted = [t for t in tools if t["type"] not in ("function", "custom", "tool_search", "namespace")]
+    ok(post(clients_server, {"model": "m", "input": "hi", "tools": hosted, "tool_choice": "auto"}))
     assert "tools" not in script.requests[-1] and "tool_choice" not in script.requests[-1]
     # Forcing a tool the server does not run cannot be honoured: that is a clear 400.
     forced = post(clients_server, {"model": "m", "input": "hi", "tools": tools,

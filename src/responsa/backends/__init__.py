@@ -13,23 +13,34 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class ModelOptions:
+    """What every engine turn of one response is asked with: taken from the create request once,
+    then passed on by reference (the run, each turn)."""
+
+    instructions: str | None = None
+    response_format: dict | None = None  # Chat Completions `response_format`
+    temperature: float | None = None
+    top_p: float | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+    stream: bool = True  # False: the client waits for the whole answer anyway
+    truncation: str = "disabled"
+
+
+NO_OPTIONS = ModelOptions()
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRequest:
     """Everything a backend needs for one model turn."""
 
     model: str  # the engine's own name for the model
     items: Sequence[dict]  # the whole conversation, Responses items
-    instructions: str | None = None
+    options: ModelOptions = NO_OPTIONS
     tools: Sequence[dict] = ()  # Chat Completions function definitions
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict | None = None  # Chat Completions `response_format`
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    reasoning_effort: str | None = None
-    user: str | None = None
-    stream: bool = True  # False: the client waits for the whole answer anyway
-    truncation: str = "disabled"
+    max_output_tokens: int | None = None  # what is left of the response's budget
     # (key, n): items[:n] is an earlier chain that never changes; its rendering may be reused
     prefix: tuple[Any, int] | None = None
 
@@ -112,7 +123,11 @@ class Backend(Protocol):
 
     def accepts_files(self, model: str) -> bool:
         """Whether `input_file` parts may be sent as Chat Completions `file` parts (False: the
-        text of PDFs and text files is sent instead, see media.py). Optional: absent means False."""
+        text of PDFs and text files is sent instead, see media.py)."""
+        ...
+
+    async def start(self) -> None:
+        """Work at server start (the embedded engine loads its model in the background)."""
         ...
 
     async def ready(self) -> bool:

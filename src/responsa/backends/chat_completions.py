@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -25,6 +27,7 @@ from . import (
     Usage,
 )
 from .http import HTTPError, Pool, Response
+from .tokenize import EngineTokenizer
 
 log = logging.getLogger("responsa.upstream")
 
@@ -43,7 +46,7 @@ class ChatCompletionsBackend:
                 self.headers["api-key"] = config.api_key
             else:
                 self.headers["Authorization"] = f"Bearer {config.api_key}"
-        self.chat_options = ChatOptions(reasoning_input=config.reasoning_input)
+        self.chat_options = ChatOptions(reasoning_input=config.reasoning_input or default_reasoning_input(self.url))
         self.max_tokens_field = str(config.options.get(
             "max_tokens_field", "max_completion_tokens" if "api.openai.com" in self.url else "max_tokens"))
         self.send_images = bool(config.options.get("images", True))
@@ -51,15 +54,29 @@ class ChatCompletionsBackend:
         hosted = "api.openai.com" in self.url or ".openai.azure.com" in self.url
         self.send_files = config.options.get("files", "pass" if hosted else "text") == "pass"
         self.pool = Pool(config.base_url, connect_timeout=10, read_timeout=config.timeout)
+        # Hosted APIs have no tokenize endpoint: they are not asked (their counts are estimates).
+        self.tokenizer = None if hosted or not config.options.get("tokenize", True) else \
+            EngineTokenizer(config.base_url, self.headers)
 
     async def aclose(self) -> None:
         self.pool.close()
+        if self.tokenizer is not None:
+            self.tokenizer.close()
+
+    async def count_tokens(self, req: TurnRequest) -> int | None:
+        """The prompt tokens of this turn by the engine's own tokenizer, if it serves one."""
+        if self.tokenizer is None:
+            return None
+        return await self.tokenizer.count(self.body(req))
 
     async def ready(self) -> bool:
         return True
 
     def accepts_images(self, model: str) -> bool:
         return self.send_images
+
+    async def start(self) -> None:
+        return None
 
     def accepts_files(self, model: str) -> bool:
         return self.send_files
@@ -82,26 +99,26 @@ class ChatCompletionsBackend:
     def body(self, req: TurnRequest, *, messages: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {"model": req.model}
         if messages:
-            body["messages"] = to_messages(req.items, req.instructions, self.chat_options, req.prefix)
+            body["messages"] = to_messages(req.items, req.options.instructions, self.chat_options, req.prefix)
         if req.tools:
             body["tools"] = list(req.tools)
             if req.tool_choice is not None:
                 body["tool_choice"] = req.tool_choice
             if req.parallel_tool_calls is False:
                 body["parallel_tool_calls"] = False
-        if req.response_format is not None:
-            body["response_format"] = req.response_format
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
+        if req.options.response_format is not None:
+            body["response_format"] = req.options.response_format
+        if req.options.temperature is not None:
+            body["temperature"] = req.options.temperature
+        if req.options.top_p is not None:
+            body["top_p"] = req.options.top_p
         if req.max_output_tokens is not None:
             body[self.max_tokens_field] = req.max_output_tokens
-        if req.reasoning_effort is not None:
-            body["reasoning_effort"] = req.reasoning_effort
-        if req.user is not None:
-            body["user"] = req.user
-        if req.stream:
+        if req.options.reasoning_effort is not None:
+            body["reasoning_effort"] = req.options.reasoning_effort
+        if req.options.user is not None:
+            body["user"] = req.options.user
+        if req.options.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return body
@@ -112,7 +129,7 @@ class ChatCompletionsBackend:
         if req.prefix is None:
             return orjson.dumps(self.body(req))
         head = orjson.dumps(self.body(req, messages=False))
-        messages = messages_json(req.items, req.instructions, self.chat_options, req.prefix)
+        messages = messages_json(req.items, req.options.instructions, self.chat_options, req.prefix)
         return b"".join((head[:-1], b',"messages":', *messages, b"}"))
 
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
@@ -125,7 +142,7 @@ class ChatCompletionsBackend:
             if resp.status != 200:
                 raise upstream_error(resp.status, await resp.read(limit=64 * 1024))
             yield TurnStart()
-            if req.stream:
+            if req.options.stream:
                 async for event in self._stream(resp):
                     yield event
             else:
@@ -271,6 +288,35 @@ def _error_text(raw: bytes) -> str:
             return str(err.get("message") or err.get("detail") or err)[:500]
         return str(err)[:500]
     return str(data)[:500]
+
+
+# Public APIs known to refuse fields they do not define on a message (a 400 for the whole request).
+_STRICT_HOSTS = ("api.openai.com", ".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com",
+                 "api.deepseek.com", "api.groq.com")
+# Host name endings that only resolve inside a network: an engine run there is self-hosted.
+_PRIVATE_SUFFIXES = (".local", ".internal", ".lan", ".home.arpa", ".svc", ".cluster.local", ".localdomain")
+
+
+def default_reasoning_input(url: str) -> str:
+    """How earlier reasoning goes back when the backend's config does not say.
+
+    A self-hosted engine (a loopback or private address, a single-label or in-network host
+    name: vLLM, SGLang, llama.cpp) gets it back as `reasoning_content`: their chat templates
+    render it inside a tool-calling turn, so the model keeps its train of thought and the
+    engine's prefix cache stays valid (see docs/reasoning.md for the measurement); engines
+    whose templates do not use it ignore the field. A public API gets none, since some
+    (OpenAI, Azure OpenAI, DeepSeek, Groq) refuse the whole request over a field they do not
+    define."""
+    host = (urlsplit(url).hostname or "").lower()
+    if any(host == h or (h.startswith(".") and host.endswith(h)) for h in _STRICT_HOSTS):
+        return "drop"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        private = "." not in host or host.endswith(_PRIVATE_SUFFIXES) or host == "localhost"
+    else:
+        private = address.is_private or address.is_loopback or address.is_link_local
+    return "reasoning_content" if private else "drop"
 
 
 def upstream_error(status: int, raw: bytes) -> APIError:

@@ -150,6 +150,21 @@ class EmbeddedBackend:
         await asyncio.get_running_loop().run_in_executor(self._executor, unload)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def context_window(self, model: str) -> int | None:
+        return self.llm.n_ctx() if self.llm is not None else None
+
+    async def count_tokens(self, req: TurnRequest) -> int | None:
+        """The turn's prompt as the model would read it (its template applied), in tokens."""
+        await self.start()
+        assert self._loading is not None
+        await asyncio.shield(self._loading)
+        if self.llm is None or self.prompt is None:
+            return None
+        text = self.prompt.render(req.items, req.options.instructions, gguf.plan(req).tools)
+        # Tokenizing reads only the vocabulary, so it need not wait for the worker thread.
+        tokens = await asyncio.to_thread(self.llm.tokenize, text.encode("utf-8"), add_bos=False, special=True)
+        return len(tokens)
+
     # ---- one turn --------------------------------------------------------------------------
 
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
@@ -221,7 +236,7 @@ class _Job:
         llm, req = self.backend.llm, self.req
         plan = gguf.plan(req)
         assert self.backend.prompt is not None
-        text = self.backend.prompt.render(req.items, req.instructions, plan.tools)
+        text = self.backend.prompt.render(req.items, req.options.instructions, plan.tools)
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         self._check_context(len(tokens) + (8 if plan.mode == "call" else 0))
         self.emit(TurnStart())
@@ -240,7 +255,7 @@ class _Job:
     def _check_context(self, prompt_tokens: int) -> None:
         n_ctx = self.backend.llm.n_ctx()
         room = 1
-        if self.req.truncation == "auto":
+        if self.req.options.truncation == "auto":
             room = min(AUTO_ANSWER_ROOM, n_ctx // 4, self.budget)
         if prompt_tokens + room > n_ctx:
             raise InvalidRequest(
@@ -336,8 +351,8 @@ class _Job:
         made = 0
         for token in llm.generate(
             tokens,
-            temp=req.temperature if req.temperature is not None else DEFAULT_TEMPERATURE,
-            top_p=req.top_p if req.top_p is not None else DEFAULT_TOP_P,
+            temp=req.options.temperature if req.options.temperature is not None else DEFAULT_TEMPERATURE,
+            top_p=req.options.top_p if req.options.top_p is not None else DEFAULT_TOP_P,
             top_k=40, min_p=0.05,
             # A repeat penalty helps a small model out of loops, but would fight a grammar.
             repeat_penalty=1.0 if grammar else 1.1,

@@ -69,9 +69,13 @@ def chat_messages(items: Sequence[dict], instructions: str | None, tools: Sequen
     """Chat messages a template can render: string contents, one system message first, tool
     calls and results in the model's convention, consecutive same-role messages merged."""
     out: list[dict] = []
-    for m in to_messages(items, instructions, ChatOptions(merge_system=True)):
+    # Earlier reasoning goes to the template as `reasoning_content`: templates of reasoning
+    # models render it (inside a tool-calling turn, say), the others never look at it.
+    for m in to_messages(items, instructions, ChatOptions(reasoning_input="reasoning_content", merge_system=True)):
         content = _text(m.get("content"))
         msg: dict[str, Any] = {"role": m["role"], "content": content}
+        if m.get("reasoning_content"):
+            msg["reasoning_content"] = m["reasoning_content"]
         calls = m.get("tool_calls") or []
         if native_tools:
             if calls:
@@ -156,7 +160,7 @@ class Plan:
 
 def plan(req: TurnRequest) -> Plan:
     """The generation mode for a turn request."""
-    text_schema = _format_schema(req.response_format)
+    text_schema = _format_schema(req.options.response_format)
     choice = req.tool_choice
     if req.tools and choice != "none":
         tools = tuple(req.tools)

@@ -23,6 +23,9 @@ import httptools
 KEEPALIVE_IDLE = 4.0  # seconds; engines behind uvicorn (vLLM, SGLang) close idle ones at 5
 MAX_IDLE_CONNECTIONS = 64
 HIGH_WATER = 1 << 20  # pause reading when this much body is buffered
+# A response head (status line and headers) still unfinished after this many bytes is refused:
+# engines send well under 1 KiB, and the parser itself sets no limit.
+MAX_HEAD = 64 * 1024
 
 
 class HTTPError(Exception):
@@ -45,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self.keep_alive = True
         self.received_any = False
+        self.head_size = 0  # bytes received while the head was incomplete
         self.idle_since = 0.0
         self._waiter: asyncio.Future | None = None
         self._paused = False
@@ -55,12 +59,16 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if not self.headers_done:
+            self.head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(HTTPError("unexpected protocol upgrade"))
         except httptools.HttpParserError as e:
             self._fail(HTTPError(f"malformed HTTP response: {e}"))
+        if not self.headers_done and self.head_size > MAX_HEAD and self.error is None:
+            self._fail(HTTPError(f"the engine's response headers exceed {MAX_HEAD // 1024} KiB"))
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -132,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self.chunks.clear()
         self.buffered = 0
         self.headers_done = self.complete = self.received_any = False
+        self.head_size = 0
         self.keep_alive = True
 
     def abort(self) -> None:
@@ -243,7 +252,8 @@ class Pool:
         head.append(b"\r\n")
         payload = b"".join(head) + body
         for attempt in (0, 1):
-            conn = self._reuse()
+            # The retry takes a new connection: the other idle ones may be closing too.
+            conn = self._reuse() if attempt == 0 else None
             reused = conn is not None
             if conn is None:
                 conn = await self._connect()

@@ -18,6 +18,7 @@ A turn is a dict:
     status, error: answer with this HTTP status and error message instead
     garbage: send an unparseable chunk mid-stream; drop: close the stream without finishing
     match: only use this turn when the last user message contains this text
+    gate: a name; the answer (headers sent, no chunk yet) waits until `Script.release(name)`
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Script:
         # Streams the client (Responsa) abandoned before their end: how engines see a cancel.
         self.aborted = 0
         self.lock = threading.Lock()
+        self.gates: dict[str, threading.Event] = {}
 
     def add(self, *turns: dict) -> None:
         with self.lock:
@@ -68,6 +70,21 @@ class Script:
             self.turns.clear()
             self.requests.clear()
             self.aborted = 0
+            for gate in self.gates.values():
+                gate.set()  # nothing stays parked on a gate a finished test left closed
+            self.gates.clear()
+
+    def gate(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def release(self, name: str) -> None:
+        """Let the turns waiting on gate `name` answer."""
+        self.gate(name).set()
+
+    async def pass_gate(self, turn: dict) -> None:
+        if turn.get("gate"):
+            await asyncio.to_thread(self.gate(turn["gate"]).wait, 60)
 
     def next_turn(self, body: dict) -> dict:
         with self.lock:
@@ -169,12 +186,13 @@ class ScriptedBackend:
         self.script = script or Script()
 
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        body = {"model": req.model, "messages": to_messages(req.items, req.instructions),
+        body = {"model": req.model, "messages": to_messages(req.items, req.options.instructions),
                 "tools": list(req.tools)}
         turn = self.script.next_turn(body)
         if turn.get("status"):
             raise UpstreamError(turn.get("error", "scripted failure"))
         yield TurnStart()
+        await self.script.pass_gate(turn)
         for chunk in turn_chunks(turn, body):
             if turn.get("delay"):
                 await asyncio.sleep(turn["delay"])
@@ -203,6 +221,9 @@ class ScriptedBackend:
 
     def accepts_images(self, model: str) -> bool:
         return True
+
+    async def start(self) -> None:
+        return None
 
     def accepts_files(self, model: str) -> bool:
         return False
@@ -242,6 +263,7 @@ def scripted_upstream_app(script: Script) -> Any:
             chunks = turn_chunks(turn, body)
             finished = False
             try:
+                await script.pass_gate(turn)
                 for n, chunk in enumerate(chunks):
                     if turn.get("delay"):
                         await asyncio.sleep(turn["delay"])

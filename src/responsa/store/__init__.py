@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from ..errors import InvalidRequest
+
+
+def row_json(value: Any) -> bytes:
+    """A value serialised for a stored row, in a buffer of its own size: orjson's result keeps
+    the 4 KiB it was written into, which a request of many small items multiplies into
+    gigabytes held until the rows are written (and fragments the heap after)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 @dataclass
@@ -33,6 +42,9 @@ class ResponseRecord:
     # Which process runs it while it is queued or in progress, and until when (see jobs.py).
     lease_owner: str | None = None
     lease_until: int | None = None
+    # A background response with store=false: readable by id (retrieve, stream, cancel) for its
+    # short life, but never a chain's link, never a source of items, never listed.
+    ephemeral: bool = False
     # The conversation it runs on: its terminal write appends to it (see save_response).
     conversation_id: str | None = None
 
@@ -122,7 +134,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> bool:
-        """Whether the database answers (the health endpoint reports it)."""
+        """Whether the database answers and can be written (the health endpoint reports it)."""
+        ...
+
+    async def check_writable(self) -> None:
+        """Raise errors.ServiceUnavailable if new responses cannot be stored now (a store that
+        answers before its commit must not acknowledge what it will lose)."""
         ...
 
     # ---- responses ------------------------------------------------------------------------
@@ -131,7 +148,8 @@ class Store(Protocol):
                             input_items: Sequence[dict] | None = None, *, wait: bool = True,
                             create: bool = True) -> None:
         """Insert or update a response in one transaction. `input_items` are written once,
-        with the first save; `output` replaces the stored output. With `wait=False` a store
+        with the first save; `output` replaces the stored output, and `expires_at` the stored
+        expiry. With `wait=False` a store
         may return once the write is queued, if it can promise that any read made after the
         caller's next network write (its answer) sees it (SQLite can; PostgreSQL waits).
         With `create=False` (any write after a response's first) a response that is no longer
@@ -152,7 +170,7 @@ class Store(Protocol):
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         """The chain ending at `response_id`, oldest first, in one round trip.
-        Raises errors.NotFound naming the first id that is missing, foreign or expired."""
+        Raises errors.NotFound naming the first id that is missing, foreign, expired or ephemeral."""
         ...
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
@@ -161,11 +179,12 @@ class Store(Protocol):
 
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
-        """A page of a response's input items; None if the response is not the caller's."""
+        """A page of a response's input items; None if the response is not the caller's (or ephemeral)."""
         ...
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
-        """The caller's stored items by id (input or output of any live response; newest wins)."""
+        """The caller's stored items by id (input or output of any live response that is not
+        ephemeral; newest wins)."""
         ...
 
     async def purge_expired(self, now: int) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from ..errors import ServiceUnavailable
+from ..errors import InvalidRequest, ServiceUnavailable
 
 log = logging.getLogger("responsa.store")
 
@@ -34,6 +34,15 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, asyncpg.PostgresError):
         return (error.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
     return False
+
+
+def unstorable(error: BaseException) -> InvalidRequest | None:
+    """The 400 for a value PostgreSQL text cannot hold (U+0000), had one slipped past the
+    request checks (checks.storable): the client's input, not a server failure."""
+    if isinstance(error, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError):
+        return InvalidRequest("A value of the request cannot be stored: it contains U+0000 (NUL).",
+                              code="invalid_value")
+    return None
 
 
 def unavailable(error: BaseException) -> ServiceUnavailable:

@@ -21,10 +21,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
 from . import postgres_conversations as conversations
-from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable
+from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
 from .schema import LATEST, POSTGRES
 from .sqlite import TERMINAL, _chain_from_rows
@@ -104,6 +105,9 @@ class PostgresStore(PostgresConversations):
             pool, self._pool = self._pool, None
             await pool.close()
 
+    async def check_writable(self) -> None:
+        return None  # every write is committed before it is acknowledged: an outage is each request's 503
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(3):
@@ -125,6 +129,9 @@ class PostgresStore(PostgresConversations):
             pool.release(conn, broken=not keeps_connection(e))
             if isinstance(e, Exception) and is_outage(e):
                 raise unavailable(e) from e
+            client_error = unstorable(e)
+            if client_error is not None:
+                raise client_error from e
             raise
         pool.release(conn)
 
@@ -140,6 +147,9 @@ class PostgresStore(PostgresConversations):
             pool.release(conn, broken=not keeps_connection(e))
             if isinstance(e, Exception) and is_outage(e):
                 raise unavailable(e) from e
+            client_error = unstorable(e)
+            if client_error is not None:
+                raise client_error from e
             raise
         pool.release(conn)
         return result
@@ -228,15 +238,15 @@ class PostgresStore(PostgresConversations):
                 kinds.append(kind)
                 positions.append(i)
                 item_ids.append(item.get("id", ""))
-                data.append(orjson.dumps(item))
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+                data.append(row_json(item))
+        run_request = row_json(record.run_request) if record.run_request is not None else None
         if not create:
             # Deleted meanwhile: a late write must not bring it back (nothing is written).
             await self._execute(
                 """
                 WITH r AS (
                     UPDATE responses SET status = $2, body = $3, run_request = $4, lease_owner = $5,
-                        lease_until = $6 WHERE id = $1 RETURNING owner
+                        lease_until = $6, expires_at = $12 WHERE id = $1 RETURNING owner
                 ), d AS (
                     DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $7
                       AND EXISTS (SELECT 1 FROM r)
@@ -248,18 +258,19 @@ class PostgresStore(PostgresConversations):
                 ON CONFLICT (response_id, kind, position)
                 DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
                 """,
-                record.id, record.status, orjson.dumps(record.body), run_request, record.lease_owner,
-                record.lease_until, len(output), kinds, positions, item_ids, data)
+                record.id, record.status, row_json(record.body), run_request, record.lease_owner,
+                record.lease_until, len(output), kinds, positions, item_ids, data, record.expires_at)
             return
         await self._execute(
             """
             WITH r AS (
                 INSERT INTO responses (id, owner, created_at, expires_at, status, background,
-                                       previous_response_id, body, run_request, lease_owner, lease_until)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                       previous_response_id, body, run_request, lease_owner, lease_until,
+                                       ephemeral)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17)
                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body,
                     run_request = excluded.run_request, lease_owner = excluded.lease_owner,
-                    lease_until = excluded.lease_until
+                    lease_until = excluded.lease_until, expires_at = excluded.expires_at
             ), d AS (
                 DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $12
             )
@@ -271,10 +282,15 @@ class PostgresStore(PostgresConversations):
             DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
             """,
             record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
-            record.previous_response_id, orjson.dumps(record.body), run_request, record.lease_owner,
-            record.lease_until, len(output), kinds, positions, item_ids, data)
+            record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
+            record.lease_until, len(output), kinds, positions, item_ids, data, record.ephemeral)
+
+    # PostgreSQL text holds no U+0000 and refuses to compare with it: an id holding one names no
+    # row (as in SQLite), so such lookups miss without a query.
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
+        if not may_exist(response_id):
+            return None
         row = await self._fetchrow(
             "SELECT r.body, (SELECT array_agg(i.data ORDER BY i.position) FROM items i "
             "                 WHERE i.response_id = r.id AND i.kind = 1) "
@@ -287,23 +303,28 @@ class PostgresStore(PostgresConversations):
         return response
 
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
+        if not may_exist(response_id):
+            return None
         row = await self._fetchrow(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request, lease_owner, lease_until, conversation_id FROM responses "
+            "run_request, lease_owner, lease_until, ephemeral, conversation_id FROM responses "
             "WHERE id = $1 AND owner = $2 AND expires_at > $3", response_id, owner, int(time.time()))
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=row[6], previous_response_id=row[7],
                               run_request=orjson.loads(row[8]) if row[8] is not None else None,
-                              lease_owner=row[9], lease_until=row[10], conversation_id=row[11])
+                              lease_owner=row[9], lease_until=row[10], ephemeral=row[11],
+                              conversation_id=row[12])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
+        if not may_exist(response_id):
+            return _chain_from_rows(response_id, [])  # raises NotFound
         rows = await self._fetch(
             """
             WITH RECURSIVE chain(id, prev, status, depth) AS (
                 SELECT id, previous_response_id, status, 0 FROM responses
-                 WHERE id = $1 AND owner = $2 AND expires_at > $3
+                 WHERE id = $1 AND owner = $2 AND expires_at > $3 AND NOT ephemeral
                 UNION ALL
                 SELECT r.id, r.previous_response_id, r.status, chain.depth + 1
                   FROM responses r JOIN chain ON r.id = chain.prev
@@ -319,6 +340,8 @@ class PostgresStore(PostgresConversations):
         return _chain_from_rows(response_id, rows)
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
+        if not may_exist(response_id):
+            return False
         deleted = await self._fetchval(
             f"""
             WITH r AS (DELETE FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3
@@ -332,15 +355,21 @@ class PostgresStore(PostgresConversations):
 
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
+        if not may_exist(response_id):
+            return None
+        lost_cursor = not all(may_exist(cursor) for cursor in (after, before) if cursor is not None)
+        if lost_cursor:
+            after = before = None
         async with self._conn() as conn:
             head = await conn.fetchrow(
-                "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3), "
+                "SELECT EXISTS (SELECT 1 FROM responses WHERE id = $1 AND owner = $2 AND expires_at > $3 "
+                "AND NOT ephemeral), "
                 "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $4 LIMIT 1), "
                 "(SELECT position FROM items WHERE response_id = $1 AND kind = 0 AND item_id = $5 LIMIT 1)",
                 response_id, owner, int(time.time()), after, before)
             if not head[0]:
                 return None
-            if (after is not None and head[1] is None) or (before is not None and head[2] is None):
+            if lost_cursor or (after is not None and head[1] is None) or (before is not None and head[2] is None):
                 return ItemPage([], False)
             asc = order == "asc"
             where = ["response_id = $1", "kind = 0"]
@@ -355,11 +384,12 @@ class PostgresStore(PostgresConversations):
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
+        item_ids = [i for i in item_ids if may_exist(i)]
         if not item_ids:
             return {}
         rows = await self._fetch(
             "SELECT i.item_id, i.data FROM items i JOIN responses r ON r.id = i.response_id "
-            "WHERE i.owner = $1 AND i.item_id = ANY($2::text[]) AND r.expires_at > $3 "
+            "WHERE i.owner = $1 AND i.item_id = ANY($2::text[]) AND r.expires_at > $3 AND NOT r.ephemeral "
             "ORDER BY r.created_at, i.kind", owner, list(item_ids), int(time.time()))
         return {r[0]: orjson.loads(r[1]) for r in rows}
 
@@ -387,6 +417,8 @@ class PostgresStore(PostgresConversations):
             response_id, [seq for seq, _ in events], [bytes(data) for _, data in events])
 
     async def load_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:
+        if not may_exist(response_id):
+            return []
         rows = await self._fetch("SELECT seq, data FROM events WHERE response_id = $1 AND seq > $2 "
                                  "ORDER BY seq", response_id, after)
         return [(r[0], r[1]) for r in rows]
@@ -417,11 +449,15 @@ class PostgresStore(PostgresConversations):
                 for r in rows]
 
     async def request_cancel(self, response_id: str, owner: str) -> bool:
+        if not may_exist(response_id):
+            return False
         status = await self._execute(
             "UPDATE responses SET cancel_requested = TRUE WHERE id = $1 AND owner = $2", response_id, owner)
         return status == "UPDATE 1"
 
     async def cancel_requested(self, response_id: str) -> bool:
+        if not may_exist(response_id):
+            return False
         return bool(await self._fetchval("SELECT cancel_requested FROM responses WHERE id = $1", response_id))
 
     # ---- files ----------------------------------------------------------------------------------
@@ -436,12 +472,16 @@ class PostgresStore(PostgresConversations):
             record.bytes, record.mime_type, data)
 
     async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        if not may_exist(file_id):
+            return None
         row = await self._fetchrow(
             f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = $1 AND owner = $2 "
             "AND (expires_at IS NULL OR expires_at > $3)", file_id, owner, int(time.time()))
         return FileRecord(*row) if row else None
 
     async def file_content(self, file_id: str, owner: str) -> bytes | None:
+        if not may_exist(file_id):
+            return None
         data = await self._fetchval(
             "SELECT data FROM files WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > $3)",
             file_id, owner, int(time.time()))
@@ -449,6 +489,8 @@ class PostgresStore(PostgresConversations):
 
     async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[FileRecord], bool]:
+        if after and not may_exist(after):
+            return [], False  # an unknown cursor, as in SQLite
         asc = order == "asc"
         where = ["owner = $1", "(expires_at IS NULL OR expires_at > $2)"]
         args: list[Any] = [owner, int(time.time())]
@@ -469,6 +511,8 @@ class PostgresStore(PostgresConversations):
         return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
 
     async def delete_file(self, file_id: str, owner: str) -> bool:
+        if not may_exist(file_id):
+            return False
         status = await self._execute("DELETE FROM files WHERE id = $1 AND owner = $2", file_id, owner)
         return status == "DELETE 1"
 

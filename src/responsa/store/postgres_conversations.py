@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from ..checks import may_exist
 from ..errors import not_found
 from . import (
     ConversationItems,
@@ -23,6 +24,7 @@ from . import (
     ResponseRecord,
     conversation_locked,
     duplicate_item,
+    row_json,
 )
 
 APPENDED = ["completed", "incomplete"]  # the ends after which a response's items join its conversation
@@ -57,23 +59,29 @@ class PostgresConversations:
             INSERT INTO conversation_items (conversation_id, position, item_id, data)
             SELECT c.id, t.position, t.item_id, t.data
               FROM c, unnest($7::int[], $8::text[], $9::bytea[]) AS t(position, item_id, data)
-            """, record.id, record.owner, record.created_at, record.expires_at, orjson.dumps(record.metadata),
-            len(items), list(range(len(items))), [i["id"] for i in items], [orjson.dumps(i) for i in items])
+            """, record.id, record.owner, record.created_at, record.expires_at, row_json(record.metadata),
+            len(items), list(range(len(items))), [i["id"] for i in items], [row_json(i) for i in items])
 
     async def get_conversation(self: _Statements, conversation_id: str, owner: str) -> ConversationRecord | None:
+        if not may_exist(conversation_id):
+            return None
         row = await self._fetchrow(f"SELECT {_COLUMNS} FROM conversations WHERE id = $1 AND owner = $2 "
                                    "AND expires_at > $3", conversation_id, owner, int(time.time()))
         return _record(row) if row else None
 
     async def update_conversation(self: _Statements, conversation_id: str, owner: str, metadata: dict[str, str],
                                   expires_at: int) -> ConversationRecord | None:
+        if not may_exist(conversation_id):
+            return None
         row = await self._fetchrow(
             f"UPDATE conversations SET metadata = $4, expires_at = GREATEST(expires_at, $5) "
             f"WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING {_COLUMNS}",
-            conversation_id, owner, int(time.time()), orjson.dumps(metadata), expires_at)
+            conversation_id, owner, int(time.time()), row_json(metadata), expires_at)
         return _record(row) if row else None
 
     async def delete_conversation(self: _Statements, conversation_id: str, owner: str) -> bool:
+        if not may_exist(conversation_id):
+            return False
         deleted = await self._fetchval(
             """
             WITH c AS (DELETE FROM conversations WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING id),
@@ -84,6 +92,8 @@ class PostgresConversations:
 
     async def add_conversation_items(self: _Statements, conversation_id: str, owner: str, items: Sequence[dict],
                                      expires_at: int) -> bool:
+        if not may_exist(conversation_id):
+            return False
         ids = [i["id"] for i in items]
         now = int(time.time())
         try:
@@ -101,7 +111,7 @@ class PostgresConversations:
                 )
                 SELECT count(*) FROM c
                 """, conversation_id, owner, now, len(items), expires_at, list(range(len(items))), ids,
-                [orjson.dumps(i) for i in items])
+                [row_json(i) for i in items])
         except asyncpg.UniqueViolationError:
             taken = {r[0] for r in await self._fetch(
                 "SELECT item_id FROM conversation_items WHERE conversation_id = $1 AND item_id = ANY($2::text[])",
@@ -114,14 +124,17 @@ class PostgresConversations:
 
     async def list_conversation_items(self: _Statements, conversation_id: str, owner: str, *, after: str | None,
                                       limit: int, order: str) -> ItemPage | None:
+        if not may_exist(conversation_id):
+            return None
+        lost_cursor = after is not None and not may_exist(after)  # names no item: an empty page
         asc = order == "asc"
         head = await self._fetchrow(
             "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND owner = $2 AND expires_at > $3), "
             "(SELECT position FROM conversation_items WHERE conversation_id = $1 AND item_id = $4)",
-            conversation_id, owner, int(time.time()), after)
+            conversation_id, owner, int(time.time()), None if lost_cursor else after)
         if head is None or not head[0]:
             return None
-        if after is not None and head[1] is None:
+        if lost_cursor or (after is not None and head[1] is None):
             return ItemPage([], False)
         where = "conversation_id = $1"
         args: list[Any] = [conversation_id]
@@ -135,6 +148,8 @@ class PostgresConversations:
 
     async def get_conversation_item(self: _Statements, conversation_id: str, owner: str,
                                     item_id: str) -> dict | None:
+        if not (may_exist(conversation_id) and may_exist(item_id)):
+            return None
         data = await self._fetchval(
             "SELECT i.data FROM conversation_items i JOIN conversations c ON c.id = i.conversation_id "
             "WHERE c.id = $1 AND c.owner = $2 AND c.expires_at > $3 AND i.item_id = $4",
@@ -142,6 +157,8 @@ class PostgresConversations:
         return orjson.loads(data) if data is not None else None
 
     async def delete_conversation_item(self: _Statements, conversation_id: str, owner: str, item_id: str) -> bool:
+        if not (may_exist(conversation_id) and may_exist(item_id)):
+            return False
         now = int(time.time())
         deleted = await self._fetchval(
             f"""
@@ -166,6 +183,8 @@ class PostgresConversations:
 
     async def load_conversation(self: _Statements, conversation_id: str, owner: str,
                                 known: tuple[int, int] | None = None) -> ConversationItems | None:
+        if not may_exist(conversation_id):
+            return None
         revision, since = known if known is not None else (-1, 0)
         row = await self._fetchrow(
             """
@@ -184,7 +203,7 @@ class PostgresConversations:
         cid = record.conversation_id
         assert cid is not None
         now = int(time.time())
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
+        run_request = row_json(record.run_request) if record.run_request is not None else None
         held = await self._fetchval(
             """
             WITH c AS (
@@ -206,9 +225,9 @@ class PostgresConversations:
             )
             SELECT count(*) FROM c
             """, record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
-            record.previous_response_id, orjson.dumps(record.body), run_request, record.lease_owner,
+            record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
             record.lease_until, cid, now, state[0], state[1], list(range(len(input_items))),
-            [i.get("id", "") for i in input_items], [orjson.dumps(i) for i in input_items])
+            [i.get("id", "") for i in input_items], [row_json(i) for i in input_items])
         if held:
             return
         exists = await self._fetchval("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND owner = $2 "
@@ -240,7 +259,8 @@ async def _refused(store: _Statements, conversation_id: str, owner: str, now: in
 # stored regardless.
 END_TURN = """
 WITH r AS (
-    UPDATE responses SET status = $2, body = $3, run_request = $4, lease_owner = $5, lease_until = $6
+    UPDATE responses SET status = $2, body = $3, run_request = $4, lease_owner = $5, lease_until = $6,
+           expires_at = $12
      WHERE id = $1 RETURNING owner
 ), d AS (
     DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $7 AND EXISTS (SELECT 1 FROM r)
@@ -271,10 +291,10 @@ ON CONFLICT DO NOTHING
 
 
 def end_turn_args(record: ResponseRecord, output: Sequence[dict]) -> tuple:
-    run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
-    return (record.id, record.status, orjson.dumps(record.body), run_request, record.lease_owner,
+    run_request = row_json(record.run_request) if record.run_request is not None else None
+    return (record.id, record.status, row_json(record.body), run_request, record.lease_owner,
             record.lease_until, len(output), list(range(len(output))), [i.get("id", "") for i in output],
-            [orjson.dumps(i) for i in output], record.conversation_id, record.expires_at, APPENDED)
+            [row_json(i) for i in output], record.conversation_id, record.expires_at, APPENDED)
 
 
 # Deleting a response releases the conversation it held (r: the deleted rows, with conversation_id).

@@ -59,7 +59,11 @@ SQLITE: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
-    # 2: conversations and their items; a response remembers the conversation it runs on
+    # 2: background responses with store=false (kept only while they run, plus a short window)
+    """
+    ALTER TABLE responses ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 3: conversations and their items; a response remembers the conversation it runs on
     """
     ALTER TABLE responses ADD COLUMN conversation_id TEXT;
     CREATE TABLE conversations (
@@ -137,6 +141,9 @@ POSTGRES: list[str] = [
         value BYTEA NOT NULL,
         created_at BIGINT NOT NULL
     );
+    """,
+    """
+    ALTER TABLE responses ADD COLUMN ephemeral BOOLEAN NOT NULL DEFAULT FALSE;
     """,
     """
     ALTER TABLE responses ADD COLUMN conversation_id TEXT;

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
 from . import sqlite_conversations as conversations
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
@@ -37,6 +37,8 @@ T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 _UNKNOWN = object()
 CHECKPOINT_EVERY = 2.0  # seconds between background checkpoints
+PROBE_EVERY = 1  # seconds between write probes while writes fail
+MAX_UNSAVED = 10_000  # acknowledged writes kept for the probe while writes fail
 CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
 
 
@@ -91,6 +93,12 @@ class SQLiteStore(SQLiteConversations):
         self._lock_file: Any = None
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        # Why the last write failed (a full disk, an I/O error), until a write succeeds again: new
+        # work is refused meanwhile (check_writable), since plain responses are answered before
+        # their commit and would otherwise be acknowledged and lost.
+        self.write_failure: str | None = None
+        self._next_probe = 0.0
+        self._acknowledged_unsaved: list[Callable[[sqlite3.Connection], None]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -132,9 +140,43 @@ class SQLiteStore(SQLiteConversations):
     async def ping(self) -> bool:
         try:
             self._read().execute("SELECT 1").fetchone()
-            return self._writer is not None
         except sqlite3.Error:
             return False
+        if self._writer is None:
+            return False
+        try:
+            await self.check_writable()
+        except ServiceUnavailable:
+            return False
+        return True
+
+    async def check_writable(self) -> None:
+        """Raise ServiceUnavailable (with Retry-After) while writes fail; at most once a second a
+        probe write tries again, and its success ends the refusal."""
+        if self.write_failure is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_EVERY
+            # The probe is the writes that failed after they were acknowledged (a tiny write could
+            # succeed on a disk still too full for them), or else one page.
+            unsaved, self._acknowledged_unsaved = self._acknowledged_unsaved, []
+
+            def probe(conn: sqlite3.Connection) -> None:
+                for op in unsaved:
+                    op(conn)
+                if not unsaved:
+                    _probe(conn)
+
+            try:
+                await self._write(probe)
+            except ServiceUnavailable:
+                self._acknowledged_unsaved[:0] = unsaved
+            if self.write_failure is None:
+                log.warning("sqlite writes succeed again (%d acknowledged responses stored late)", len(unsaved))
+                return
+        raise ServiceUnavailable(f"The database cannot be written ({self.write_failure}); nothing new is "
+                                 "accepted until it can. Retry later.", headers={"retry-after": str(PROBE_EVERY)})
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -181,26 +223,32 @@ class SQLiteStore(SQLiteConversations):
             for fn, fut in batch:
                 self._run_alone(conn, fn, fut)
             return
+        self.write_failure = None
         for (_, fut), value in zip(batch, values, strict=True):
             if not fut.done():
                 fut.set_result(value)
 
-    @staticmethod
-    def _run_alone(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], fut: asyncio.Future) -> None:
+    def _run_alone(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any],
+                   fut: asyncio.Future) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             value = fn(conn)
             conn.execute("COMMIT")
         except sqlite3.OperationalError as e:
             _rollback(conn)
-            log.error("sqlite write failed: %s", e)
+            if self.write_failure is None:
+                log.error("sqlite write failed: %s; new work is refused until a write succeeds", e)
+                self._next_probe = time.monotonic() + PROBE_EVERY
+            self.write_failure = str(e)
             if not fut.done():
-                fut.set_exception(ServiceUnavailable(f"The database write failed: {e}"))
+                fut.set_exception(ServiceUnavailable(f"The database write failed: {e}",
+                                                     headers={"retry-after": str(PROBE_EVERY)}))
         except Exception as e:
             _rollback(conn)
             if not fut.done():
                 fut.set_exception(e)
         else:
+            self.write_failure = None
             if not fut.done():
                 fut.set_result(value)
 
@@ -221,12 +269,12 @@ class SQLiteStore(SQLiteConversations):
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
                             input_items: Sequence[dict] | None = None, *, wait: bool = True,
                             create: bool = True) -> None:
-        body = orjson.dumps(record.body)
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
-        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, orjson.dumps(item))
+        body = row_json(record.body)
+        run_request = row_json(record.run_request) if record.run_request is not None else None
+        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, row_json(item))
                     for i, item in enumerate(output)]
         if input_items is not None:
-            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, orjson.dumps(item))
+            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, row_json(item))
                          for i, item in enumerate(input_items)]
         keep = len(output)
         ends_turn = record.conversation_id is not None and record.status in TERMINAL
@@ -239,20 +287,22 @@ class SQLiteStore(SQLiteConversations):
         def op(conn: sqlite3.Connection) -> None:
             if not create:
                 cur = conn.execute(
-                    "UPDATE responses SET status=?, body=?, run_request=?, lease_owner=?, lease_until=? WHERE id=?",
-                    (record.status, body, run_request, record.lease_owner, record.lease_until, record.id))
+                    "UPDATE responses SET status=?, body=?, run_request=?, lease_owner=?, lease_until=?, expires_at=? "
+                    "WHERE id=?",
+                    (record.status, body, run_request, record.lease_owner, record.lease_until, record.expires_at,
+                     record.id))
                 if cur.rowcount == 0:
                     return  # deleted meanwhile: a late write must not bring it back
             conn.execute(
                 "INSERT INTO responses (id, owner, created_at, expires_at, status, background, "
-                "previous_response_id, body, run_request, lease_owner, lease_until) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "previous_response_id, body, run_request, lease_owner, lease_until, ephemeral) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET status=excluded.status, body=excluded.body, "
                 "run_request=excluded.run_request, lease_owner=excluded.lease_owner, "
-                "lease_until=excluded.lease_until",
+                "lease_until=excluded.lease_until, expires_at=excluded.expires_at",
                 (record.id, record.owner, record.created_at, record.expires_at, record.status,
                  int(record.background), record.previous_response_id, body, run_request, record.lease_owner,
-                 record.lease_until))
+                 record.lease_until, int(record.ephemeral)))
             conn.execute("DELETE FROM items WHERE response_id=? AND kind=1 AND position>=?", (record.id, keep))
             if out_rows:
                 conn.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?)", out_rows)
@@ -266,7 +316,16 @@ class SQLiteStore(SQLiteConversations):
         # anything new from the network: no request can look for this response before it
         # is committed, so the caller may answer at once (one commit off a plain request's
         # latency). A failure is logged; the response is then just not retrievable.
-        self._queue_write(op).add_done_callback(_log_failed_write)
+        fut = self._queue_write(op)
+
+        def failed(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                # Acknowledged already: kept, and written by the probe once the disk has room.
+                if len(self._acknowledged_unsaved) < MAX_UNSAVED:
+                    self._acknowledged_unsaved.append(op)
+                log.error("response %s could not be stored yet: %s", record.id, f.exception())
+
+        fut.add_done_callback(failed)
 
     async def get_response(self, response_id: str, owner: str) -> dict | None:
         conn = self._read()
@@ -282,14 +341,14 @@ class SQLiteStore(SQLiteConversations):
     async def get_record(self, response_id: str, owner: str) -> ResponseRecord | None:
         row = self._read().execute(
             "SELECT id, owner, created_at, expires_at, status, body, background, previous_response_id, "
-            "run_request, conversation_id FROM responses WHERE id=? AND owner=? AND expires_at>?",
+            "run_request, ephemeral, conversation_id FROM responses WHERE id=? AND owner=? AND expires_at>?",
             (response_id, owner, int(time.time()))).fetchone()
         if row is None:
             return None
         return ResponseRecord(id=row[0], owner=row[1], created_at=row[2], expires_at=row[3], status=row[4],
                               body=orjson.loads(row[5]), background=bool(row[6]), previous_response_id=row[7],
                               run_request=orjson.loads(row[8]) if row[8] is not None else None,
-                              conversation_id=row[9])
+                              ephemeral=bool(row[9]), conversation_id=row[10])
 
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         # Finished responses never change, and this process makes every delete and purge of
@@ -312,7 +371,7 @@ class SQLiteStore(SQLiteConversations):
         if prev is None or parent is not None:
             rows = conn.execute(
                 "SELECT r.status, r.expires_at, i.kind, i.data FROM responses r LEFT JOIN items i "
-                "ON i.response_id = r.id WHERE r.id=? AND r.owner=? AND r.expires_at>? "
+                "ON i.response_id = r.id WHERE r.id=? AND r.owner=? AND r.expires_at>? AND r.ephemeral=0 "
                 "ORDER BY i.kind, i.position", (response_id, owner, now)).fetchall()
             if not rows:
                 raise NotFound(f"Previous response with id '{response_id}' not found.",
@@ -328,7 +387,7 @@ class SQLiteStore(SQLiteConversations):
                 """
                 WITH RECURSIVE chain(id, prev, status, expires, depth) AS (
                     SELECT id, previous_response_id, status, expires_at, 0 FROM responses
-                     WHERE id = ?1 AND owner = ?2 AND expires_at > ?3
+                     WHERE id = ?1 AND owner = ?2 AND expires_at > ?3 AND ephemeral = 0
                     UNION ALL
                     SELECT r.id, r.previous_response_id, r.status, r.expires_at, chain.depth + 1
                       FROM responses r JOIN chain ON r.id = chain.prev
@@ -366,7 +425,7 @@ class SQLiteStore(SQLiteConversations):
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
         conn = self._read()
-        if conn.execute("SELECT 1 FROM responses WHERE id=? AND owner=? AND expires_at>?",
+        if conn.execute("SELECT 1 FROM responses WHERE id=? AND owner=? AND expires_at>? AND ephemeral=0",
                         (response_id, owner, int(time.time()))).fetchone() is None:
             return None
         where = ["response_id=?", "kind=0"]
@@ -391,7 +450,8 @@ class SQLiteStore(SQLiteConversations):
         marks = ",".join("?" * len(item_ids))
         rows = self._read().execute(
             f"SELECT i.item_id, i.data FROM items i JOIN responses r ON r.id = i.response_id "
-            f"WHERE i.owner=? AND i.item_id IN ({marks}) AND r.expires_at>? ORDER BY r.created_at, i.kind",
+            f"WHERE i.owner=? AND i.item_id IN ({marks}) AND r.expires_at>? AND r.ephemeral=0 "
+            "ORDER BY r.created_at, i.kind",
             (owner, *item_ids, int(time.time()))).fetchall()
         return {r[0]: orjson.loads(r[1]) for r in rows}
 
@@ -532,9 +592,10 @@ class SQLiteStore(SQLiteConversations):
             (name, value, int(time.time()))).rowcount == 1)
 
 
-def _log_failed_write(fut: asyncio.Future) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("a response could not be stored: %s", fut.exception())
+def _probe(conn: sqlite3.Connection) -> None:
+    """A write of one page that needs no table: can the database be written again?"""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute(f"PRAGMA user_version={(version + 1) % 1_000_000}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

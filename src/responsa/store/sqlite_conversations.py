@@ -21,6 +21,7 @@ from . import (
     ResponseRecord,
     conversation_locked,
     duplicate_item,
+    row_json,
 )
 
 T = TypeVar("T")
@@ -47,12 +48,12 @@ class SQLiteConversations:
     """The conversation half of SQLiteStore."""
 
     async def create_conversation(self: _Connections, record: ConversationRecord, items: Sequence[dict]) -> None:
-        rows = [(record.id, n, item["id"], orjson.dumps(item)) for n, item in enumerate(items)]
+        rows = [(record.id, n, item["id"], row_json(item)) for n, item in enumerate(items)]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT INTO conversations ({_COLUMNS}, next_position) VALUES (?,?,?,?,?,?)",
                          (record.id, record.owner, record.created_at, record.expires_at,
-                          orjson.dumps(record.metadata), len(rows)))
+                          row_json(record.metadata), len(rows)))
             conn.executemany("INSERT INTO conversation_items VALUES (?,?,?,?)", rows)
 
         await self._write(op)
@@ -68,7 +69,7 @@ class SQLiteConversations:
             row = conn.execute(
                 f"UPDATE conversations SET metadata=?, expires_at=max(expires_at, ?) "
                 f"WHERE id=? AND owner=? AND expires_at>? RETURNING {_COLUMNS}",
-                (orjson.dumps(metadata), expires_at, conversation_id, owner, int(time.time()))).fetchone()
+                (row_json(metadata), expires_at, conversation_id, owner, int(time.time()))).fetchone()
             return _record(row) if row else None
 
         return await self._write(op)
@@ -87,7 +88,7 @@ class SQLiteConversations:
     async def add_conversation_items(self: _Connections, conversation_id: str, owner: str, items: Sequence[dict],
                                      expires_at: int) -> bool:
         ids = [item["id"] for item in items]
-        data = [orjson.dumps(item) for item in items]
+        data = [row_json(item) for item in items]
 
         def op(conn: sqlite3.Connection) -> bool:
             now = int(time.time())
@@ -179,9 +180,9 @@ class SQLiteConversations:
                                           state: tuple[int, int]) -> None:
         cid, rid = record.conversation_id, record.id
         assert cid is not None and record.lease_until is not None
-        body = orjson.dumps(record.body)
-        run_request = orjson.dumps(record.run_request) if record.run_request is not None else None
-        rows = [(rid, 0, n, item.get("id", ""), record.owner, orjson.dumps(item)) for n, item in enumerate(input_items)]
+        body = row_json(record.body)
+        run_request = row_json(record.run_request) if record.run_request is not None else None
+        rows = [(rid, 0, n, item.get("id", ""), record.owner, row_json(item)) for n, item in enumerate(input_items)]
 
         def op(conn: sqlite3.Connection) -> None:
             now = int(time.time())
