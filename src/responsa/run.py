@@ -197,6 +197,10 @@ class ResponseRun:
         finally:
             if self.on_end is not None:
                 await self.on_end()
+            # What points back at the run (its in-progress record, the callbacks) is let go, so that
+            # a finished run is freed by reference counting and never waits for a GC pass.
+            self.in_progress_record = self.on_end = self.retry_writes = None
+            self.events.on_accepted = None
 
     def _end(self, cause: BaseException | None) -> None:
         events, usage = self.events, self.usage()
