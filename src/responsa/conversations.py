@@ -46,6 +46,7 @@ class _Cached:
     next_position: int
     items: list[dict]
     ids: set[str]
+    types: set[str]
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,17 @@ class Context:
     key: Hashable | None  # names `items` for the history caches
     state: tuple[int, int]  # (revision, next position) the items were read at
     ids: set[str]
+    types: set[str]  # the item types it holds (a superset: kept as it grows)
 
     @property
     def plain_key(self) -> Hashable | None:
         """The key of these items alone, without the earlier state it continues."""
         return self.key.key if isinstance(self.key, Continued) else self.key
+
+    def lacks(self, kind: str, input_items: Sequence[dict]) -> bool:
+        """Whether neither the conversation nor the input holds an item of this type (without
+        looking at every item of a long conversation)."""
+        return kind not in self.types and all(i.get("type") != kind for i in input_items)
 
     def check_input(self, input_items: Sequence[dict]) -> None:
         """The hosted API refuses input items whose id the conversation (or the input) already has."""
@@ -202,20 +209,21 @@ class Conversations:
             raise not_found("Conversation", cid, param="conversation")
         key: Hashable = ("conversation", cid, state.revision, state.next_position)
         if state.delta and cached is not None:
-            items, ids = cached.items, cached.ids
+            items, ids, types = cached.items, cached.ids, cached.types
             if state.items:
                 key = Continued(key, ("conversation", cid, cached.revision, cached.next_position), len(items))
                 items = [*items, *state.items]
                 ids.update(i["id"] for i in state.items)  # only ever grows within a revision
+                types.update(i["type"] for i in state.items)
         else:
-            items, ids = state.items, {i["id"] for i in state.items}
+            items, ids, types = state.items, {i["id"] for i in state.items}, {i["type"] for i in state.items}
         if cached is None or state.next_position >= cached.next_position or state.revision != cached.revision:
-            self._cache[cid] = _Cached(owner, state.revision, state.next_position, items, ids)
+            self._cache[cid] = _Cached(owner, state.revision, state.next_position, items, ids, types)
             self._cache.move_to_end(cid)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         # An empty history needs no cache entry (a conversation's first turn renders nothing).
-        return Context(cid, items, key if items else None, (state.revision, state.next_position), ids)
+        return Context(cid, items, key if items else None, (state.revision, state.next_position), ids, types)
 
     async def begin(self, run: ResponseRun, context: Context) -> None:
         """Hold the conversation for `run`: the response is stored as in progress, leased to this

@@ -94,7 +94,9 @@ class Preparer:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
             [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
-        sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
+        history_length: int | None = len(history)
+        if context is None or not context.lacks("compaction", input_items):  # (open_context looks at them all)
+            sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
         if context is not None and history_length != len(history):
             history_key = context.plain_key  # compaction items changed it: nothing to continue from
         created_at = created_at or int(time.time())

@@ -162,19 +162,16 @@ class SQLiteConversations:
 
     async def load_conversation(self: _Connections, conversation_id: str, owner: str,
                                 known: tuple[int, int] | None = None) -> ConversationItems | None:
-        # Both reads run without an await between them: no commit can come in between.
-        conn = self._read()
-        row = conn.execute("SELECT revision, next_position FROM conversations WHERE id=? AND owner=? "
-                           "AND expires_at>?", (conversation_id, owner, int(time.time()))).fetchone()
-        if row is None:
+        revision, since = known if known is not None else (-1, 0)
+        rows = self._read().execute(
+            "SELECT c.revision, c.next_position, i.data FROM conversations c LEFT JOIN conversation_items i "
+            "ON i.conversation_id = c.id AND i.position >= (CASE WHEN c.revision = ? THEN ? ELSE 0 END) "
+            "WHERE c.id=? AND c.owner=? AND c.expires_at>? ORDER BY i.position",
+            (revision, since, conversation_id, owner, int(time.time()))).fetchall()
+        if not rows:
             return None
-        revision, next_position = row
-        delta = known is not None and known[0] == revision
-        since = known[1] if known is not None and delta else 0
-        items = [] if delta and since == next_position else [orjson.loads(r[0]) for r in conn.execute(
-            "SELECT data FROM conversation_items WHERE conversation_id=? AND position>=? ORDER BY position",
-            (conversation_id, since))]
-        return ConversationItems(revision, next_position, items, delta)
+        items = [orjson.loads(r[2]) for r in rows if r[2] is not None]
+        return ConversationItems(rows[0][0], rows[0][1], items, rows[0][0] == revision)
 
     async def begin_conversation_response(self: _Connections, record: ResponseRecord, input_items: Sequence[dict],
                                           state: tuple[int, int]) -> None:
