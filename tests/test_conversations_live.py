@@ -395,3 +395,21 @@ def test_include_on_items(client: OpenAI, script) -> None:
     one = client.conversations.items.retrieve(reasoning["id"], conversation_id=conv.id,
                                               include=["reasoning.encrypted_content"])
     assert wire(one)["encrypted_content"]
+
+
+def test_a_conversation_holding_a_compaction_item(client: OpenAI, script) -> None:
+    from test_compaction_live import HISTORY, SUMMARY, compact, wire_messages
+
+    from responsa.compaction import SUMMARY_HEADER
+
+    conv = client.conversations.create(items=HISTORY)
+    sealed = compact(client, script, model="m", input=HISTORY).output[-1]
+    client.conversations.items.create(conv.id, items=[sealed.model_dump(exclude_none=True, warnings=False)])
+    script.add({"content": "Early."}, {"content": "You are welcome."})
+    client.responses.create(model="m", conversation=conv.id, input="When is it least crowded?")
+    summary = [("user", "I am going to Lisbon in May."), ("user", "Which tram should I take?"),
+               ("user", SUMMARY_HEADER + SUMMARY)]
+    assert wire_messages(script.requests[-1]) == [*summary, ("user", "When is it least crowded?")]
+    client.responses.create(model="m", conversation=conv.id, input="Thanks!")
+    assert wire_messages(script.requests[-1]) == [*summary, ("user", "When is it least crowded?"),
+                                                  ("assistant", "Early."), ("user", "Thanks!")]
