@@ -413,3 +413,20 @@ def test_a_conversation_holding_a_compaction_item(client: OpenAI, script) -> Non
     client.responses.create(model="m", conversation=conv.id, input="Thanks!")
     assert wire_messages(script.requests[-1]) == [*summary, ("user", "When is it least crowded?"),
                                                   ("assistant", "Early."), ("user", "Thanks!")]
+
+
+def test_over_the_websocket_mode(client: OpenAI, script) -> None:
+    from test_websocket_live import connected, finished, until_end
+
+    conv = client.conversations.create(items=[user("my name is Ada")])
+    script.add({"content": "Hello Ada."}, {"content": "Still Ada."})
+    with connected(client) as conn:
+        conn.response.create(model="m", input="hi", conversation=conv.id)
+        first = finished(until_end(conn))
+        assert wire(first)["conversation"] == {"id": conv.id}
+        conn.response.create(model="m", input="again", conversation={"id": conv.id})
+        finished(until_end(conn))
+    assert script.requests[-1]["messages"][:3] == [{"role": "user", "content": "my name is Ada"},
+                                                  {"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "Hello Ada."}]
+    assert texts(all_items(client, conv.id))[-1] == ("assistant", "Still Ada.")
