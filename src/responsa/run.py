@@ -17,7 +17,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -155,17 +155,10 @@ class ResponseRun:
             log.exception("response %s failed with an internal error", self.id if self.stored else "(store=false)")
             events.failed("server_error", "The server failed while producing this response.", self.usage())
 
-    @contextlib.asynccontextmanager
-    async def lifetime(self) -> AsyncIterator[None]:
-        """Whatever happens inside, the run is finished on the way out (unless it was refused)."""
-        try:
-            yield
-        except BaseException as e:
-            if not self.refused:
-                await self.finish(e)
-            raise
-        else:
-            await self.finish(None)
+    def lifetime(self) -> Lifetime:
+        """`async with run.lifetime():` whatever happens inside, the run is finished on the way out
+        (unless it was refused)."""
+        return Lifetime(self)
 
     # ---- the one way out -----------------------------------------------------------------------
 
@@ -256,6 +249,26 @@ class ResponseRun:
         await retrying(save)
         if events.sink is not None:
             await retrying(lambda: events.flush(force=True))  # force: a sink may hold refused batches
+
+
+class Lifetime:
+    """The context of `ResponseRun.lifetime` (a class: cheaper per request than a generator-based
+    context manager)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: ResponseRun) -> None:
+        self.run = run
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if error is None:
+            await self.run.finish(None)
+        elif not self.run.refused:
+            await self.run.finish(error)
+        # the exception, if any, goes on
 
 
 class DeferredWrites:
