@@ -25,6 +25,8 @@ PACKAGE = SRC / "responsa"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
+    # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
+    ("operations", frozenset({"metrics", "drain"})),
     ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
@@ -37,8 +39,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("protocol", frozenset({"protocol", "items", "tools"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard",
-                          "replay", "shapes"})),
+    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
+                          "netguard", "replay", "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
@@ -61,6 +63,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "pypdf": frozenset({"media"}),
     "cryptography": frozenset({"reasoning"}),
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
+    "prometheus_client": frozenset({"metrics"}),
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

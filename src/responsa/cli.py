@@ -6,11 +6,20 @@ import argparse
 import asyncio
 import gc
 import logging
+import socket
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import uvicorn
 
 from . import __version__
 from .config import OPTIONS, ConfigError, Settings, load_settings
+from .logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from .drain import Drain
 
 EPILOG = """Every option can also be set with the environment variable shown in brackets, or in
 the [server] table of the --config file. Precedence: command line, environment, config file,
@@ -51,14 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", stream=sys.stderr)
-
-
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from .app import create_app
 
     if not settings.api_key:
@@ -73,9 +75,37 @@ def serve(settings: Settings) -> None:
     # threshold (700) ran a collection several times per request. The objects alive after
     # start-up are frozen out of collections by the app's lifespan (gc.freeze).
     gc.set_threshold(20000, 50, 100)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
-                log_config=None)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, loop="uvloop", http="httptools", lifespan="on",
+                            timeout_graceful_shutdown=GRACE_AFTER_DRAIN, log_config=None)
+    DrainingServer(config, app.drain, settings.drain_timeout).run()
+
+
+GRACE_AFTER_DRAIN = 5  # seconds uvicorn waits for connections once the drain is over
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose stop (SIGTERM, SIGINT) first drains: no new connections, then
+    streams, background runs and requests in flight get up to `drain_timeout` seconds to end
+    (see drain.py) before uvicorn closes what is left and the lifespan shuts the app down."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_timeout = drain_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.force_exit:
+            deadline = time.monotonic() + self.drain_timeout
+            for server in self.servers:
+                server.close()  # stop accepting: the load balancer sends new requests elsewhere
+            for connection in list(self.server_state.connections):
+                connection.shutdown()  # idle keep-alive connections close; busy ones after their answer
+            await self.drain.begin()
+            if not await self.drain.wait(deadline, lambda: bool(self.server_state.connections) and
+                                         not self.force_exit):
+                await self.drain.interrupt()
+        await super().shutdown(sockets)
 
 
 def migrate(settings: Settings) -> None:
@@ -109,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as e:
         print(f"responsa: {e}", file=sys.stderr)
         sys.exit(2)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         serve(settings)
     elif args.command == "migrate":

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from . import checks as c
 from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from .feed import Event, Feed
+from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
 from .tools import ignored_tool_types
@@ -38,11 +39,17 @@ def owner_for_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def key_name(owner: str) -> str:
+    """What logs call a `--api-key` key: never the key, a prefix of its owner id."""
+    return "key-" + owner[:8]
+
+
 class Auth:
     """API keys -> owners. Without configured keys every caller is the one local owner."""
 
     def __init__(self, keys: Iterable[str]) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
+        self.names = {k: key_name(owner) for k, owner in self.owners.items()}
 
     def __call__(self, request: Request) -> str:
         if not self.owners:
@@ -59,6 +66,7 @@ class Auth:
         owner = self.owners.get(key)
         if owner is None:
             raise Unauthorized("Incorrect API key provided.")
+        note_key(self.names[key])
         return owner
 
 
@@ -208,12 +216,14 @@ class Endpoints:
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models/{model:path}", self.get_model, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/health/live", self.live, methods=["GET"]),
         ]
 
     async def create_response(self, request: Request) -> Response:
         owner = self.auth(request)
         body = await read_json(request, self.max_body_size)
         req = parse_create(body)
+        note_model(req.model)
         headers = request.headers
         for name in FORWARDED_HEADERS:
             if name in headers:
@@ -267,6 +277,10 @@ class Endpoints:
         name = request.path_params["model"]
         self.service.check_model(name)
         return JSONResponse(_model(name))
+
+    async def live(self, request: Request) -> Response:
+        """Liveness: the process answers. Readiness (`/health`) also needs the model and database."""
+        return JSONResponse({"status": "ok"})
 
     async def health(self, request: Request) -> Response:
         model_ready, database = await self.service.ready()
