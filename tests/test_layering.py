@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
     ("operations", frozenset({"metrics", "drain"})),
-    ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
+    ("endpoints", frozenset({"endpoints", "files", "keys"})),  # HTTP glue, and the keys it checks
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
     # One response's life (run), how it is prepared (prepare) and routed (router).

@@ -16,12 +16,12 @@ import pg
 import pytest
 
 from responsa.errors import NotFound, ServiceUnavailable
-from responsa.store import FileRecord, ResponseRecord, Store
+from responsa.store import FileRecord, KeyRecord, ResponseRecord, Store
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
-TABLES = "responses, items, events, files, secrets"
+TABLES = "responses, items, events, files, secrets, api_keys"
 
 
 @pytest.fixture(scope="session")
@@ -430,6 +430,28 @@ async def test_secrets(store: Store) -> None:
     assert await store.add_secret("vaultXkey_3", b"not mine") is True  # `_` is no wildcard
     assert await store.get_secrets("vault_key_") == {"vault_key_1": b"one", "vault_key_2": b"two"}
     assert await store.get_secrets("nothing") == {}
+
+
+async def test_api_keys(store: Store) -> None:
+    assert await store.has_keys() is False and await store.list_keys() == []
+    one = KeyRecord(id="key_1", name="ci", owner="o1", hash="h1", created_at=NOW, project="p")
+    two = KeyRecord(id="key_2", name="bot", owner="o2", hash="h2", created_at=NOW + 1)
+    await store.add_key(one)
+    await store.add_key(two)
+    assert await store.has_keys() is True
+    assert await store.find_key("h1") == one and await store.find_key("nope") is None
+    assert await store.rotate_key("key_1", "h1b", NOW + 5) is True
+    assert await store.find_key("h1") is None
+    rotated = await store.find_key("h1b")
+    assert rotated is not None and rotated.owner == "o1" and rotated.rotated_at == NOW + 5
+    assert await store.revoke_key("key_2", NOW + 6) is True
+    assert await store.revoke_key("key_2", NOW + 7) is False  # not in use any more
+    assert await store.rotate_key("key_2", "h2b", NOW + 7) is False
+    assert await store.find_key("h2") is None
+    listed = await store.list_keys()
+    assert [k.id for k in listed] == ["key_1", "key_2"] and listed[1].revoked_at == NOW + 6
+    assert await store.revoke_key("key_1", NOW + 8) is True
+    assert await store.has_keys() is False
 
 
 async def test_ping(store: Store) -> None:

@@ -28,6 +28,7 @@ from .fetcher import Fetcher
 from .files import FilesEndpoints
 from .images import ImageGenerationKind
 from .jobs import Jobs
+from .keys import KeyRing
 from .logs import AccessLog, RequestInfo, current, request_id
 from .mcp import MCPKind
 from .media import Media
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> Any:
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
     drain = Drain(live, jobs, store)
-    auth = Auth(settings.api_key)
+    auth = Auth(settings.api_key, KeyRing(store))
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval)
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)

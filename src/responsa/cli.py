@@ -52,12 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve)
     migrate = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.", epilog=EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    migrate.add_argument("--data-dir", dest="data_dir", metavar="DIR",
-                         help="Directory of the SQLite database [RESPONSA_DATA_DIR].")
-    migrate.add_argument("--database-url", dest="database_url", metavar="URL",
-                         help="PostgreSQL URL instead of SQLite [RESPONSA_DATABASE_URL].")
-    migrate.add_argument("--config", dest="config", metavar="FILE", help="TOML config file [RESPONSA_CONFIG].")
+    _add_store_options(migrate)
+    keys = sub.add_parser("keys", help="Create, list, revoke and rotate API keys kept in the store.",
+                          description="API keys made by the server: each is shown once and stored as a hash; "
+                          "every server on the same database accepts it within seconds, without a restart. "
+                          "Keys given with --api-key keep working beside them. Docs: docs/operations.md.")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="Make a key and print it (once).")
+    create.add_argument("--name", required=True, help="What logs call the key (never the key itself).")
+    create.add_argument("--project", help="A project: its keys share what any of them creates.")
+    listing = actions.add_parser("list", help="Every key: id, name, project, created, state (never a secret).")
+    revoke = actions.add_parser("revoke", help="Stop a key from working.")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    rotate = actions.add_parser("rotate", help="Give a key a new secret (printed once); the old one stops "
+                                "working, what the key owns stays its own.")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    for action in (create, listing, revoke, rotate):
+        _add_store_options(action)
     return parser
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                        help="Directory of the SQLite database [RESPONSA_DATA_DIR].")
+    parser.add_argument("--database-url", dest="database_url", metavar="URL",
+                        help="PostgreSQL URL instead of SQLite [RESPONSA_DATABASE_URL].")
+    parser.add_argument("--config", dest="config", metavar="FILE", help="TOML config file [RESPONSA_CONFIG].")
 
 
 def serve(settings: Settings) -> None:
@@ -125,11 +145,58 @@ def migrate(settings: Settings) -> None:
     print(f"schema up to date ({target})")
 
 
+def keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    from . import keys
+    from .store import open_store
+
+    async def run() -> int:
+        store = open_store(settings.database_url, settings.data_dir, pool_size=2, shared=True)
+        try:
+            await store.open()
+        except Exception as e:
+            print(f"responsa: cannot open the store: {e}", file=sys.stderr)
+            return 1
+        try:
+            if args.action == "create":
+                secret, record = await keys.create(store, args.name, args.project)
+                print(f"{secret}\n\nid: {record.id}  name: {record.name}" +
+                      (f"  project: {record.project}" if record.project else ""))
+                print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
+            elif args.action == "list":
+                print("\t".join(("id", "name", "project", "created", "state")))
+                for k in await store.list_keys():
+                    state = "revoked" if k.revoked_at else "rotated" if k.rotated_at else "active"
+                    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created_at))
+                    print("\t".join((k.id, k.name, k.project or "-", created, state)))
+            elif args.action == "revoke":
+                if not await keys.revoke(store, args.key_id):
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+            elif args.action == "rotate":
+                rotated = await keys.rotate(store, args.key_id)
+                if rotated is None:
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"{rotated}\n\nid: {args.key_id} (the previous secret no longer works)")
+                print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
+        except keys.InvalidKeyArgument as e:
+            print(f"responsa: {e}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        return 0
+
+    status = asyncio.run(run())
+    if status:
+        sys.exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k != "command"}
+    values = {k: v for k, v in vars(args).items() if k in {o.name for o in OPTIONS}}
     try:
-        if args.command == "migrate":
+        if args.command in ("migrate", "keys"):
             # migrate listens on nothing: a RESPONSA_HOST meant for `serve` (whose keys may come as
             # flags) must not trip the loopback-only rule
             values["host"] = "127.0.0.1"
@@ -144,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(settings)
     elif args.command == "migrate":
         migrate(settings)
+    elif args.command == "keys":
+        keys_command(settings, args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from . import checks as c
 from .errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from .feed import Event, Feed
+from .keys import KeyRing
 from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
@@ -45,14 +46,16 @@ def key_name(owner: str) -> str:
 
 
 class Auth:
-    """API keys -> owners. Without configured keys every caller is the one local owner."""
+    """API keys -> owners: the `--api-key` keys, then those of the store (`responsa keys`).
+    Without either, every caller is the one local owner."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
         self.names = {k: key_name(owner) for k, owner in self.owners.items()}
+        self.ring = ring
 
-    def __call__(self, request: Request) -> str:
-        if not self.owners:
+    async def __call__(self, request: Request) -> str:
+        if not self.owners and (self.ring is None or not await self.ring.in_use()):
             return ANONYMOUS
         headers = request.headers
         key = headers.get("api-key")
@@ -64,10 +67,14 @@ class Auth:
             raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or "
                                "'api-key: KEY'.", code="missing_api_key")
         owner = self.owners.get(key)
-        if owner is None:
+        if owner is not None:
+            note_key(self.names[key])
+            return owner
+        found = await self.ring.find(key) if self.ring is not None else None
+        if found is None:
             raise Unauthorized("Incorrect API key provided.")
-        note_key(self.names[key])
-        return owner
+        note_key(found.name)
+        return found.owner
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -220,7 +227,7 @@ class Endpoints:
         ]
 
     async def create_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         body = await read_json(request, self.max_body_size)
         req = parse_create(body)
         note_model(req.model)
@@ -238,7 +245,7 @@ class Endpoints:
         return JSONResponse(result, headers=extra)
 
     async def get_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         rid = request.path_params["response_id"]
         include = query_include(request)
         if query_bool(request, "stream"):
@@ -247,15 +254,15 @@ class Endpoints:
         return JSONResponse(await self.service.retrieve(rid, owner, include))
 
     async def delete_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.service.delete(request.path_params["response_id"], owner))
 
     async def cancel_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.service.cancel(request.path_params["response_id"], owner))
 
     async def list_input_items(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         include = query_include(request)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -268,12 +275,12 @@ class Endpoints:
         return JSONResponse(page)
 
     async def list_models(self, request: Request) -> Response:
-        self.auth(request)
+        await self.auth(request)
         names = await self.service.models()
         return JSONResponse({"object": "list", "data": [_model(n) for n in names]})
 
     async def get_model(self, request: Request) -> Response:
-        self.auth(request)
+        await self.auth(request)
         name = request.path_params["model"]
         self.service.check_model(name)
         return JSONResponse(_model(name))

@@ -60,7 +60,7 @@ class FilesEndpoints:
                                param="file", code="file_too_large")
 
     async def upload(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise InvalidRequest("Upload a file as multipart/form-data with the fields 'purpose' and 'file'.",
@@ -106,7 +106,7 @@ class FilesEndpoints:
         return JSONResponse(record.wire())
 
     async def list_files(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         params = request.query_params
         purpose = params.get("purpose")
         if purpose is not None and purpose not in PURPOSES:
@@ -123,7 +123,7 @@ class FilesEndpoints:
                              "last_id": data[-1]["id"] if data else None, "has_more": has_more})
 
     async def retrieve(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         record = await self.store.get_file(fid, owner)
         if record is None:
@@ -131,7 +131,7 @@ class FilesEndpoints:
         return JSONResponse(record.wire())
 
     async def content(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         record = await self.store.get_file(fid, owner)
         data = await self.store.file_content(fid, owner) if record is not None else None
@@ -141,7 +141,7 @@ class FilesEndpoints:
         return Response(data, media_type=record.mime_type, headers={"content-disposition": disposition})
 
     async def delete(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         if not await self.store.delete_file(fid, owner):
             raise not_found("File", fid)

@@ -59,6 +59,19 @@ SQLITE: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: API keys made by `responsa keys` (a hash of each secret, never the secret)
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        project TEXT,
+        owner TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        rotated_at INTEGER,
+        revoked_at INTEGER
+    );
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -111,6 +124,18 @@ POSTGRES: list[str] = [
         name TEXT PRIMARY KEY,
         value BYTEA NOT NULL,
         created_at BIGINT NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        project TEXT,
+        owner TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        rotated_at BIGINT,
+        revoked_at BIGINT
     );
     """,
 ]
