@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from responsa.backends import TextDelta, TurnEnd, TurnEvent, TurnRequest, TurnStart, Usage
-from responsa.metrics import MeteredBackend, Metrics
+from responsa.metrics import Metrics
+from responsa.observed import ObservedBackend
 
 
 class Store:
@@ -67,7 +68,7 @@ def main() -> None:
     store = median([(asyncio.run(_store_ops(timed_store, n)) - asyncio.run(_store_ops(plain_store, n))) / n
                     for _ in range(args.rounds)])
     engine, k = Engine(), 20_000
-    metered, logged = metrics.backend(engine), MeteredBackend(engine, None)  # type: ignore[arg-type]
+    metered, logged = metrics.backend(engine), ObservedBackend(engine, None)  # type: ignore[arg-type]
     base = median([asyncio.run(_turns(engine, k)) / k for _ in range(args.rounds)])
     turn = median([asyncio.run(_turns(metered, k)) / k for _ in range(args.rounds)]) - base
     logs = median([asyncio.run(_turns(logged, k)) / k for _ in range(args.rounds)]) - base

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
-    ("operations", frozenset({"metrics", "drain"})),
+    ("operations", frozenset({"metrics", "observed", "drain"})),
     ("endpoints", frozenset({"endpoints", "files", "keys"})),  # HTTP glue, and the keys it checks
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered

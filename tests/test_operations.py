@@ -156,6 +156,16 @@ def test_json_access_lines_name_the_key_never_the_key(observed, script) -> None:
     assert started["logger"] == "responsa" and started["level"] == "info"
 
 
+def test_json_lines_logged_while_serving_carry_the_request_id(observed, script) -> None:
+    server, _ = observed
+    script.add({"status": 500, "error": "engine broke"})
+    failed = sdk(server).responses.create(model="m", input="hi", extra_headers={"x-request-id": "failing-plain-1"})
+    assert failed.status == "failed"
+    line = wait_for(lambda: next((e for e in json_lines(server) if e.get("request_id") == "failing-plain-1"
+                                  and e["logger"] != "responsa.access"), None))
+    assert line["level"] == "warning" and "failed" in line["message"]
+
+
 def test_liveness_and_readiness(observed) -> None:
     server, _ = observed
     assert httpx.get(server.url + "/health/live").json() == {"status": "ok"}
@@ -247,11 +257,32 @@ def test_metrics_options() -> None:
         load_settings({"metrics_port": "70000"}, environ={})
 
 
-def test_metrics_cost_nothing_when_off() -> None:
-    """Without --metrics-port, prometheus_client is never imported."""
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_metrics_cost_nothing_when_off(log_format: str) -> None:
+    """Without --metrics-port, prometheus_client is never imported (JSON logs need none of it)."""
     code = ("import sys; from responsa.app import create_app; from responsa.config import load_settings; "
             "import tempfile; create_app(load_settings({'data_dir': tempfile.mkdtemp(), "
-            "'upstream_base_url': 'http://127.0.0.1:9/v1'}, environ={})); "
+            f"'upstream_base_url': 'http://127.0.0.1:9/v1', 'log_format': '{log_format}'}}, environ={{}})); "
             "print('prometheus_client' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_draining_server_refuses_new_responses(tmp_path: Path) -> None:
+    """A create reaching a draining server (on a connection still open) gets a 503 the SDKs
+    retry, and its connection closed, so the retry goes to another replica."""
+    from responsa.app import create_app
+
+    app = create_app(load_settings({"data_dir": str(tmp_path), "upstream_base_url": "http://127.0.0.1:9/v1"},
+                                   environ={}))
+    app.drain.draining = True
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/v1/responses", json={"model": "m", "input": "hi"})
+
+    got = asyncio.run(post())
+    assert got.status_code == 503
+    assert got.json()["error"]["code"] == "service_unavailable" and "shutting down" in got.json()["error"]["message"]
+    assert got.headers["retry-after"] == "1" and got.headers["connection"] == "close"
+    assert got.headers["x-request-id"].startswith("req_")

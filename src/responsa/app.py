@@ -238,7 +238,7 @@ def _observed_backends(metrics: Metrics | None, settings: Settings) -> Callable[
     if metrics is not None:
         return metrics.backend
     if settings.log_format == "json":
-        from .metrics import MeteredBackend
+        from .observed import ObservedBackend
 
-        return lambda backend: cast(Backend, MeteredBackend(backend, None))
+        return lambda backend: cast(Backend, ObservedBackend(backend, None))
     return None

@@ -16,26 +16,16 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .backends import (
-    Backend,
-    ReasoningDelta,
-    ReasoningSummaryDelta,
-    RefusalDelta,
-    TextDelta,
-    ToolCallDelta,
-    TurnEnd,
-    TurnEvent,
-    TurnRequest,
-)
-from .errors import APIError, ServiceUnavailable
-from .logs import current
+from .backends import Backend
+from .errors import ServiceUnavailable
+from .observed import ObservedBackend
 from .run import LiveRuns, Mode
 from .store import Store
 from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
@@ -43,7 +33,6 @@ from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
 log = logging.getLogger("responsa.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OUTPUT = (TextDelta, ToolCallDelta, ReasoningDelta, ReasoningSummaryDelta, RefusalDelta)
 # Requests last from milliseconds (a retrieve) to minutes (a long stream).
 REQUEST_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 FIRST_TOKEN_BUCKETS = (.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
@@ -120,7 +109,7 @@ class Metrics:
     # ---- what the composition root wraps --------------------------------------------------------
 
     def backend(self, backend: Backend) -> Backend:
-        return cast(Backend, MeteredBackend(backend, self))
+        return cast(Backend, ObservedBackend(backend, self))
 
     def store(self, store: Store) -> Store:
         return cast(Store, MeteredStore(store, self))
@@ -181,67 +170,6 @@ class StateCollector(Collector):
 
 
 # ---- wrappers ---------------------------------------------------------------------------------------
-
-class MeteredBackend:
-    """A backend whose turns are timed and counted (and noted on the request's access line)."""
-
-    def __init__(self, inner: Backend, metrics: Metrics | None) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.metrics = metrics
-        self._children: dict[str, tuple[Any, Any, Any]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def _for(self, model: str) -> tuple[Any, Any, Any]:
-        children = self._children.get(model)
-        if children is None:
-            assert self.metrics is not None
-            m, label = self.metrics, self.metrics.models(model)
-            children = self._children[model] = (m.first_token.labels(self.name, label),
-                                                m.tokens.labels(self.name, label, "input"),
-                                                m.tokens.labels(self.name, label, "output"))
-        return children
-
-    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        started = time.perf_counter()
-        waiting = True
-        info = current.get()
-        metrics = self.metrics
-        try:
-            async with contextlib.aclosing(self.inner.turn(request)) as events:  # type: ignore[type-var]
-                async for ev in events:
-                    if waiting and isinstance(ev, OUTPUT):
-                        waiting = False
-                        seconds = time.perf_counter() - started
-                        if metrics is not None:
-                            self._for(request.model)[0].observe(seconds)
-                        if info is not None and info.first_token is None:
-                            info.first_token = seconds
-                    elif isinstance(ev, TurnEnd) and ev.usage is not None:
-                        usage = ev.usage
-                        if metrics is not None:
-                            children = self._for(request.model)
-                            children[1].inc(usage.input_tokens)
-                            children[2].inc(usage.output_tokens)
-                            label = metrics.models(request.model)
-                            if usage.cached_tokens:
-                                metrics.tokens.labels(self.name, label, "cached").inc(usage.cached_tokens)
-                            if usage.reasoning_tokens:
-                                metrics.tokens.labels(self.name, label, "reasoning").inc(usage.reasoning_tokens)
-                        if info is not None:
-                            info.add_usage(usage.input_tokens, usage.output_tokens)
-                    yield ev
-        except APIError as e:
-            if metrics is not None:
-                metrics.engine_errors.labels(self.name, e.code or type(e).__name__).inc()
-            raise
-        except Exception:
-            if metrics is not None:
-                metrics.engine_errors.labels(self.name, "internal").inc()
-            raise
-
 
 class MeteredStore:
     """A store whose every operation is timed, and whose outages are counted."""
@@ -340,7 +268,10 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as e:
+            raise RuntimeError(f"cannot serve metrics on {self.host}:{self.port} (--metrics-port): {e}") from e
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     async def close(self) -> None:
