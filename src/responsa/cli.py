@@ -117,6 +117,8 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if not self.force_exit:
             deadline = time.monotonic() + self.drain_timeout
+            logging.getLogger("responsa").info("stopping: no new connections; draining for up to %ss",
+                                               self.drain_timeout)
             for server in self.servers:
                 server.close()  # stop accepting: the load balancer sends new requests elsewhere
             for connection in list(self.server_state.connections):
