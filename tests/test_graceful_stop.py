@@ -83,8 +83,9 @@ def test_sigterm_lets_streams_and_runs_finish_and_hands_over_queued_runs(
     a.start()
     b.start()
     try:
-        script.add({"match": "stream", "content": words("s", 40), "delay": 0.05},
-                   {"match": "first run", "content": words("r", 40), "delay": 0.05},
+        # 80 chunks 0.05 s apart: 4 s, long enough that A is still busy when it is signalled.
+        script.add({"match": "stream", "content": words("s", 80), "delay": 0.05},
+                   {"match": "first run", "content": words("r", 80), "delay": 0.05},
                    {"match": "queued run", "content": "taken over by B"})
         stream = Reader(lambda: sdk(a).responses.create(model="m", input="stream", stream=True))
         stream.start()
@@ -112,12 +113,12 @@ def test_sigterm_lets_streams_and_runs_finish_and_hands_over_queued_runs(
         follower.join(timeout=30)
         assert stream.error is None and follower.error is None
         check_events(stream.events)
-        assert stream.events[-1]["type"] == "response.completed" and stream.deltas() == 40
+        assert stream.events[-1]["type"] == "response.completed" and stream.deltas() == 80
         check_events(follower.events)
-        assert follower.events[-1]["type"] == "response.completed" and follower.deltas() == 40
+        assert follower.events[-1]["type"] == "response.completed" and follower.deltas() == 80
         assert stopped_cleanly(a)
         got = sdk(b).responses.retrieve(first.id)
-        assert got.status == "completed" and got.output_text == words("r", 40)
+        assert got.status == "completed" and got.output_text == words("r", 80)
         assert sdk(b).responses.retrieve(stream.events[0]["response"]["id"]).status == "completed"
         assert unfinished(database) == []
         assert "Traceback" not in a.log()

@@ -102,8 +102,8 @@ def test_metrics_count_requests_tokens_and_engine_errors(observed, script) -> No
 
 def test_metrics_see_live_streams_and_background_runs(observed, script) -> None:
     server, port = observed
-    script.add({"match": "stream", "content": " ".join(f"s{n}" for n in range(40)), "delay": 0.05},
-               {"match": "background", "content": " ".join(f"b{n}" for n in range(40)), "delay": 0.05})
+    script.add({"match": "stream", "content": " ".join(f"s{n}" for n in range(100)), "delay": 0.05},
+               {"match": "background", "content": " ".join(f"b{n}" for n in range(100)), "delay": 0.05})
     client = sdk(server)
     with client.responses.create(model="m", input="stream", stream=True) as stream:
         for ev in stream:
@@ -113,7 +113,7 @@ def test_metrics_see_live_streams_and_background_runs(observed, script) -> None:
         found = wait_for(lambda: (s := samples(port)) and
                          value(s, "responsa_background_runs", state="in_progress") == 1 and s)
         assert value(found, "responsa_live_streams") == 1
-    wait_for(lambda: client.responses.retrieve(run.id).status == "completed")
+    wait_for(lambda: client.responses.retrieve(run.id).status == "completed", timeout=30)
     assert value(samples(port), "responsa_background_runs", state="in_progress") == 0
 
 
