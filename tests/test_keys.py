@@ -92,7 +92,7 @@ def test_keys_beside_a_running_sqlite_server(sqlite_server: ServerProcess, scrip
     assert missing.returncode == 1 and "no key in use" in missing.stderr
 
     listed = keys("list", *store).stdout.splitlines()
-    assert listed[0].split("\t") == ["id", "name", "project", "created", "state"]
+    assert listed[0].split("\t") == ["id", "name", "project", "created", "state", "requests_per_minute"]
     rows = {line.split("\t")[1]: line.split("\t") for line in listed[1:]}
     assert rows["ci"][4] == "revoked" and rows["alice"][2] == "research" and rows["bob"][4] == "active"
     # Only hashes are kept: no secret is anywhere in the database or the log.
@@ -112,6 +112,34 @@ def test_a_server_without_api_keys_needs_one_once_keys_exist(engine: ScriptedEng
         assert works(server, secret)
     finally:
         server.stop()
+
+
+def statuses(calls: list, count: int) -> list[int]:
+    out = []
+    for n in range(count):
+        try:
+            calls[n % len(calls)]()
+            out.append(200)
+        except openai.RateLimitError as e:
+            assert e.response.headers["retry-after"].isdigit()
+            assert e.body["code"] == "rate_limit_exceeded" and "2 requests per minute" in e.body["message"]
+            out.append(429)
+    return out
+
+
+def test_a_key_limit_refuses_requests_past_it(sqlite_server: ServerProcess) -> None:
+    server = sqlite_server
+    store = ["--data-dir", str(server.data_dir)]
+    secret, key_id = create(store, "limited")
+    wait_for(lambda: works(server, secret), timeout=10)
+    keys("limit", key_id, "--requests-per-minute", "2", *store)
+    client = sdk(server, secret)
+    # 5 requests fall in at most two minutes, so one of those minutes has more than 2.
+    wait_for(lambda: 429 in statuses([client.models.list], 5), timeout=10)
+    assert works(server, KEY_A)  # other keys are not limited
+    keys("limit", key_id, "--requests-per-minute", "0", *store)
+    wait_for(lambda: statuses([client.models.list], 5) == [200] * 5, timeout=10)
+    assert "limited\t-\t" in keys("list", *store).stdout
 
 
 def test_bad_key_arguments() -> None:
@@ -141,6 +169,11 @@ def test_keys_reach_every_replica_at_once(engine: ScriptedEngine, script, tmp_pa
         for r in replicas:
             wait_for(lambda r=r: not works(r, secret), timeout=3)
         assert works(b, other) and works(a, KEY_A)
+        # A limit counts the requests made through every replica together.
+        limited, limited_id = create(store, "limited", project="ops")
+        keys("limit", limited_id, "--requests-per-minute", "2", *store)
+        calls = [sdk(a, limited).models.list, sdk(b, limited).models.list]
+        wait_for(lambda: 429 in statuses(calls, 5), timeout=3)
         assert secret not in str(pg.admin_on(url, "SELECT * FROM api_keys"))
     finally:
         for r in replicas:

@@ -21,7 +21,7 @@ from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
-TABLES = "responses, items, events, files, secrets, api_keys"
+TABLES = "responses, items, events, files, secrets, api_keys, key_usage"
 
 
 @pytest.fixture(scope="session")
@@ -450,8 +450,30 @@ async def test_api_keys(store: Store) -> None:
     assert await store.find_key("h2") is None
     listed = await store.list_keys()
     assert [k.id for k in listed] == ["key_1", "key_2"] and listed[1].revoked_at == NOW + 6
+    assert await store.set_key_limits("key_1", 30) is True
+    limited = await store.find_key("h1b")
+    assert limited is not None and limited.requests_per_minute == 30
+    assert await store.set_key_limits("key_2", 30) is False  # revoked
     assert await store.revoke_key("key_1", NOW + 8) is True
     assert await store.has_keys() is False
+
+
+async def test_key_request_counts(make_store: Callable[..., Store], anyio_backend: str) -> None:
+    one, two = make_store(), make_store()  # two replicas count together (SQLite: one process, twice)
+    await one.open()
+    if is_pg(one):
+        await two.open()
+    else:
+        two = one
+    try:
+        assert [await one.count_request("key_1", 100), await two.count_request("key_1", 100),
+                await one.count_request("key_2", 100)] == [1, 2, 1]
+        assert await two.count_request("key_1", 101) == 1  # a new minute starts again
+        assert await one.count_request("key_1", 101) == 2
+    finally:
+        await one.close()
+        if two is not one:
+            await two.close()
 
 
 async def test_ping(store: Store) -> None:

@@ -61,13 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="Make a key and print it (once).")
     create.add_argument("--name", required=True, help="What logs call the key (never the key itself).")
     create.add_argument("--project", help="A project: its keys share what any of them creates.")
+    create.add_argument("--requests-per-minute", type=int, metavar="N",
+                        help="Most requests the key may make per minute, on all servers together (429 past it).")
+    limit = actions.add_parser("limit", help="Change a key's limit.")
+    limit.add_argument("key_id", metavar="KEY_ID")
+    limit.add_argument("--requests-per-minute", type=int, metavar="N", required=True, help="0: no limit.")
     listing = actions.add_parser("list", help="Every key: id, name, project, created, state (never a secret).")
     revoke = actions.add_parser("revoke", help="Stop a key from working.")
     revoke.add_argument("key_id", metavar="KEY_ID")
     rotate = actions.add_parser("rotate", help="Give a key a new secret (printed once); the old one stops "
                                 "working, what the key owns stays its own.")
     rotate.add_argument("key_id", metavar="KEY_ID")
-    for action in (create, listing, revoke, rotate):
+    for action in (create, listing, revoke, rotate, limit):
         _add_store_options(action)
     return parser
 
@@ -160,16 +165,22 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> None:
             return 1
         try:
             if args.action == "create":
-                secret, record = await keys.create(store, args.name, args.project)
+                secret, record = await keys.create(store, args.name, args.project, args.requests_per_minute)
                 print(f"{secret}\n\nid: {record.id}  name: {record.name}" +
                       (f"  project: {record.project}" if record.project else ""))
                 print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
             elif args.action == "list":
-                print("\t".join(("id", "name", "project", "created", "state")))
+                print("\t".join(("id", "name", "project", "created", "state", "requests_per_minute")))
                 for k in await store.list_keys():
                     state = "revoked" if k.revoked_at else "rotated" if k.rotated_at else "active"
                     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created_at))
-                    print("\t".join((k.id, k.name, k.project or "-", created, state)))
+                    print("\t".join((k.id, k.name, k.project or "-", created, state,
+                                     str(k.requests_per_minute or "-"))))
+            elif args.action == "limit":
+                if not await keys.set_limits(store, args.key_id, args.requests_per_minute):
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"{args.key_id}: {args.requests_per_minute or 'no'} requests per minute")
             elif args.action == "revoke":
                 if not await keys.revoke(store, args.key_id):
                     print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)

@@ -74,6 +74,8 @@ class Auth:
         if found is None:
             raise Unauthorized("Incorrect API key provided.")
         note_key(found.name)
+        assert self.ring is not None
+        await self.ring.admit(found)
         return found.owner
 
 

@@ -77,6 +77,7 @@ class KeyRecord:
     project: str | None = None
     rotated_at: int | None = None
     revoked_at: int | None = None
+    requests_per_minute: int | None = None  # None: no limit
 
 
 @dataclass
@@ -211,6 +212,15 @@ class Store(Protocol):
 
     async def rotate_key(self, key_id: str, key_hash: str, now: int) -> bool:
         """Give a key in use a new secret (its owner stays); False if there is none with that id."""
+        ...
+
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        """Change a key's limit (None: no limit); False if there is no key in use with that id."""
+        ...
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        """Count one request of a key in this minute (`time // 60`), for every replica at once;
+        returns the key's requests in it so far, this one included."""
         ...
 
     # ---- secrets (server keys shared by replicas) --------------------------------------------

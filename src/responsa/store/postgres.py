@@ -35,7 +35,7 @@ MIGRATION_LOCK = 0x726573706F6E7361
 COMMAND_TIMEOUT = 30.0
 LISTEN_CHECK_EVERY = 10.0
 _ACTIVE = "status IN ('queued','in_progress')"
-_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at"
+_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -477,9 +477,9 @@ class PostgresStore:
     # ---- API keys ----------------------------------------------------------------------------------
 
     async def add_key(self, key: KeyRecord) -> None:
-        await self._execute(f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        await self._execute(f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
                             key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at,
-                            key.revoked_at)
+                            key.revoked_at, key.requests_per_minute)
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
         row = await self._fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
@@ -502,6 +502,21 @@ class PostgresStore:
         status = await self._execute("UPDATE api_keys SET hash = $1, rotated_at = $2 WHERE id = $3 "
                                      "AND revoked_at IS NULL", key_hash, now, key_id)
         return status == "UPDATE 1"
+
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        status = await self._execute("UPDATE api_keys SET requests_per_minute = $1 WHERE id = $2 "
+                                     "AND revoked_at IS NULL", requests_per_minute, key_id)
+        return status == "UPDATE 1"
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        # One statement: earlier minutes of this key go, this one's count goes up.
+        return await self._fetchval(
+            """
+            WITH old AS (DELETE FROM key_usage WHERE key_id = $1 AND minute < $2)
+            INSERT INTO key_usage (key_id, minute, requests) VALUES ($1, $2, 1)
+            ON CONFLICT (key_id, minute) DO UPDATE SET requests = key_usage.requests + 1
+            RETURNING requests
+            """, key_id, minute)
 
     async def add_secret(self, name: str, value: bytes) -> bool:
         status = await self._execute("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) "

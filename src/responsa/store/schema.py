@@ -59,7 +59,8 @@ SQLITE: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
-    # 2: API keys made by `responsa keys` (a hash of each secret, never the secret)
+    # 2: API keys made by `responsa keys` (a hash of each secret, never the secret), and the
+    # requests each made in the current minute, for its limit
     """
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
@@ -69,8 +70,15 @@ SQLITE: list[str] = [
         hash TEXT NOT NULL UNIQUE,
         created_at INTEGER NOT NULL,
         rotated_at INTEGER,
-        revoked_at INTEGER
+        revoked_at INTEGER,
+        requests_per_minute INTEGER
     );
+    CREATE TABLE key_usage (
+        key_id TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        PRIMARY KEY (key_id, minute)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -135,7 +143,14 @@ POSTGRES: list[str] = [
         hash TEXT NOT NULL UNIQUE,
         created_at BIGINT NOT NULL,
         rotated_at BIGINT,
-        revoked_at BIGINT
+        revoked_at BIGINT,
+        requests_per_minute INTEGER
+    );
+    CREATE TABLE key_usage (
+        key_id TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        requests INTEGER NOT NULL,
+        PRIMARY KEY (key_id, minute)
     );
     """,
 ]

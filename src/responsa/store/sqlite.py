@@ -584,8 +584,9 @@ class SQLiteStore:
 
     async def add_key(self, key: KeyRecord) -> None:
         await self._write(lambda conn: conn.execute(
-            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-            (key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at, key.revoked_at)))
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at, key.revoked_at,
+             key.requests_per_minute)))
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
         row = self._read().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
@@ -608,13 +609,27 @@ class SQLiteStore:
             "UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ? AND revoked_at IS NULL",
             (key_hash, now, key_id)).rowcount == 1)
 
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE api_keys SET requests_per_minute = ? WHERE id = ? AND revoked_at IS NULL",
+            (requests_per_minute, key_id)).rowcount == 1)
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM key_usage WHERE key_id = ? AND minute < ?", (key_id, minute))
+            return conn.execute("INSERT INTO key_usage (key_id, minute, requests) VALUES (?, ?, 1) "
+                                "ON CONFLICT (key_id, minute) DO UPDATE SET requests = requests + 1 "
+                                "RETURNING requests", (key_id, minute)).fetchone()[0]
+
+        return await self._write(op)
+
     async def add_secret(self, name: str, value: bytes) -> bool:
         return await self._write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?,?,?)",
             (name, value, int(time.time()))).rowcount == 1)
 
 
-_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at"
+_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
 
 
 def _key(row: Sequence[Any]) -> KeyRecord:
