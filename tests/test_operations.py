@@ -76,6 +76,7 @@ def test_metrics_count_requests_tokens_and_engine_errors(observed, script) -> No
         client.responses.create(model="metered", input="hi")
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve("resp_unknown")
+    assert httpx.get(server.base_url + "/no/such/path").status_code == 404
     after = samples(port)
 
     def grew(name: str, **labels: str) -> float:
@@ -87,6 +88,8 @@ def test_metrics_count_requests_tokens_and_engine_errors(observed, script) -> No
                 model="metered") == 1
     assert grew("responsa_http_requests_total", route="/responses/{response_id}", method="GET", status="404",
                 model="") == 1
+    assert grew("responsa_http_requests_total", route="unmatched", method="GET", status="404", model="") == 1
+    assert not any(labels.get("route") == "/v1" for (_, key) in after for labels in [dict(key)])
     assert grew("responsa_http_request_duration_seconds_count", route="/responses", method="POST", status="200",
                 model="metered") == 2
     assert grew("responsa_engine_tokens_total", backend="upstream", model="metered", kind="input") == 15

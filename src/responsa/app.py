@@ -137,7 +137,8 @@ class RequestIds:
         finally:
             elapsed = time.perf_counter() - started
             if self.metrics is not None or self.access is not None:
-                route = "/responses" if hot else getattr(scope.get("route"), "path", None)
+                matched = scope.get("route")  # set by Starlette's router: the innermost route (or mount) matched
+                route = "/responses" if hot else matched.path if isinstance(matched, Route) else None
                 if self.metrics is not None:
                     self.metrics.request(route or "unmatched", scope["method"], status, info.model, elapsed)
                 if self.access is not None:
