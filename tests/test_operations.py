@@ -128,6 +128,34 @@ def test_metrics_are_not_on_the_api_port(observed, server: ServerProcess) -> Non
     assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
 
 
+def test_metrics_time_mcp_calls_and_listings(engine: ScriptedEngine, script, tmp_path: Path) -> None:
+    from mcp_servers import MCPTestServer
+
+    port = free_port()
+    server = ServerProcess(tmp_path / "mcp", "--upstream-base-url", engine.base_url, "--api-key", KEY_A,
+                           "--metrics-port", str(port), "--allow-private-network").start()
+    calc = MCPTestServer("calc").start()
+    try:
+        tool = {"type": "mcp", "server_label": "calc", "server_url": calc.mcp_url, "require_approval": "always"}
+        script.add({"tool_calls": [{"name": "mcp__calc__add", "arguments": {"a": 2, "b": 3}}]},
+                   {"content": "The sum is 5."})
+        asked = sdk(server).responses.create(model="m", input="add", tools=[tool])
+        request = asked.output[-1]
+        assert request.type == "mcp_approval_request"
+        # Approving checks the history against the (metered) MCP tool kind, then runs the call.
+        done = sdk(server).responses.create(model="m", previous_response_id=asked.id, tools=[tool], input=[
+            {"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}])
+        assert done.output_text == "The sum is 5."
+        found = samples(port)
+        # One call (the approved one, run before the second response's first turn), one listing (the
+        # second response reuses the first's).
+        assert value(found, "responsa_tool_call_duration_seconds_count", type="mcp") == 1
+        assert value(found, "responsa_mcp_list_tools_duration_seconds_count") == 1
+    finally:
+        calc.stop()
+        server.stop()
+
+
 def test_request_ids_are_echoed_or_made(observed) -> None:
     server, _ = observed
     headers = {"authorization": f"Bearer {KEY_A}"}

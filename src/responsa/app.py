@@ -153,8 +153,9 @@ def create_app(settings: Settings) -> Any:
         from .metrics import Metrics  # prometheus_client is loaded only when metrics are on
 
         metrics = Metrics()
-    kinds: list[ToolKind] = [MCPKind(), ImageGenerationKind(), ComputerKind()]
-    register_tool_kinds(*(metrics.tool_kind(k) if metrics else k for k in kinds))
+    kinds: list[ToolKind] = [ImageGenerationKind(), ComputerKind()]
+    register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
+                        *(metrics.tool_kind(k) if metrics else k for k in kinds))
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
     if metrics is not None:

@@ -84,7 +84,7 @@ class Metrics:
                                       "image generation, ...), by tool type.", ("type",), buckets=TOOL_BUCKETS,
                                       registry=r)
         self.mcp_list_seconds = Histogram("responsa_mcp_list_tools_duration_seconds", "Listing an MCP server's "
-                                          "tools before a response's first turn (reused listings included).",
+                                          "tools (a chain that listed them already reuses that listing).",
                                           buckets=TOOL_BUCKETS, registry=r)
         self.store_seconds = Histogram("responsa_store_operation_duration_seconds", "Store operations, by "
                                        "operation.", ("operation",), buckets=STORE_BUCKETS, registry=r)
@@ -116,6 +116,13 @@ class Metrics:
 
     def tool_kind(self, kind: ToolKind) -> ToolKind:
         return cast(ToolKind, MeteredKind(kind, self))
+
+    def mcp(self, operation: str, seconds: float) -> None:
+        """One round trip to an MCP server: a tool listing or a call."""
+        if operation == "list_tools":
+            self.mcp_list_seconds.observe(seconds)
+        else:
+            self.tool_seconds.labels("mcp").observe(seconds)
 
     def watch(self, live: LiveRuns, followers: Callable[[], int], draining: Callable[[], bool],
               backends: Callable[[], Iterable[Backend]]) -> None:
@@ -209,7 +216,8 @@ class MeteredStore:
 
 class MeteredKind:
     """A server-side tool kind whose calls are timed. Its tools keep their own class (a kind may
-    look for its tools among a run's), so their `invoke` and `prepare` are wrapped in place."""
+    look for its tools among a run's), so their `invoke` is wrapped in place. (MCP times its own
+    round trips, through `Metrics.mcp`: an approved call runs before the first turn, not in `invoke`.)"""
 
     def __init__(self, inner: ToolKind, metrics: Metrics) -> None:
         self.inner = inner
@@ -233,7 +241,7 @@ class MeteredKind:
         if tool.client_side:
             return tool
         calls = self.metrics.tool_seconds.labels(str(entry.get("type")))
-        invoke, prepare = tool.invoke, tool.prepare
+        invoke = tool.invoke
 
         async def timed_invoke(call: ToolCall, ctx: ToolContext) -> Outcome:
             started = time.perf_counter()
@@ -243,17 +251,6 @@ class MeteredKind:
                 calls.observe(time.perf_counter() - started)
 
         setattr(tool, "invoke", timed_invoke)  # noqa: B010 (an instance attribute over the method)
-        if entry.get("type") == "mcp":
-            listings = self.metrics.mcp_list_seconds
-
-            async def timed_prepare(ctx: ToolContext) -> None:
-                started = time.perf_counter()
-                try:
-                    await prepare(ctx)
-                finally:
-                    listings.observe(time.perf_counter() - started)
-
-            setattr(tool, "prepare", timed_prepare)  # noqa: B010
         return tool
 
 
