@@ -35,6 +35,8 @@ IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress r
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
                                "finished. Start it again.")
 UNSTORED_WINDOW = 600  # seconds; Settings.unstored_background_window
+STREAM_INTERRUPTED = ("server_error", "The response was interrupted: the server producing it was stopped (a restart "
+                                      "or deploy) before it finished. Start it again.")
 OPEN_STATUSES = frozenset({"in_progress", "calling", "generating", "searching", "interpreting"})
 
 # The codes the SDKs type `response.error.code` with; anything else is reported as server_error
@@ -166,13 +168,14 @@ class ResponseRun:
         """Close open items, set the terminal status if the loop did not, store once, send the
         last events. `cause` is why the run stopped early (None: it ran to its end)."""
         events = self.events
-        if self.interrupted and self.mode is Mode.BACKGROUND:
-            if not self.started:
+        if self.interrupted:
+            if self.mode is Mode.BACKGROUND and not self.started:
                 assert self.lease_owner is not None
                 await self.store.release_run(self.id, self.lease_owner)
                 return
+            # A stream cut at shutdown also ends failed, and its client hears so. Events already
+            # numbered go out before the end: dropping them left a gap in the stored stream.
             cause = Interrupted()
-            events.pending.clear()
         if not events.done or isinstance(cause, Interrupted):
             close_items(events)
             self._end(cause)
@@ -195,7 +198,7 @@ class ResponseRun:
     def _end(self, cause: BaseException | None) -> None:
         events, usage = self.events, self.usage()
         if isinstance(cause, Interrupted):
-            events.failed(*INTERRUPTED, usage)
+            events.failed(*(STREAM_INTERRUPTED if self.mode is Mode.STREAM else INTERRUPTED), usage)
         elif cause is None or isinstance(cause, asyncio.CancelledError):
             events.cancelled(usage)
         elif isinstance(cause, ServiceUnavailable):
