@@ -25,7 +25,10 @@ PACKAGE = SRC / "responsa"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli", "httpserver"})),  # httpserver: the HTTP protocol uvicorn runs
     ("app", frozenset({"app"})),  # the composition root names every concrete part
-    ("endpoints", frozenset({"endpoints", "files", "websocket", "conversation_endpoints"})),  # HTTP and WebSocket glue
+    # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
+    ("operations", frozenset({"metrics", "observed", "drain"})),
+    # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes
+    ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints"})),
     # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
     # count its tokens without a response (context).
     ("service", frozenset({"service", "context"})),
@@ -42,8 +45,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "netguard",
-                          "replay", "shapes"})),
+    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
+                          "netguard", "replay", "shapes"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
@@ -66,6 +69,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "pypdf": frozenset({"media"}),
     "cryptography": frozenset({"reasoning"}),
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
+    "prometheus_client": frozenset({"metrics"}),
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

@@ -18,12 +18,12 @@ import pg
 import pytest
 
 from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
-from responsa.store import FileRecord, ResponseRecord, Store, row_json
+from responsa.store import FileRecord, KeyRecord, ResponseRecord, Store, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
-TABLES = "responses, items, events, files, secrets"
+TABLES = "responses, items, events, files, secrets, api_keys, key_usage"
 
 
 @pytest.fixture(scope="session")
@@ -481,6 +481,50 @@ async def test_secrets(store: Store) -> None:
     assert await store.add_secret("vaultXkey_3", b"not mine") is True  # `_` is no wildcard
     assert await store.get_secrets("vault_key_") == {"vault_key_1": b"one", "vault_key_2": b"two"}
     assert await store.get_secrets("nothing") == {}
+
+
+async def test_api_keys(store: Store) -> None:
+    assert await store.has_keys() is False and await store.list_keys() == []
+    one = KeyRecord(id="key_1", name="ci", owner="o1", hash="h1", created_at=NOW, project="p")
+    two = KeyRecord(id="key_2", name="bot", owner="o2", hash="h2", created_at=NOW + 1)
+    await store.add_key(one)
+    await store.add_key(two)
+    assert await store.has_keys() is True
+    assert await store.find_key("h1") == one and await store.find_key("nope") is None
+    assert await store.rotate_key("key_1", "h1b", NOW + 5) is True
+    assert await store.find_key("h1") is None
+    rotated = await store.find_key("h1b")
+    assert rotated is not None and rotated.owner == "o1" and rotated.rotated_at == NOW + 5
+    assert await store.revoke_key("key_2", NOW + 6) is True
+    assert await store.revoke_key("key_2", NOW + 7) is False  # not in use any more
+    assert await store.rotate_key("key_2", "h2b", NOW + 7) is False
+    assert await store.find_key("h2") is None
+    listed = await store.list_keys()
+    assert [k.id for k in listed] == ["key_1", "key_2"] and listed[1].revoked_at == NOW + 6
+    assert await store.set_key_limits("key_1", 30) is True
+    limited = await store.find_key("h1b")
+    assert limited is not None and limited.requests_per_minute == 30
+    assert await store.set_key_limits("key_2", 30) is False  # revoked
+    assert await store.revoke_key("key_1", NOW + 8) is True
+    assert await store.has_keys() is False
+
+
+async def test_key_request_counts(make_store: Callable[..., Store], anyio_backend: str) -> None:
+    one, two = make_store(), make_store()  # two replicas count together (SQLite: one process, twice)
+    await one.open()
+    if is_pg(one):
+        await two.open()
+    else:
+        two = one
+    try:
+        assert [await one.count_request("key_1", 100), await two.count_request("key_1", 100),
+                await one.count_request("key_2", 100)] == [1, 2, 1]
+        assert await two.count_request("key_1", 101) == 1  # a new minute starts again
+        assert await one.count_request("key_1", 101) == 2
+    finally:
+        await one.close()
+        if two is not one:
+            await two.close()
 
 
 async def test_ping(store: Store) -> None:

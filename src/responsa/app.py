@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
 import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,18 +18,21 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.routing import Router as Routes
 
+from .backends import Backend
 from .computer import ComputerKind
 from .config import Settings
 from .context import ContextService
 from .conversation_endpoints import ConversationEndpoints
 from .conversations import Conversations
+from .drain import Drain
 from .endpoints import Auth, Endpoints, JSONResponse, error_response
-from .errors import APIError
+from .errors import APIError, ServiceUnavailable
 from .fetcher import Fetcher
 from .files import FilesEndpoints
-from .ids import random_hex
 from .images import ImageGenerationKind
 from .jobs import Jobs
+from .keys import KeyRing
+from .logs import AccessLog, RequestInfo, current, request_id
 from .mcp import MCPKind
 from .media import Media
 from .namespaces import NamespaceKind
@@ -42,9 +43,12 @@ from .router import Router
 from .run import DeferredWrites, LiveRuns
 from .service import ResponsesService
 from .store import open_store
-from .tools import register_tool_kinds
+from .tools import ToolKind, register_tool_kinds
 from .toolsearch import ToolSearchKind
 from .websocket import ResponsesSocket
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -75,52 +79,29 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
-class AccessLog:
-    """One line per request on stderr, in the format of the other log lines, written in
-    batches every 0.2 s: a logging record, a formatted timestamp and a write per request
-    were about 6% of a plain request's CPU."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.scheduled = False
-        self._second = 0
-        self._stamp = ""
-
-    def add(self, client: str, method: str, path: str, status: int, ms: float) -> None:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        self.lines.append(f'{self._stamp},{int((now - second) * 1000):03d} INFO responsa.access: {client} '
-                          f'"{method} {path}" {status} {ms:.1f}ms\n')
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_later(0.2, self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if self.lines:
-            data, self.lines = "".join(self.lines), []
-            sys.stderr.write(data)
-            sys.stderr.flush()
-
-
 class RequestIds:
-    """ASGI wrapper: an `x-request-id` on every answer, and one access-log line per request.
+    """ASGI wrapper: an `x-request-id` on every answer (the client's own, when it sends a usable
+    one), one access-log line and, with metrics on, one count per request.
 
     It also takes `POST .../responses`, the one route every model call goes through, straight
     to its handler: Starlette's router, mounts and middleware layers cost about a tenth of a
     plain request's CPU. The handler is the same one the router would call, and errors are
     rendered the same way."""
 
-    def __init__(self, app: Any, access: AccessLog | None, create_response: Any = None) -> None:
+    def __init__(self, app: Any, access: AccessLog | None, create_response: Any = None, *,
+                 metrics: Metrics | None = None, drain: Drain | None = None) -> None:
         self.app = app
         self.access = access
         self.create_response = create_response
+        self.metrics = metrics
+        self.drain = drain  # cli.py runs its stop on SIGTERM
         self.hot_paths = frozenset(f"{prefix}/responses" for prefix in PREFIXES)
 
     async def _direct(self, scope: dict, receive: Any, send: Any) -> None:
         try:
+            if self.drain is not None and self.drain.draining:
+                raise ServiceUnavailable("The server is shutting down; retry.", headers={"retry-after": "1",
+                                                                                         "connection": "close"})
             response = await self.create_response(Request(scope, receive))
         except APIError as e:
             response = error_response(e)
@@ -132,34 +113,62 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + random_hex(16)
+        info = RequestInfo(request_id(scope["headers"]))
+        current.set(info)
         started = time.perf_counter()
         status = 0
+        header = (b"x-request-id", info.id.encode())
 
         async def send_with_id(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        hot = False
         try:
             if self.create_response is not None and scope["method"] == "POST" and scope["path"] in self.hot_paths:
+                hot = True
                 await self._direct(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if self.access is not None:
-                self.access.add((scope.get("client") or ("-",))[0], scope["method"], scope["path"], status,
-                                (time.perf_counter() - started) * 1000)
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None or self.access is not None:
+                matched = scope.get("route")  # set by Starlette's router: the innermost route (or mount) matched
+                route = "/responses" if hot else matched.path if isinstance(matched, Route) else None
+                if self.metrics is not None:
+                    self.metrics.request(route or "unmatched", scope["method"], status, info.model, elapsed)
+                if self.access is not None:
+                    self.access.add((scope.get("client") or ("-",))[0], scope["method"], scope["path"], status,
+                                    elapsed * 1000, info, route)
+
+
+def _socket_access(access: AccessLog) -> Callable[[str, str, str, int, float], None]:
+    """The WebSocket edge's access lines (a handshake, each `response.create`) in the access log."""
+
+    def add(client: str, method: str, path: str, status: int, ms: float) -> None:
+        access.add(client, method, path, status, ms, current.get() or RequestInfo(id="-"), None)
+
+    return add
 
 
 def create_app(settings: Settings) -> Any:
     """The ASGI application for these settings."""
-    register_tool_kinds(MCPKind(), ImageGenerationKind(), ComputerKind(), NamespaceKind(), ToolSearchKind())
+    metrics = None
+    if settings.metrics_port is not None:
+        from .metrics import Metrics  # prometheus_client is loaded only when metrics are on
+
+        metrics = Metrics()
+    kinds: list[ToolKind] = [ImageGenerationKind(), ComputerKind()]
+    register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
+                        *(metrics.tool_kind(k) if metrics else k for k in kinds), NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
-    router = Router(settings)
+    if metrics is not None:
+        store = metrics.store(store)
+    router = Router(settings, wrap=_observed_backends(metrics, settings))
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     guard = Guard.from_settings(settings)
@@ -174,15 +183,23 @@ def create_app(settings: Settings) -> Any:
                 take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
-    auth = Auth(settings.api_key)
+    drain = Drain(live, jobs, store)
+    auth = Auth(settings.api_key, KeyRing(store))
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
     conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
-    access = AccessLog() if settings.access_log and access_log.isEnabledFor(logging.INFO) else None
+    access = AccessLog(settings.log_format) if settings.access_log and access_log.isEnabledFor(logging.INFO) \
+        else None
     socket = ResponsesSocket(service, auth, idle_timeout=settings.websocket_idle_timeout,
-                             access=access.add if access is not None else None)
+                             access=_socket_access(access) if access is not None else None)
+    metrics_server = None
+    if metrics is not None:
+        from .metrics import MetricsServer
+
+        metrics.watch(live, lambda: len(jobs.followers), lambda: drain.draining, lambda: router.backends.values())
+        metrics_server = MetricsServer(metrics, settings.metrics_host or settings.host, settings.metrics_port or 0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -191,6 +208,8 @@ def create_app(settings: Settings) -> Any:
         await vault.start()
         await router.start()
         await jobs.start()
+        if metrics_server is not None:
+            await metrics_server.start()
         # What start-up created lives as long as the process: keep it out of GC passes.
         gc.collect()
         gc.freeze()
@@ -199,6 +218,7 @@ def create_app(settings: Settings) -> Any:
         try:
             yield
         finally:
+            await drain.close()
             await jobs.stop()
             await service.shutdown()
             await deferred.close()
@@ -207,12 +227,15 @@ def create_app(settings: Settings) -> Any:
             await store.close()
             if access is not None:
                 access.flush()
+            if metrics_server is not None:
+                await metrics_server.close()
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
     api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
+    routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -221,4 +244,16 @@ def create_app(settings: Settings) -> Any:
     app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
-    return RequestIds(app, access, endpoints.create_response)
+    return RequestIds(app, access, endpoints.create_response, metrics=metrics, drain=drain)
+
+
+def _observed_backends(metrics: Metrics | None, settings: Settings) -> Callable[[Backend], Backend] | None:
+    """How the router wraps its backends: timed and counted with metrics on; with JSON logs,
+    so that access lines carry tokens and the time to the first one."""
+    if metrics is not None:
+        return metrics.backend
+    if settings.log_format == "json":
+        from .observed import ObservedBackend
+
+        return lambda backend: cast(Backend, ObservedBackend(backend, None))
+    return None

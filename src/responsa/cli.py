@@ -7,11 +7,20 @@ import asyncio
 import gc
 import logging
 import resource
+import socket
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import uvicorn
 
 from . import __version__
 from .config import OPTIONS, ConfigError, Settings, load_settings
+from .logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from .drain import Drain
 
 EPILOG = """Every option can also be set with the environment variable shown in brackets, or in
 the [server] table of the --config file. Precedence: command line, environment, config file,
@@ -44,22 +53,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve)
     migrate = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.", epilog=EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    migrate.add_argument("--data-dir", dest="data_dir", metavar="DIR",
-                         help="Directory of the SQLite database [RESPONSA_DATA_DIR].")
-    migrate.add_argument("--database-url", dest="database_url", metavar="URL",
-                         help="PostgreSQL URL instead of SQLite [RESPONSA_DATABASE_URL].")
-    migrate.add_argument("--config", dest="config", metavar="FILE", help="TOML config file [RESPONSA_CONFIG].")
+    _add_store_options(migrate)
+    keys = sub.add_parser("keys", help="Create, list, revoke and rotate API keys kept in the store.",
+                          description="API keys made by the server: each is shown once and stored as a hash; "
+                          "every server on the same database accepts it within seconds, without a restart. "
+                          "Keys given with --api-key keep working beside them. Docs: docs/operations.md.")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="Make a key and print it (once).")
+    create.add_argument("--name", required=True, help="What logs call the key (never the key itself).")
+    create.add_argument("--project", help="A project: its keys share what any of them creates.")
+    create.add_argument("--requests-per-minute", type=int, metavar="N",
+                        help="Most requests the key may make per minute, on all servers together (429 past it).")
+    limit = actions.add_parser("limit", help="Change a key's limit.")
+    limit.add_argument("key_id", metavar="KEY_ID")
+    limit.add_argument("--requests-per-minute", type=int, metavar="N", required=True, help="0: no limit.")
+    listing = actions.add_parser("list", help="Every key: id, name, project, created, state (never a secret).")
+    revoke = actions.add_parser("revoke", help="Stop a key from working.")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    rotate = actions.add_parser("rotate", help="Give a key a new secret (printed once); the old one stops "
+                                "working, what the key owns stays its own.")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    for action in (create, listing, revoke, rotate, limit):
+        _add_store_options(action)
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", stream=sys.stderr)
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                        help="Directory of the SQLite database [RESPONSA_DATA_DIR].")
+    parser.add_argument("--database-url", dest="database_url", metavar="URL",
+                        help="PostgreSQL URL instead of SQLite [RESPONSA_DATABASE_URL].")
+    parser.add_argument("--config", dest="config", metavar="FILE", help="TOML config file [RESPONSA_CONFIG].")
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from .app import create_app
     from .httpserver import guarded_protocol
 
@@ -78,10 +105,12 @@ def serve(settings: Settings) -> None:
     _raise_open_files_limit(settings.max_connections)
     # A WebSocket message is held to the size of a request body; a larger one closes the
     # connection with 1009 before it is buffered whole.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http=guarded_protocol(settings.request_read_timeout), ws="websockets-sansio",
-                ws_max_size=settings.max_body_size, lifespan="on", timeout_graceful_shutdown=10,
-                limit_concurrency=settings.max_connections, log_config=None)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, loop="uvloop", http=guarded_protocol(settings.request_read_timeout),
+                            ws="websockets-sansio", ws_max_size=settings.max_body_size, lifespan="on",
+                            timeout_graceful_shutdown=GRACE_AFTER_DRAIN,
+                            limit_concurrency=settings.max_connections, log_config=None)
+    DrainingServer(config, app.drain, settings.drain_timeout).run()
 
 
 def _raise_open_files_limit(connections: int) -> None:
@@ -94,6 +123,35 @@ def _raise_open_files_limit(connections: int) -> None:
         if new < wanted:
             logging.getLogger("responsa").warning(
                 "the open files limit (%d) is below --max-connections %d: raise it (ulimit -n)", new, connections)
+
+
+GRACE_AFTER_DRAIN = 5  # seconds uvicorn waits for connections once the drain is over
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose stop (SIGTERM, SIGINT) first drains: no new connections, then
+    streams, background runs and requests in flight get up to `drain_timeout` seconds to end
+    (see drain.py) before uvicorn closes what is left and the lifespan shuts the app down."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_timeout = drain_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.force_exit:
+            deadline = time.monotonic() + self.drain_timeout
+            logging.getLogger("responsa").info("stopping: no new connections; draining for up to %ss",
+                                               self.drain_timeout)
+            for server in self.servers:
+                server.close()  # stop accepting: the load balancer sends new requests elsewhere
+            for connection in list(self.server_state.connections):
+                connection.shutdown()  # idle keep-alive connections close; busy ones after their answer
+            await self.drain.begin()
+            if not await self.drain.wait(deadline, lambda: bool(self.server_state.connections) and
+                                         not self.force_exit):
+                await self.drain.interrupt()
+        await super().shutdown(sockets)
 
 
 def migrate(settings: Settings) -> None:
@@ -113,11 +171,64 @@ def migrate(settings: Settings) -> None:
     print(f"schema up to date ({target})")
 
 
+def keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    from . import keys
+    from .store import open_store
+
+    async def run() -> int:
+        store = open_store(settings.database_url, settings.data_dir, pool_size=2, shared=True)
+        try:
+            await store.open()
+        except Exception as e:
+            print(f"responsa: cannot open the store: {e}", file=sys.stderr)
+            return 1
+        try:
+            if args.action == "create":
+                secret, record = await keys.create(store, args.name, args.project, args.requests_per_minute)
+                print(f"{secret}\n\nid: {record.id}  name: {record.name}" +
+                      (f"  project: {record.project}" if record.project else ""))
+                print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
+            elif args.action == "list":
+                print("\t".join(("id", "name", "project", "created", "state", "requests_per_minute")))
+                for k in await store.list_keys():
+                    state = "revoked" if k.revoked_at else "rotated" if k.rotated_at else "active"
+                    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created_at))
+                    print("\t".join((k.id, k.name, k.project or "-", created, state,
+                                     str(k.requests_per_minute or "-"))))
+            elif args.action == "limit":
+                if not await keys.set_limits(store, args.key_id, args.requests_per_minute):
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"{args.key_id}: {args.requests_per_minute or 'no'} requests per minute")
+            elif args.action == "revoke":
+                if not await keys.revoke(store, args.key_id):
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+            elif args.action == "rotate":
+                rotated = await keys.rotate(store, args.key_id)
+                if rotated is None:
+                    print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"{rotated}\n\nid: {args.key_id} (the previous secret no longer works)")
+                print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
+        except keys.InvalidKeyArgument as e:
+            print(f"responsa: {e}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        return 0
+
+    status = asyncio.run(run())
+    if status:
+        sys.exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k != "command"}
+    values = {k: v for k, v in vars(args).items() if k in {o.name for o in OPTIONS}}
     try:
-        if args.command == "migrate":
+        if args.command in ("migrate", "keys"):
             # migrate listens on nothing: a RESPONSA_HOST meant for `serve` (whose keys may come as
             # flags) must not trip the loopback-only rule
             values["host"] = "127.0.0.1"
@@ -127,11 +238,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as e:
         print(f"responsa: {e}", file=sys.stderr)
         sys.exit(2)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         serve(settings)
     elif args.command == "migrate":
         migrate(settings)
+    elif args.command == "keys":
+        keys_command(settings, args)
 
 
 if __name__ == "__main__":

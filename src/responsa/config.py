@@ -77,6 +77,19 @@ def parse_api_key(text: str) -> str:
     return text
 
 
+def parse_log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"{text!r} is not a log format (use text or json)")
+    return text
+
+
+def parse_port(text: str | int) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
 def parse_stream_dialect(text: str) -> str:
     if text not in ("openai", "open-responses"):
         raise ValueError(f"{text!r} is not a stream dialect (use openai or open-responses)")
@@ -175,6 +188,13 @@ OPTIONS: tuple[Option, ...] = (
            "event, no response running) before the server closes it.", parse_duration, metavar="DURATION"),
     Option("log_level", "Log level: debug, info, warning or error."),
     Option("access_log", "Log one line per request.", parse_bool),
+    Option("log_format", "Log lines as `text` or as `json` objects (one per line, with the request id, key "
+           "name, model, status, tokens and durations on access lines).", parse_log_format, metavar="FORMAT"),
+    Option("metrics_port", "Serve Prometheus metrics at GET /metrics on this port, apart from the API (off "
+           "unless set).", parse_port, metavar="PORT"),
+    Option("metrics_host", "Interface the --metrics-port listener binds (default: --host).", metavar="HOST"),
+    Option("drain_timeout", "On SIGTERM, how long streams and background runs may go on finishing before the "
+           "server ends them and exits.", parse_duration, metavar="DURATION"),
     Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
            "(`include: reasoning.encrypted_content`). Repeat to rotate: the first encrypts, all decrypt "
            "(RESPONSA_REASONING_KEY takes a comma-separated list). Default: a key kept in the database.",
@@ -226,6 +246,10 @@ class Settings:
     websocket_idle_timeout: int = 600
     log_level: str = "info"
     access_log: bool = True
+    log_format: str = "text"
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    drain_timeout: int = 25
     reasoning_key: tuple[str, ...] = ()
     stream_dialect: str = "openai"
     images_base_url: str | None = None
@@ -420,6 +444,9 @@ def check(settings: Settings) -> None:
         raise ConfigError("--mcp-timeout and --mcp-max-output must be positive")
     if settings.database_pool_size < 1:
         raise ConfigError("--database-pool-size must be at least 1")
+    if settings.metrics_port is not None and settings.metrics_port == settings.port and \
+            (settings.metrics_host or settings.host) == settings.host:
+        raise ConfigError("--metrics-port must differ from --port: metrics are served apart from the API")
     if settings.lease_duration < 2:
         raise ConfigError("--lease-duration must be at least 2 seconds")
     if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://")):

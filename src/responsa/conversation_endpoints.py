@@ -39,26 +39,26 @@ class ConversationEndpoints:
         return body
 
     async def create(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         body = await self._body(request)
         return JSONResponse(await self.conversations.create(owner, body.get("items"), parse_metadata(body)))
 
     async def retrieve(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.conversations.retrieve(request.path_params["conversation_id"], owner))
 
     async def update(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         body = await self._body(request)
         meta = parse_metadata(body, required=True)
         return JSONResponse(await self.conversations.update(request.path_params["conversation_id"], owner, meta))
 
     async def delete(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.conversations.delete(request.path_params["conversation_id"], owner))
 
     async def add_items(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         include = query_include(request)
         body = await self._body(request)
         if body.get("items") is None:
@@ -67,7 +67,7 @@ class ConversationEndpoints:
                                                                body["items"], include))
 
     async def list_items(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         include = query_include(request)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -79,14 +79,14 @@ class ConversationEndpoints:
             order=order, include=include))
 
     async def item(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         include = query_include(request)
         params = request.path_params
         return JSONResponse(await self.conversations.item(params["conversation_id"], owner, params["item_id"],
                                                           include))
 
     async def delete_item(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         params = request.path_params
         return JSONResponse(await self.conversations.delete_item(params["conversation_id"], owner,
                                                                  params["item_id"]))

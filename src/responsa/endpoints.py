@@ -16,6 +16,8 @@ from . import checks as c
 from .context import ContextService
 from .errors import APIError, InvalidRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from .feed import Event, Feed
+from .keys import KeyRing
+from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
 from .service import ResponsesService
 from .tools import ignored_tool_types
@@ -48,15 +50,23 @@ def owner_for_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def key_name(owner: str) -> str:
+    """What logs call a `--api-key` key: never the key, a prefix of its owner id."""
+    return "key-" + owner[:8]
+
+
 class Auth:
-    """API keys -> owners. Without configured keys every caller is the one local owner."""
+    """API keys -> owners: the `--api-key` keys, then those of the store (`responsa keys`).
+    Without either, every caller is the one local owner."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
+        self.names = {k: key_name(owner) for k, owner in self.owners.items()}
+        self.ring = ring
 
-    def __call__(self, request: HTTPConnection) -> str:
+    async def __call__(self, request: HTTPConnection) -> str:
         """The caller's owner id, from a request's or a WebSocket handshake's headers."""
-        if not self.owners:
+        if not self.owners and (self.ring is None or not await self.ring.in_use()):
             return ANONYMOUS
         headers = request.headers
         key = headers.get("api-key")
@@ -68,9 +78,16 @@ class Auth:
             raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or "
                                "'api-key: KEY'.", code="missing_api_key")
         owner = self.owners.get(key)
-        if owner is None:
+        if owner is not None:
+            note_key(self.names[key])
+            return owner
+        found = await self.ring.find(key) if self.ring is not None else None
+        if found is None:
             raise Unauthorized("Incorrect API key provided.")
-        return owner
+        note_key(found.name)
+        assert self.ring is not None
+        await self.ring.admit(found)
+        return found.owner
 
 
 async def read_json(request: Request, limit: int, *, empty: Any = None) -> Any:
@@ -245,15 +262,17 @@ class Endpoints:
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models/{model:path}", self.get_model, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
+            Route("/health/live", self.live, methods=["GET"]),
         ]
 
     async def create_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         body = await read_json(request, self.max_body_size)
         headers = request.headers
         forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
         size = int(headers.get("content-length") or 0)
         req = await off_the_loop(lambda b: parse_create(b, forwarded), body, size)
+        note_model(req.model)
         result = await self.service.create(req, owner)
         extra = {}
         ignored = ignored_tool_types(req.tools)
@@ -264,15 +283,15 @@ class Endpoints:
         return JSONResponse(result, headers=extra)
 
     async def compact(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.context.compact(await read_json(request, self.max_body_size), owner))
 
     async def input_tokens(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.context.input_tokens(await read_json(request, self.max_body_size), owner))
 
     async def get_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         rid = request.path_params["response_id"]
         include = query_include(request)
         if query_bool(request, "stream"):
@@ -281,15 +300,15 @@ class Endpoints:
         return JSONResponse(await self.service.retrieve(rid, owner, include))
 
     async def delete_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.service.delete(request.path_params["response_id"], owner))
 
     async def cancel_response(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         return JSONResponse(await self.service.cancel(request.path_params["response_id"], owner))
 
     async def list_input_items(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         include = query_include(request)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -302,15 +321,19 @@ class Endpoints:
         return JSONResponse(page)
 
     async def list_models(self, request: Request) -> Response:
-        self.auth(request)
+        await self.auth(request)
         names = await self.service.models()
         return JSONResponse({"object": "list", "data": [_model(n) for n in names]})
 
     async def get_model(self, request: Request) -> Response:
-        self.auth(request)
+        await self.auth(request)
         name = request.path_params["model"]
         self.service.check_model(name)
         return JSONResponse(_model(name))
+
+    async def live(self, request: Request) -> Response:
+        """Liveness: the process answers. Readiness (`/health`) also needs the model and database."""
+        return JSONResponse({"status": "ok"})
 
     async def health(self, request: Request) -> Response:
         model_ready, database = await self.service.ready()

@@ -66,7 +66,7 @@ class FilesEndpoints:
                                param="file", code="file_too_large")
 
     async def upload(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise InvalidRequest("Upload a file as multipart/form-data with the fields 'purpose' and 'file'.",
@@ -112,7 +112,7 @@ class FilesEndpoints:
         return JSONResponse(record.wire())
 
     async def list_files(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         params = request.query_params
         purpose = params.get("purpose")
         if purpose is not None and purpose not in PURPOSES:
@@ -129,7 +129,7 @@ class FilesEndpoints:
                              "last_id": data[-1]["id"] if data else None, "has_more": has_more})
 
     async def retrieve(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         record = await self.store.get_file(fid, owner)
         if record is None:
@@ -137,7 +137,7 @@ class FilesEndpoints:
         return JSONResponse(record.wire())
 
     async def content(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         record = await self.store.get_file(fid, owner)
         data = await self.store.file_content(fid, owner) if record is not None else None
@@ -147,7 +147,7 @@ class FilesEndpoints:
         return Response(data, media_type=record.mime_type, headers={"content-disposition": disposition})
 
     async def delete(self, request: Request) -> Response:
-        owner = self.auth(request)
+        owner = await self.auth(request)
         fid = request.path_params["file_id"]
         if not await self.store.delete_file(fid, owner):
             raise not_found("File", fid)

@@ -97,6 +97,7 @@ class Jobs:
         self.hub = Hub()
         self.followers: set[asyncio.Task] = set()
         self.stopping = False
+        self.draining = False  # a SIGTERM drain: runs here go on (leases renewed), none is taken over
         # SQLite: one process owns the database, so every unfinished run at start is an orphan.
         self.take_all_orphans = take_all_orphans
         self._maintenance: asyncio.Task | None = None
@@ -134,7 +135,8 @@ class Jobs:
                 now = int(time.time())
                 for rid in await self.store.renew_leases(self.instance, now + self.lease_seconds):
                     self._cancel_local(rid)
-                await self.recover(take_all=False)
+                if not self.draining:
+                    await self.recover(take_all=False)
                 # Hourly, or as often as ephemeral responses expire (they are to be removed, not kept).
                 if time.monotonic() - last_purge > min(3600, self.preparer.settings.unstored_background_window):
                     purged = 0

@@ -21,7 +21,8 @@ import http
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,10 +62,18 @@ class ListingFailed(APIError):
 
 # ---- the tool entry --------------------------------------------------------------------------
 
+# What the operator's metrics hear of each round trip to an MCP server: ("list_tools" or
+# "call", seconds). Set by the composition root when metrics are on.
+Observer = Callable[[str, float], None]
+
+
 class MCPKind(ToolKind):
     """`{"type": "mcp", ...}` tool entries."""
 
     types = ("mcp",)
+
+    def __init__(self, observe: Observer | None = None) -> None:
+        self.observe = observe
 
     def check_history(self, history: Sequence[dict], tools: Sequence[Tool], new_from: int) -> None:
         """Approval responses in the request's input (`history[new_from:]`; earlier ones were
@@ -117,7 +126,7 @@ class MCPKind(ToolKind):
         return {k: v for k, v in entry.items() if k not in SECRET_KEYS}
 
     def build(self, entry: dict, ctx: ToolContext) -> MCPTool:
-        return MCPTool(entry)
+        return MCPTool(entry, self.observe)
 
 
 def _check_header_value(value: str, param: str) -> None:
@@ -189,8 +198,9 @@ def _matches(flt: dict | None, tool: dict) -> bool:
 class MCPTool(Tool):
     """One MCP server for one run: its listing, the functions it offers, and its calls."""
 
-    def __init__(self, entry: dict) -> None:
+    def __init__(self, entry: dict, observe: Observer | None = None) -> None:
         self.entry = entry
+        self.observe = observe
         self.label: str = entry["server_label"]
         self.tools: list[dict] = []  # the listing, filtered by allowed_tools
         self._by_function: dict[str, dict] = {}
@@ -265,6 +275,7 @@ class MCPTool(Tool):
         index = events.add_item(item)
         events.item_event("response.mcp_list_tools.in_progress", index)
         await events.flush()
+        started = time.perf_counter()
         try:
             tools = await self._connection(ctx).list_tools()
         except ServerFailure as e:
@@ -273,6 +284,9 @@ class MCPTool(Tool):
             events.done_item(index)
             log.warning("%s", item["error"])
             raise ListingFailed(item["error"]) from None
+        finally:
+            if self.observe is not None:
+                self.observe("list_tools", time.perf_counter() - started)
         self._offer(tools)
         item["tools"] = self.tools
         events.item_event("response.mcp_list_tools.completed", index)
@@ -297,12 +311,16 @@ class MCPTool(Tool):
         else:
             item["status"] = "calling"
             await events.flush()
+            started = time.perf_counter()
             try:
                 output, is_error = await self._connection(ctx).call_tool(name, parsed)
             except ServerFailure as e:
                 item["error"] = f"Error calling tool '{name}' on MCP server '{self.label}': {e}"
             else:
                 item["output" if not is_error else "error"] = output
+            finally:
+                if self.observe is not None:
+                    self.observe("call", time.perf_counter() - started)
         item["status"] = "failed" if item["error"] is not None else "completed"
         events.item_event("response.mcp_call.failed" if item["error"] is not None else
                           "response.mcp_call.completed", index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backends import Backend
@@ -41,7 +42,7 @@ def build_backend(config: BackendConfig) -> Backend:
 class Router:
     """Model names clients use -> (backend, engine model name)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, wrap: Callable[[Backend], Backend] | None = None) -> None:
         self.backends: dict[str, Backend] = {}
         configs = list(settings.backends)
         self.routes = dict(settings.routes)
@@ -55,7 +56,8 @@ class Router:
             self.default_route = Route(backend=config.name, model=DEFAULT_MODEL_NAME)
             self.routes.setdefault(DEFAULT_MODEL_NAME, self.default_route)
         for config in configs:
-            self.backends[config.name] = build_backend(config)
+            backend = build_backend(config)
+            self.backends[config.name] = wrap(backend) if wrap is not None else backend
 
     def resolve(self, model: str) -> Target:
         route = self.routes.get(model) or self.default_route

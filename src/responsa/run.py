@@ -17,7 +17,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -35,6 +35,8 @@ IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress r
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
                                "finished. Start it again.")
 UNSTORED_WINDOW = 600  # seconds; Settings.unstored_background_window
+STREAM_INTERRUPTED = ("server_error", "The response was interrupted: the server producing it was stopped (a restart "
+                                      "or deploy) before it finished. Start it again.")
 OPEN_STATUSES = frozenset({"in_progress", "calling", "generating", "searching", "interpreting"})
 
 # The codes the SDKs type `response.error.code` with; anything else is reported as server_error
@@ -155,20 +157,10 @@ class ResponseRun:
             log.exception("response %s failed with an internal error", self.id if self.stored else "(store=false)")
             events.failed("server_error", "The server failed while producing this response.", self.usage())
 
-    @contextlib.asynccontextmanager
-    async def lifetime(self) -> AsyncIterator[None]:
-        """Whatever happens inside, the run is finished on the way out (unless it was refused)."""
-        try:
-            yield
-        except BaseException as e:
-            if not self.refused:
-                await self.finish(e)
-            elif self.record.conversation_id is not None:
-                # Stored in progress to hold its conversation (conversations.py): a refusal stores nothing.
-                await self.store.delete_response(self.id, self.owner)
-            raise
-        else:
-            await self.finish(None)
+    def lifetime(self) -> Lifetime:
+        """`async with run.lifetime():` whatever happens inside, the run is finished on the way out
+        (unless it was refused)."""
+        return Lifetime(self)
 
     # ---- the one way out -----------------------------------------------------------------------
 
@@ -176,13 +168,14 @@ class ResponseRun:
         """Close open items, set the terminal status if the loop did not, store once, send the
         last events. `cause` is why the run stopped early (None: it ran to its end)."""
         events = self.events
-        if self.interrupted and self.mode is Mode.BACKGROUND:
-            if not self.started:
+        if self.interrupted:
+            if self.mode is Mode.BACKGROUND and not self.started:
                 assert self.lease_owner is not None
                 await self.store.release_run(self.id, self.lease_owner)
                 return
+            # A stream cut at shutdown also ends failed, and its client hears so. Events already
+            # numbered go out before the end: dropping them left a gap in the stored stream.
             cause = Interrupted()
-            events.pending.clear()
         if not events.done or isinstance(cause, Interrupted):
             close_items(events)
             self._end(cause)
@@ -205,7 +198,7 @@ class ResponseRun:
     def _end(self, cause: BaseException | None) -> None:
         events, usage = self.events, self.usage()
         if isinstance(cause, Interrupted):
-            events.failed(*INTERRUPTED, usage)
+            events.failed(*(STREAM_INTERRUPTED if self.mode is Mode.STREAM else INTERRUPTED), usage)
         elif cause is None or isinstance(cause, asyncio.CancelledError):
             events.cancelled(usage)
         elif isinstance(cause, ServiceUnavailable):
@@ -259,6 +252,30 @@ class ResponseRun:
         await retrying(save)
         if events.sink is not None:
             await retrying(lambda: events.flush(force=True))  # force: a sink may hold refused batches
+
+
+class Lifetime:
+    """The context of `ResponseRun.lifetime` (a class: cheaper per request than a generator-based
+    context manager)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: ResponseRun) -> None:
+        self.run = run
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        run = self.run
+        if error is None:
+            await run.finish(None)
+        elif not run.refused:
+            await run.finish(error)
+        elif run.record.conversation_id is not None:
+            # Stored in progress to hold its conversation (conversations.py): a refusal stores nothing.
+            await run.store.delete_response(run.id, run.owner)
+        # the exception, if any, goes on
 
 
 class DeferredWrites:

@@ -77,7 +77,7 @@ class ResponsesSocket:
         started = time.perf_counter()
         request_id = "req_" + random_hex(16)
         try:
-            owner = self.auth(websocket)
+            owner = await self.auth(websocket)
         except APIError as e:
             await refuse(websocket, e, request_id)
             self.log(websocket, e.status, started)

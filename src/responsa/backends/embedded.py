@@ -105,6 +105,11 @@ class EmbeddedBackend:
         self._lock = asyncio.Lock()
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        """Turns waiting for the model (the metrics report it)."""
+        return self._waiting
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:

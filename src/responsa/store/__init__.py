@@ -118,6 +118,21 @@ class FileRecord:
 
 
 @dataclass
+class KeyRecord:
+    """An API key made by `responsa keys create`: only a hash of its secret is stored."""
+
+    id: str
+    name: str
+    owner: str  # what the key creates is owned by this id (shared by the keys of one project)
+    hash: str  # sha256 of the secret, hex
+    created_at: int
+    project: str | None = None
+    rotated_at: int | None = None
+    revoked_at: int | None = None
+    requests_per_minute: int | None = None  # None: no limit
+
+
+@dataclass
 class RunClaim:
     """A background run whose lease this process holds."""
 
@@ -289,6 +304,39 @@ class Store(Protocol):
 
     async def delete_file(self, file_id: str, owner: str) -> bool: ...
 
+    # ---- API keys (responsa keys) ------------------------------------------------------------
+
+    async def add_key(self, key: KeyRecord) -> None: ...
+
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        """The key whose secret has this hash, unless revoked."""
+        ...
+
+    async def list_keys(self) -> list[KeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    async def has_keys(self) -> bool:
+        """Whether any key is in use (not revoked)."""
+        ...
+
+    async def revoke_key(self, key_id: str, now: int) -> bool:
+        """Revoke a key in use; False if there is none with that id."""
+        ...
+
+    async def rotate_key(self, key_id: str, key_hash: str, now: int) -> bool:
+        """Give a key in use a new secret (its owner stays); False if there is none with that id."""
+        ...
+
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        """Change a key's limit (None: no limit); False if there is no key in use with that id."""
+        ...
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        """Count one request of a key in this minute (`time // 60`), for every replica at once;
+        returns the key's requests in it so far, this one included."""
+        ...
+
     # ---- secrets (server keys shared by replicas) --------------------------------------------
 
     async def get_secrets(self, prefix: str) -> dict[str, bytes]: ...
@@ -298,8 +346,9 @@ class Store(Protocol):
         ...
 
 
-def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) -> Store:
-    """SQLite in the data dir, or PostgreSQL when a URL is given (at most `pool_size` connections)."""
+def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10, shared: bool = False) -> Store:
+    """SQLite in the data dir, or PostgreSQL when a URL is given (at most `pool_size` connections).
+    `shared`: a short-lived command beside a running server (SQLite then takes no exclusive lock)."""
     if database_url:
         from .postgres import PostgresStore
 
@@ -308,4 +357,4 @@ def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) 
 
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(os.path.join(data_dir, "responsa.db"))
+    return SQLiteStore(os.path.join(data_dir, "responsa.db"), shared=shared)

@@ -23,7 +23,7 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
+from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json
 from . import postgres_conversations as conversations
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
@@ -38,6 +38,7 @@ MIGRATION_LOCK = 0x726573706F6E7361
 COMMAND_TIMEOUT = 30.0
 LISTEN_CHECK_EVERY = 10.0
 _ACTIVE = "status IN ('queued','in_progress')"
+_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -522,6 +523,50 @@ class PostgresStore(PostgresConversations):
         rows = await self._fetch("SELECT name, value FROM secrets WHERE starts_with(name, $1) "
                                  "ORDER BY created_at, name", prefix)
         return {r[0]: bytes(r[1]) for r in rows}
+
+    # ---- API keys ----------------------------------------------------------------------------------
+
+    async def add_key(self, key: KeyRecord) -> None:
+        await self._execute(f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                            key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at,
+                            key.revoked_at, key.requests_per_minute)
+
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        row = await self._fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+                                   key_hash)
+        return KeyRecord(*row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+        return [KeyRecord(*r) for r in rows]
+
+    async def has_keys(self) -> bool:
+        return bool(await self._fetchval("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)"))
+
+    async def revoke_key(self, key_id: str, now: int) -> bool:
+        status = await self._execute("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                                     now, key_id)
+        return status == "UPDATE 1"
+
+    async def rotate_key(self, key_id: str, key_hash: str, now: int) -> bool:
+        status = await self._execute("UPDATE api_keys SET hash = $1, rotated_at = $2 WHERE id = $3 "
+                                     "AND revoked_at IS NULL", key_hash, now, key_id)
+        return status == "UPDATE 1"
+
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        status = await self._execute("UPDATE api_keys SET requests_per_minute = $1 WHERE id = $2 "
+                                     "AND revoked_at IS NULL", requests_per_minute, key_id)
+        return status == "UPDATE 1"
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        # One statement: earlier minutes of this key go, this one's count goes up.
+        return await self._fetchval(
+            """
+            WITH old AS (DELETE FROM key_usage WHERE key_id = $1 AND minute < $2)
+            INSERT INTO key_usage (key_id, minute, requests) VALUES ($1, $2, 1)
+            ON CONFLICT (key_id, minute) DO UPDATE SET requests = key_usage.requests + 1
+            RETURNING requests
+            """, key_id, minute)
 
     async def add_secret(self, name: str, value: bytes) -> bool:
         status = await self._execute("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) "

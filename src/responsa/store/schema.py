@@ -63,7 +63,28 @@ SQLITE: list[str] = [
     """
     ALTER TABLE responses ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
     """,
-    # 3: conversations and their items; a response remembers the conversation it runs on
+    # 3: API keys made by `responsa keys` (a hash of each secret, never the secret), and the
+    # requests each made in the current minute, for its limit
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        project TEXT,
+        owner TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        rotated_at INTEGER,
+        revoked_at INTEGER,
+        requests_per_minute INTEGER
+    );
+    CREATE TABLE key_usage (
+        key_id TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        PRIMARY KEY (key_id, minute)
+    ) WITHOUT ROWID;
+    """,
+    # 4: conversations and their items; a response remembers the conversation it runs on
     """
     ALTER TABLE responses ADD COLUMN conversation_id TEXT;
     CREATE TABLE conversations (
@@ -144,6 +165,25 @@ POSTGRES: list[str] = [
     """,
     """
     ALTER TABLE responses ADD COLUMN ephemeral BOOLEAN NOT NULL DEFAULT FALSE;
+    """,
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        project TEXT,
+        owner TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        rotated_at BIGINT,
+        revoked_at BIGINT,
+        requests_per_minute INTEGER
+    );
+    CREATE TABLE key_usage (
+        key_id TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        requests INTEGER NOT NULL,
+        PRIMARY KEY (key_id, minute)
+    );
     """,
     """
     ALTER TABLE responses ADD COLUMN conversation_id TEXT;

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim, row_json
+from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json
 from . import sqlite_conversations as conversations
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
@@ -79,8 +79,11 @@ def _statements(script: str) -> list[str]:
 class SQLiteStore(SQLiteConversations):
     """The embedded default store (one file in the data dir)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, shared: bool = False) -> None:
         self.path = path
+        # A short-lived command (`responsa keys`) beside the running server: no exclusive lock, no
+        # checkpointer; SQLite itself serialises its few writes with the server's.
+        self.shared = shared
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
@@ -104,20 +107,23 @@ class SQLiteStore(SQLiteConversations):
 
     async def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._lock_file = open(self.path + ".lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise RuntimeError(f"another Responsa process is using {self.path} (one server per SQLite data "
-                               "dir; use PostgreSQL for several replicas)") from None
+        if not self.shared:
+            self._lock_file = open(self.path + ".lock", "w")
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lock_file.close()
+                self._lock_file = None
+                raise RuntimeError(f"another Responsa process is using {self.path} (one server per SQLite "
+                                   "data dir; use PostgreSQL for several replicas)") from None
         writer = _connect(self.path)
         migrate(writer)
-        writer.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background thread
         self._writer = writer
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only=1")
+        if self.shared:
+            return
+        writer.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background thread
         self._stop.clear()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -586,10 +592,60 @@ class SQLiteStore(SQLiteConversations):
                                     "ORDER BY created_at, name", (prefix,)).fetchall()
         return {name: bytes(value) for name, value in rows}
 
+    # ---- API keys ----------------------------------------------------------------------------------
+
+    async def add_key(self, key: KeyRecord) -> None:
+        await self._write(lambda conn: conn.execute(
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at, key.revoked_at,
+             key.requests_per_minute)))
+
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        row = self._read().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+                                   (key_hash,)).fetchone()
+        return _key(row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        rows = self._read().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+        return [_key(r) for r in rows]
+
+    async def has_keys(self) -> bool:
+        return self._read().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+
+    async def revoke_key(self, key_id: str, now: int) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)).rowcount == 1)
+
+    async def rotate_key(self, key_id: str, key_hash: str, now: int) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (key_hash, now, key_id)).rowcount == 1)
+
+    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE api_keys SET requests_per_minute = ? WHERE id = ? AND revoked_at IS NULL",
+            (requests_per_minute, key_id)).rowcount == 1)
+
+    async def count_request(self, key_id: str, minute: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM key_usage WHERE key_id = ? AND minute < ?", (key_id, minute))
+            return conn.execute("INSERT INTO key_usage (key_id, minute, requests) VALUES (?, ?, 1) "
+                                "ON CONFLICT (key_id, minute) DO UPDATE SET requests = requests + 1 "
+                                "RETURNING requests", (key_id, minute)).fetchone()[0]
+
+        return await self._write(op)
+
     async def add_secret(self, name: str, value: bytes) -> bool:
         return await self._write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?,?,?)",
             (name, value, int(time.time()))).rowcount == 1)
+
+
+_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
+
+
+def _key(row: Sequence[Any]) -> KeyRecord:
+    return KeyRecord(*row)
 
 
 def _probe(conn: sqlite3.Connection) -> None:
