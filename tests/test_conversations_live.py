@@ -430,3 +430,22 @@ def test_over_the_websocket_mode(client: OpenAI, script) -> None:
                                                   {"role": "user", "content": "hi"},
                                                   {"role": "assistant", "content": "Hello Ada."}]
     assert texts(all_items(client, conv.id))[-1] == ("assistant", "Still Ada.")
+
+
+def test_tools_a_search_loaded_earlier_in_the_conversation_stay_loaded(client: OpenAI, script) -> None:
+    from test_toolsearch import CLIENT_SEARCH, WEATHER, offered
+
+    conv = client.conversations.create(items=[
+        user("x"),
+        {"type": "tool_search_call", "call_id": "s1", "execution": "client", "arguments": {"query": "w"},
+         "status": "completed"},
+        {"type": "tool_search_output", "call_id": "s1", "execution": "client", "status": "completed",
+         "tools": [{**WEATHER, "defer_loading": True}]}])
+    script.add({"content": "ok"}, {"content": "still"})
+    client.responses.create(model="m", conversation=conv.id, tools=[CLIENT_SEARCH], input="weather?")
+    assert offered(script.requests[0]) == {"tool_search", "get_weather"}
+    client.responses.create(model="m", conversation=conv.id, tools=[CLIENT_SEARCH], input="again")
+    assert offered(script.requests[1]) == {"tool_search", "get_weather"}
+    other = client.conversations.create(items=[user("nothing searched")])
+    client.responses.create(model="m", conversation=other.id, tools=[CLIENT_SEARCH], input="weather?")
+    assert offered(script.requests[2]) == {"tool_search"}

@@ -65,10 +65,10 @@ class Context:
         """The key of these items alone, without the earlier state it continues."""
         return self.key.key if isinstance(self.key, Continued) else self.key
 
-    def lacks(self, kind: str, input_items: Sequence[dict]) -> bool:
-        """Whether neither the conversation nor the input holds an item of this type (without
-        looking at every item of a long conversation)."""
-        return kind not in self.types and all(i.get("type") != kind for i in input_items)
+    def types_with(self, input_items: Sequence[dict]) -> set[str]:
+        """The item types of the conversation and this input, without looking at every item of
+        a long conversation (steps that scan for a rare type can skip it)."""
+        return self.types | {i["type"] for i in input_items}
 
     def check_input(self, input_items: Sequence[dict]) -> None:
         """The hosted API refuses input items whose id the conversation (or the input) already has."""

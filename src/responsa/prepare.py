@@ -94,8 +94,9 @@ class Preparer:
         # What the engine is sent has file ids and URLs resolved; stored items keep them as given.
         sent, history_as_stored = await self.media.resolve(
             [*history, *input_items], owner, target, first_input=len(history), history_key=history_key)
+        known_types = context.types_with(input_items) if context is not None else None
         history_length: int | None = len(history)
-        if context is None or not context.lacks("compaction", input_items):  # (open_context looks at them all)
+        if known_types is None or "compaction" in known_types:  # (else nothing to open: skip looking)
             sent, history_length = open_context(self.vault, sent, owner, len(history))  # compaction items
         if context is not None and history_length != len(history):
             history_key = context.plain_key  # compaction items changed it: nothing to continue from
@@ -115,7 +116,7 @@ class Preparer:
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
                           load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
-                          accepts_images=target.backend.accepts_images(target.model))
+                          accepts_images=target.backend.accepts_images(target.model), history_types=known_types)
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
         prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None

@@ -80,6 +80,9 @@ class ToolContext:
     fetcher: Fetcher | None = None
     # The run's tools (a tool search looks through the others); set by `ToolSet.build`.
     toolset: ToolSet | None = None
+    # The item types `history` holds, when known without looking at every item (a conversation's
+    # are kept as it grows): what scans for a rare type may skip. None: not known.
+    history_types: frozenset[str] | set[str] | None = None
 
     @property
     def guard(self) -> Guard:

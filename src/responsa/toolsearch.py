@@ -68,6 +68,8 @@ class ToolSearchKind(ToolKind):
         return ToolSearchTool(entry)
 
     def from_history(self, history: Sequence[dict], toolset: ToolSet, ctx: ToolContext) -> None:
+        if ctx.history_types is not None and "tool_search_output" not in ctx.history_types:
+            return
         for item in history:
             if item.get("type") == "tool_search_output":
                 load(item.get("tools"), toolset)
