@@ -24,6 +24,15 @@ def row_json(value: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+MANY_ROWS = 64  # past this many rows in one write, each is copied to its own size (row_json)
+
+
+def rows_json(count: int) -> Callable[[Any], bytes]:
+    """The serialiser for a write of `count` rows: a few rows are written and dropped at once, so
+    only a write of many pays for the copy that keeps their memory to their size."""
+    return row_json if count > MANY_ROWS else orjson.dumps
+
+
 @dataclass
 class ResponseRecord:
     """A response as stored: its Response object without `output`, plus bookkeeping."""

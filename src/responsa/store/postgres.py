@@ -23,7 +23,7 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json
+from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json, rows_json
 from . import postgres_conversations as conversations
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
@@ -234,12 +234,13 @@ class PostgresStore(PostgresConversations):
         positions: list[int] = []
         item_ids: list[str] = []
         data: list[bytes] = []
+        dump = rows_json(len(output) + len(input_items or ()))
         for kind, items in ((0, input_items or ()), (1, output)):
             for i, item in enumerate(items):
                 kinds.append(kind)
                 positions.append(i)
                 item_ids.append(item.get("id", ""))
-                data.append(row_json(item))
+                data.append(dump(item))
         run_request = row_json(record.run_request) if record.run_request is not None else None
         if not create:
             # Deleted meanwhile: a late write must not bring it back (nothing is written).

@@ -24,7 +24,7 @@ from . import (
     ResponseRecord,
     conversation_locked,
     duplicate_item,
-    row_json,
+    rows_json,
 )
 
 APPENDED = ["completed", "incomplete"]  # the ends after which a response's items join its conversation
@@ -59,8 +59,8 @@ class PostgresConversations:
             INSERT INTO conversation_items (conversation_id, position, item_id, data)
             SELECT c.id, t.position, t.item_id, t.data
               FROM c, unnest($7::int[], $8::text[], $9::bytea[]) AS t(position, item_id, data)
-            """, record.id, record.owner, record.created_at, record.expires_at, row_json(record.metadata),
-            len(items), list(range(len(items))), [i["id"] for i in items], [row_json(i) for i in items])
+            """, record.id, record.owner, record.created_at, record.expires_at, orjson.dumps(record.metadata),
+            len(items), list(range(len(items))), [i["id"] for i in items], [orjson.dumps(i) for i in items])
 
     async def get_conversation(self: _Statements, conversation_id: str, owner: str) -> ConversationRecord | None:
         if not may_exist(conversation_id):
@@ -76,7 +76,7 @@ class PostgresConversations:
         row = await self._fetchrow(
             f"UPDATE conversations SET metadata = $4, expires_at = GREATEST(expires_at, $5) "
             f"WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING {_COLUMNS}",
-            conversation_id, owner, int(time.time()), row_json(metadata), expires_at)
+            conversation_id, owner, int(time.time()), orjson.dumps(metadata), expires_at)
         return _record(row) if row else None
 
     async def delete_conversation(self: _Statements, conversation_id: str, owner: str) -> bool:
@@ -111,7 +111,7 @@ class PostgresConversations:
                 )
                 SELECT count(*) FROM c
                 """, conversation_id, owner, now, len(items), expires_at, list(range(len(items))), ids,
-                [row_json(i) for i in items])
+                [orjson.dumps(i) for i in items])
         except asyncpg.UniqueViolationError:
             taken = {r[0] for r in await self._fetch(
                 "SELECT item_id FROM conversation_items WHERE conversation_id = $1 AND item_id = ANY($2::text[])",
@@ -203,7 +203,8 @@ class PostgresConversations:
         cid = record.conversation_id
         assert cid is not None
         now = int(time.time())
-        run_request = row_json(record.run_request) if record.run_request is not None else None
+        dumps = rows_json(len(input_items) + 1)
+        run_request = dumps(record.run_request) if record.run_request is not None else None
         held = await self._fetchval(
             """
             WITH c AS (
@@ -225,9 +226,9 @@ class PostgresConversations:
             )
             SELECT count(*) FROM c
             """, record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
-            record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
+            record.previous_response_id, dumps(record.body), run_request, record.lease_owner,
             record.lease_until, cid, now, state[0], state[1], list(range(len(input_items))),
-            [i.get("id", "") for i in input_items], [row_json(i) for i in input_items])
+            [i.get("id", "") for i in input_items], [dumps(i) for i in input_items])
         if held:
             return
         exists = await self._fetchval("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND owner = $2 "
@@ -291,10 +292,11 @@ ON CONFLICT DO NOTHING
 
 
 def end_turn_args(record: ResponseRecord, output: Sequence[dict]) -> tuple:
-    run_request = row_json(record.run_request) if record.run_request is not None else None
-    return (record.id, record.status, row_json(record.body), run_request, record.lease_owner,
+    dumps = rows_json(len(output) + 1)
+    run_request = dumps(record.run_request) if record.run_request is not None else None
+    return (record.id, record.status, dumps(record.body), run_request, record.lease_owner,
             record.lease_until, len(output), list(range(len(output))), [i.get("id", "") for i in output],
-            [row_json(i) for i in output], record.conversation_id, record.expires_at, APPENDED)
+            [dumps(i) for i in output], record.conversation_id, record.expires_at, APPENDED)
 
 
 # Deleting a response releases the conversation it held (r: the deleted rows, with conversation_id).

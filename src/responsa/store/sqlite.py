@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json
+from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, rows_json
 from . import sqlite_conversations as conversations
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
@@ -275,12 +275,13 @@ class SQLiteStore(SQLiteConversations):
     async def save_response(self, record: ResponseRecord, output: Sequence[dict],
                             input_items: Sequence[dict] | None = None, *, wait: bool = True,
                             create: bool = True) -> None:
-        body = row_json(record.body)
-        run_request = row_json(record.run_request) if record.run_request is not None else None
-        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, row_json(item))
+        dump = rows_json(len(output) + len(input_items or ()))
+        body = dump(record.body)
+        run_request = dump(record.run_request) if record.run_request is not None else None
+        out_rows = [(record.id, 1, i, item.get("id", ""), record.owner, dump(item))
                     for i, item in enumerate(output)]
         if input_items is not None:
-            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, row_json(item))
+            out_rows += [(record.id, 0, i, item.get("id", ""), record.owner, dump(item))
                          for i, item in enumerate(input_items)]
         keep = len(output)
         ends_turn = record.conversation_id is not None and record.status in TERMINAL
