@@ -303,8 +303,12 @@ class Jobs:
                         # than a cancelled one (which has no terminal event) gets a moment for
                         # the event to land, unless it is stored already (a replay that starts
                         # after it); then the stream ends either way.
-                        if ended_at is None and await self._terminal_event_stored(rid):
-                            return
+                        terminal_at = await self._terminal_event_seq(rid) if ended_at is None else None
+                        if terminal_at is not None:
+                            if terminal_at <= last:
+                                return  # a replay that starts after the run's end
+                            continue  # it landed since this loop's read: send it
+
                         waited = ended_at is not None and time.monotonic() - ended_at > TERMINAL_EVENT_WAIT
                         if record.status == "cancelled" or waited:
                             if not await self.store.load_events(rid, last):
@@ -319,9 +323,12 @@ class Jobs:
                     async with asyncio.timeout(1.0):
                         await woken.wait()
 
-    async def _terminal_event_stored(self, rid: str) -> bool:
+    async def _terminal_event_seq(self, rid: str) -> int | None:
+        """The sequence number of the run's stored terminal event, if it has one."""
         rows = await self.store.load_events(rid, -1)
-        return bool(rows) and orjson.loads(rows[-1][1])["type"] in TERMINAL_EVENTS
+        if rows and orjson.loads(rows[-1][1])["type"] in TERMINAL_EVENTS:
+            return int(rows[-1][0])
+        return None
 
     # ---- recovery -----------------------------------------------------------------------------------
 
