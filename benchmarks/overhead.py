@@ -1,8 +1,9 @@
 """What the gateway adds on top of a fixed engine: the figures the README publishes.
 
 nginx answers Chat Completions from memory (a fixed `chat.completion` with 20 completion tokens
-for plain requests, the same answer as an SSE body of a chunk per word for streams); wrk sends `POST /v1/responses` through
-Responsa, and the same kind of request straight to nginx for the floor. On a machine with 2 or
+for plain requests, the same answer as an SSE body of a chunk per word for streams); wrk sends
+`POST /v1/responses` through Responsa, and the same kind of request straight to nginx for the
+floor. On a machine with 2 or
 more CPUs, nginx and wrk run on CPU 0 and the server on CPU 1, so the server has exactly one
 core. Every response is stored (SQLite in a temporary data dir, or --database-url).
 
