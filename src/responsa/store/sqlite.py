@@ -7,7 +7,8 @@ before the client sees it. In WAL mode with `synchronous=NORMAL` a commit only a
 the log, which takes tens of microseconds: doing it inline is cheaper than handing work to
 a writer thread (measured: the thread hop and the GIL contention with it cost more than the
 SQL itself, on one core). The one slow operation, the checkpoint that folds the log back
-into the database and syncs it, runs in a background thread on its own connection.
+into the database and syncs it, runs in a background thread on its own connection; the
+writer only starts the log over once it is past its target size (wal.py).
 One process owns a database: a lock file in the data dir refuses a second server.
 """
 
@@ -19,7 +20,6 @@ import fcntl
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -29,12 +29,12 @@ import orjson
 from ..errors import NotFound, ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
 from .schema import LATEST, SQLITE
+from .wal import WalKeeper
 
 log = logging.getLogger("responsa.store")
 T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 _UNKNOWN = object()
-CHECKPOINT_EVERY = 2.0  # seconds between background checkpoints
 PROBE_EVERY = 1  # seconds between write probes while writes fail
 MAX_UNSAVED = 10_000  # acknowledged writes kept for the probe while writes fail
 CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
@@ -89,8 +89,7 @@ class SQLiteStore:
             collections.OrderedDict()
         self._parent_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._lock_file: Any = None
-        self._checkpointer: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.wal = WalKeeper(path, _connect)
         # Why the last write failed (a full disk, an I/O error), until a write succeeds again: new
         # work is refused meanwhile (check_writable), since plain responses are answered before
         # their commit and would otherwise be acknowledged and lost.
@@ -112,21 +111,15 @@ class SQLiteStore:
                                "dir; use PostgreSQL for several replicas)") from None
         writer = _connect(self.path)
         migrate(writer)
-        writer.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background thread
         self._writer = writer
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only=1")
-        self._stop.clear()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
-        self._checkpointer.start()
+        self.wal.start(writer)
 
     async def close(self) -> None:
         if self._pending:
             self._flush()
-        if self._checkpointer is not None:
-            self._stop.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
+        await asyncio.to_thread(self.wal.stop)
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
@@ -211,6 +204,7 @@ class SQLiteStore:
                 if not fut.done():
                     fut.set_exception(ServiceUnavailable("The store is closed."))
             return
+        self.wal.before_write(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             values = [fn(conn) for fn, _ in batch]
@@ -249,18 +243,6 @@ class SQLiteStore:
             self.write_failure = None
             if not fut.done():
                 fut.set_result(value)
-
-    def _checkpoint_loop(self) -> None:
-        conn = _connect(self.path)
-        try:
-            while not self._stop.wait(CHECKPOINT_EVERY):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as e:
-                    log.warning("sqlite checkpoint failed: %s", e)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            conn.close()
 
     # ---- responses -----------------------------------------------------------------------------
 
