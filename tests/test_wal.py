@@ -48,9 +48,9 @@ async def test_the_log_is_started_over_while_writes_never_pause(tmp_path: Path, 
             n += 1
             largest = max(largest, log_file.stat().st_size)
         # Without the writer's hand the log holds everything written (64 x the target); with it, at
-        # most the target and one transaction (a response with a 6 KB item: up to 17 pages seen, when
-        # its tables' b-trees split).
-        assert largest <= TARGET + 32 * 4096, f"the log grew to {largest} bytes for {written} bytes written"
+        # most twice the target and one transaction (a response with a 6 KB item: up to 17 pages seen,
+        # when its tables' b-trees split).
+        assert largest <= 2 * TARGET + 32 * 4096, f"the log grew to {largest} bytes for {written} bytes written"
         # Everything is there and readable.
         assert (await store.get_response(f"resp_{n - 1}", "alice")) is not None
         page = await store.list_input_items("resp_0", "alice", after=None, before=None, limit=5, order="asc")

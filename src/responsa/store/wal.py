@@ -10,12 +10,12 @@ second) and every read searches a longer log index.
 So the background thread still does the copying, off the event loop, and the writer watches
 the log's size (one stat per transaction). Once it is past its target, the writer, between two
 of its transactions, copies what the thread has not copied yet (little: the thread runs its
-passes back to back once the log is past half the target; the writer waits for a pass under
-way to end, and the thread then stands back until the log has started over). No commit can
-come in between (this writer makes them all, or holds the lock of all writers), so
-its next transaction starts the log over, and `journal_size_limit` cuts the file back to the
-target. The log is therefore at most the target plus one transaction, at any rate: the
-faster the writes, the more the writer copies itself, and it is slowed down by exactly that.
+passes every 50 ms once the log is past half the target, and stands back meanwhile). No
+commit can come in between (this writer makes them all), so its next transaction starts the
+log over, and `journal_size_limit` cuts the file back to the target. Past twice the target
+the writer waits for a background pass under way rather than try again later, so the log is
+at most twice the target plus one transaction at any rate (in practice the target): the
+faster the writes, the more the writer copies itself, and it is slowed down by just that.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ class WalKeeper:
         self.target = target
         # Read by the writer before each transaction (a plain attribute: no lock on that path).
         self.due = False
-        self.restarts = 0  # how often the writer started the log over
         self._target_frames = 0
         self._handed_over = threading.Event()
         self._passing = threading.Lock()  # held by the thread during a pass
@@ -70,28 +69,28 @@ class WalKeeper:
 
     def before_write(self, writer: sqlite3.Connection) -> None:
         """Called by the writer before each write transaction, when no other writer can commit."""
+        try:
+            size = os.stat(self.log_path).st_size
+        except OSError:  # never raise here: the batch's callers wait on it
+            return
+        if size <= self.target and not self.due:
+            return
         if not self.due:
-            try:
-                if os.stat(self.log_path).st_size <= self.target:
-                    return
-            except OSError:  # never raise here: the batch's callers wait on it
-                return
             self._handed_over.clear()
             self.due = True
-        self._catch_up(writer)
-
-    def _catch_up(self, writer: sqlite3.Connection) -> None:
-        """Copy what is left of the log, so that the next transaction starts it over. A reader in the way
-        (another process's): the next write tries again."""
+        # Past twice the target the writer waits for a background pass under way (it lasts tens
+        # of milliseconds at most); below that it tries again at its next transaction.
+        if not self._passing.acquire(blocking=size > 2 * self.target):
+            return
         try:
-            with self._passing:
-                busy, frames, copied = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:
             log.warning("sqlite checkpoint failed: %s", e)
             return
-        if busy == 0 and frames == copied:
+        finally:
+            self._passing.release()
+        if busy == 0 and frames == copied:  # else a reader is in the way: next time
             self.due = False
-            self.restarts += 1
             self._handed_over.set()
 
     def _loop(self) -> None:
