@@ -184,8 +184,9 @@ class Store(Protocol):
         ...
 
 
-def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) -> Store:
-    """SQLite in the data dir, or PostgreSQL when a URL is given (at most `pool_size` connections)."""
+def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10, shared: bool = False) -> Store:
+    """SQLite in the data dir (`shared`: by several worker processes), or PostgreSQL when a URL is
+    given (at most `pool_size` connections)."""
     if database_url:
         from .postgres import PostgresStore
 
@@ -194,4 +195,4 @@ def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) 
 
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(os.path.join(data_dir, "responsa.db"))
+    return SQLiteStore(os.path.join(data_dir, "responsa.db"), shared=shared)

@@ -9,25 +9,28 @@ a writer thread (measured: the thread hop and the GIL contention with it cost mo
 SQL itself, on one core). The one slow operation, the checkpoint that folds the log back
 into the database and syncs it, runs in a background thread on its own connection; the
 writer only starts the log over once it is past its target size (wal.py).
-One process owns a database: a lock file in the data dir refuses a second server.
+One server owns a database: a lock file in the data dir refuses a second one. That server
+may be several worker processes (`--workers`, `shared=True`): processes.py says what they share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fcntl
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, ResponseRecord, RunClaim
+from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .wal import WalKeeper
 
@@ -47,6 +50,19 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-65536")
     return conn
+
+
+def lock_data_dir(path: str) -> Any:
+    """Hold the lock that makes one server the owner of the database at `path` (an open file: the
+    lock lasts until every process holding it has closed it or exited)."""
+    lock_file = open(path + ".lock", "w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.close()
+        raise RuntimeError(f"another Responsa process is using {path} (one server per SQLite data dir: "
+                           "use --workers for several processes on it, PostgreSQL for several machines)") from None
+    return lock_file
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -77,8 +93,13 @@ def _statements(script: str) -> list[str]:
 class SQLiteStore:
     """The embedded default store (one file in the data dir)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, shared: bool = False) -> None:
         self.path = path
+        # One of several worker processes, whose supervisor holds the data dir's lock.
+        self.shared = shared
+        self._writer_lock: WriterLock | None = None
+        self._deletes: DeleteCounter | None = None
+        self._peers: Peers | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
@@ -89,6 +110,7 @@ class SQLiteStore:
             collections.OrderedDict()
         self._parent_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._lock_file: Any = None
+        self._delete_pending = False  # a delete in the current transaction
         self.wal = WalKeeper(path, _connect)
         # Why the last write failed (a full disk, an I/O error), until a write succeeds again: new
         # work is refused meanwhile (check_writable), since plain responses are answered before
@@ -101,16 +123,16 @@ class SQLiteStore:
 
     async def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._lock_file = open(self.path + ".lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise RuntimeError(f"another Responsa process is using {self.path} (one server per SQLite data "
-                               "dir; use PostgreSQL for several replicas)") from None
+        if self.shared:
+            self._writer_lock = WriterLock(self.path + "-writer")
+            self._deletes = DeleteCounter(self.path + "-deletes")
+            self._peers = Peers(self.path + "-peers", self._deliver)
+            self._peers.open()
+        else:
+            self._lock_file = lock_data_dir(self.path)
         writer = _connect(self.path)
-        migrate(writer)
+        with self._exclusive():
+            migrate(writer)
         self._writer = writer
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only=1")
@@ -124,6 +146,10 @@ class SQLiteStore:
             if conn is not None:
                 conn.close()
         self._writer = self._reader = None
+        for part in (self._peers, self._deletes, self._writer_lock):
+            if part is not None:
+                part.close()
+        self._peers = self._deletes = self._writer_lock = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -204,8 +230,11 @@ class SQLiteStore:
                 if not fut.done():
                     fut.set_exception(ServiceUnavailable("The store is closed."))
             return
-        self.wal.before_write(conn)
+        lock = self._writer_lock
+        if lock is not None:
+            lock.acquire()
         try:
+            self.wal.before_write(conn)
             conn.execute("BEGIN IMMEDIATE")
             values = [fn(conn) for fn, _ in batch]
             conn.execute("COMMIT")
@@ -215,10 +244,33 @@ class SQLiteStore:
             for fn, fut in batch:
                 self._run_alone(conn, fn, fut)
             return
+        finally:
+            self._deleted()
+            if lock is not None:
+                lock.release()
         self.write_failure = None
         for (_, fut), value in zip(batch, values, strict=True):
             if not fut.done():
                 fut.set_result(value)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No other process writes meanwhile (a no-op for a process alone)."""
+        if self._writer_lock is None:
+            yield
+            return
+        self._writer_lock.acquire()
+        try:
+            yield
+        finally:
+            self._writer_lock.release()
+
+    def _deleted(self) -> None:
+        """After a transaction: if it deleted responses, other processes drop their cached chains."""
+        if self._delete_pending:
+            self._delete_pending = False
+            if self._deletes is not None:
+                self._deletes.raise_()
 
     def _run_alone(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any],
                    fut: asyncio.Future) -> None:
@@ -283,7 +335,7 @@ class SQLiteStore:
             if out_rows:
                 conn.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?)", out_rows)
 
-        if wait:
+        if wait or self.shared:  # another process may serve the client's next read: commit first
             await self._write(op)
             return
         # The commit runs at the end of this turn of the event loop, before the loop reads
@@ -328,6 +380,8 @@ class SQLiteStore:
         # this database, so chains are cached: turn N+1 reads turn N and reuses the chain
         # cached when turn N was made, instead of reading all N responses again.
         now = int(time.time())
+        if self._deletes is not None and self._deletes.changed():  # another process deleted something
+            self._chain_cache.clear()
         cached = self._chain_cache.get(response_id)
         if cached is not None and cached[0] == owner and cached[1] > now:
             self._chain_cache.move_to_end(response_id)
@@ -390,6 +444,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM items WHERE response_id=?", (response_id,))
             conn.execute("DELETE FROM events WHERE response_id=?", (response_id,))
             self._chain_cache.clear()  # cached chains through it must not be continued
+            self._delete_pending = True
             return True
 
         return await self._write(op)
@@ -436,6 +491,7 @@ class SQLiteStore:
             files = conn.execute("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at<=?", (now,))
             if ids:
                 self._chain_cache.clear()
+                self._delete_pending = True
             return len(ids) + files.rowcount
 
         return await self._write(op)
@@ -463,7 +519,11 @@ class SQLiteStore:
         return await self._write(op)
 
     async def notify(self, channel: str, response_id: str) -> None:
-        # One process owns a SQLite database's runs: deliver in-process.
+        self._deliver(channel, response_id)
+        if self._peers is not None:
+            self._peers.send(channel, response_id)
+
+    def _deliver(self, channel: str, response_id: str) -> None:
         for callback in self._listeners:
             callback(channel, response_id)
 
