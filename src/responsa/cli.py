@@ -64,6 +64,10 @@ def serve(settings: Settings) -> None:
     if not settings.api_key:
         logging.getLogger("responsa").warning(
             "no --api-key given: listening on loopback %s only; every caller shares one owner", settings.host)
+    if settings.workers > 1:
+        from .workers import Supervisor, serve_worker
+
+        sys.exit(Supervisor(settings, serve_worker).run())
     try:
         app = create_app(settings)
     except ConfigError as e:  # e.g. a backend whose engine is not installed
