@@ -23,7 +23,8 @@ PACKAGE = SRC / "responsa"
 # Names are module paths inside the package ("" is the package itself); a subpackage's name
 # covers its modules.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("cli", frozenset({"__main__", "cli", "workers"})),  # workers: the supervisor of `serve --workers N`
+    # workers: the supervisor of `serve --workers N`; transport: the HTTP protocol uvicorn runs
+    ("cli", frozenset({"__main__", "cli", "workers", "transport"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     ("endpoints", frozenset({"endpoints", "files"})),  # HTTP glue
     ("service", frozenset({"service"})),  # the use cases: consume runs plainly, as streams or as jobs
@@ -48,7 +49,7 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
     "starlette": frozenset({"app", "endpoints", "files"}),
-    "uvicorn": frozenset({"cli", "workers"}),  # runs the app
+    "uvicorn": frozenset({"cli", "workers", "transport"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
     "asyncpg": frozenset({"store"}),

@@ -80,8 +80,10 @@ def serve(settings: Settings) -> None:
     except ConfigError as e:  # e.g. a backend whose engine is not installed
         print(f"responsa: {e}", file=sys.stderr)
         sys.exit(2)
+    from .transport import CoalescingHttpProtocol
+
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+                loop="uvloop", http=CoalescingHttpProtocol, lifespan="on", timeout_graceful_shutdown=10,
                 log_config=None)
 
 

@@ -224,6 +224,7 @@ def serve_worker(settings: Settings, sock: socket.socket, index: int, ready: Cal
     import uvicorn
 
     from .app import create_app
+    from .transport import CoalescingHttpProtocol
 
     class Server(uvicorn.Server):
         stop_asked = 0.0
@@ -248,8 +249,9 @@ def serve_worker(settings: Settings, sock: socket.socket, index: int, ready: Cal
     except ConfigError as e:  # e.g. a backend whose engine is not installed
         print(f"responsa: {e}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False, loop="uvloop", http="httptools",
-                            lifespan="on", timeout_graceful_shutdown=10, log_config=None, backlog=BACKLOG)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False, loop="uvloop",
+                            http=CoalescingHttpProtocol, lifespan="on", timeout_graceful_shutdown=10, log_config=None,
+                            backlog=BACKLOG)
     server = Server(config)
     server.run(sockets=[sock])
     return 0 if server.started else STARTUP_FAILURE
