@@ -39,6 +39,7 @@ T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 _UNKNOWN = object()
 PROBE_EVERY = 1  # seconds between write probes while writes fail
+DEFER = 0.001  # seconds a commit is put off while the log is started over
 MAX_UNSAVED = 10_000  # acknowledged writes kept for the probe while writes fail
 CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
 
@@ -130,6 +131,7 @@ class SQLiteStore:
             self._deletes = DeleteCounter(self.path + "-deletes")
             self._peers = Peers(self.path + "-peers", self._deliver)
             self._peers.open()
+            self.wal.writers = self._writer_lock
         else:
             self._lock_file = lock_data_dir(self.path)
         writer = _connect(self.path)
@@ -142,7 +144,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         if self._pending:
-            self._flush()
+            self._flush(block=True)
         await asyncio.to_thread(self.wal.stop)
         for conn in (self._writer, self._reader):
             if conn is not None:
@@ -201,7 +203,7 @@ class SQLiteStore:
         if self._reader is None:
             raise ServiceUnavailable("The store is not open.")
         if self._pending:
-            self._flush()  # reads see every write made before them, even those not awaited
+            self._flush(block=True)  # reads see every write made before them, even those not awaited
         return self._reader
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -220,13 +222,25 @@ class SQLiteStore:
             loop.call_soon(self._flush)
         return fut
 
-    def _flush(self) -> None:
-        """Commit every write queued during this turn of the loop in one transaction."""
+    def _flush(self, block: bool = False) -> None:
+        """Commit every write queued during this turn of the loop in one transaction. While the
+        checkpoint thread starts the log over (wal.py), a millisecond later, unless `block`."""
         self._flush_scheduled = False
+        if not self._pending:
+            return
+        turn = self.wal.turn
+        if not turn.acquire(blocking=block):
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(DEFER, self._flush)
+            return
+        try:
+            self._commit()
+        finally:
+            turn.release()
+
+    def _commit(self) -> None:
         batch, self._pending = self._pending, []
         conn = self._writer
-        if not batch:
-            return
         if conn is None:
             for _, fut in batch:
                 if not fut.done():
