@@ -7,8 +7,8 @@ before the client sees it. In WAL mode with `synchronous=NORMAL` a commit only a
 the log, which takes tens of microseconds: doing it inline is cheaper than handing work to
 a writer thread (measured: the thread hop and the GIL contention with it cost more than the
 SQL itself, on one core). The one slow operation, the checkpoint that folds the log back
-into the database and syncs it, runs in a background thread on its own connection; the
-writer only starts the log over once it is past its target size (wal.py).
+into the database and syncs it, runs in a background thread on its own connection, which
+also starts the log over once it is past its target size (wal.py).
 One server owns a database: a lock file in the data dir refuses a second one. That server
 may be several worker processes (`--workers`, `shared=True`): processes.py says what they share.
 """
