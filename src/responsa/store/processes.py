@@ -69,7 +69,7 @@ class DeleteCounter:
     def _read(self) -> int:
         return _COUNTER.unpack_from(self._map)[0]
 
-    def raise_(self) -> None:
+    def bump(self) -> None:
         """After a delete has been committed (by the one writer: no two processes raise it at once)."""
         _COUNTER.pack_into(self._map, 0, (self._read() + 1) % 2**64)
         self._seen = self._read()

@@ -286,7 +286,7 @@ class SQLiteStore:
         if self._delete_pending:
             self._delete_pending = False
             if self._deletes is not None:
-                self._deletes.raise_()
+                self._deletes.bump()
 
     def _run_alone(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any],
                    fut: asyncio.Future) -> None:
