@@ -46,27 +46,30 @@ def pair() -> tuple[Recorder, Any]:
     return real, CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
 
 
-async def test_headers_and_body_leave_in_one_write(anyio_backend: str) -> None:
+async def test_a_response_head_leaves_with_its_body(anyio_backend: str) -> None:
     real, t = pair()
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     t.write(b"ok")
     assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
     await asyncio.sleep(0)
     assert len(real.writes) == 1
+    t.write(b"more")  # not a head (the protocol did not say a response was complete): at once
+    assert real.writes[-1] == b"more"
+    t.head_next = True  # as the protocol does when a response is complete
+    t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    t.write(b"next")
+    assert real.writes[-1] == b"HTTP/1.1 200 OK\r\n\r\nnext" and len(real.writes) == 3
 
 
-async def test_a_write_alone_leaves_at_the_end_of_the_turn(anyio_backend: str) -> None:
+async def test_a_head_alone_leaves_at_the_end_of_the_turn_and_the_events_at_once(anyio_backend: str) -> None:
     real, t = pair()
-    t.write(b"headers")
-    assert real.writes == [] and t.get_write_buffer_size() == 7
+    t.write(b"head")  # a stream whose first event is still to come
+    assert real.writes == [] and t.get_write_buffer_size() == 4
     await asyncio.sleep(0)
-    assert real.writes == [b"headers"]
-    t.write(b"a")
-    t.write(b"b")
-    t.write(b"c")  # the third waits for the end of the turn
-    assert real.writes == [b"headers", b"ab"]
-    await asyncio.sleep(0)
-    assert real.writes == [b"headers", b"ab", b"c"]
+    assert real.writes == [b"head"]
+    t.write(b"event 1")
+    t.write(b"event 2")
+    assert real.writes == [b"head", b"event 1", b"event 2"]
 
 
 async def test_closing_sends_what_is_held_first_and_aborting_drops_it(anyio_backend: str) -> None:
