@@ -112,6 +112,7 @@ def test_bad_boolean() -> None:
 SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "host": ("127.0.0.2", "127.0.0.2", "127.0.0.2"),
     "port": ("9001", 9001, 9001),
+    "workers": ("3", 3, 3),
     "data_dir": ("/srv/responsa", "/srv/responsa", "/srv/responsa"),
     "database_url": ("postgresql://u@db/r", "postgresql://u@db/r", "postgresql://u@db/r"),
     "database_pool_size": ("3", 3, 3),

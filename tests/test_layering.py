@@ -23,7 +23,8 @@ PACKAGE = SRC / "responsa"
 # Names are module paths inside the package ("" is the package itself); a subpackage's name
 # covers its modules.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("cli", frozenset({"__main__", "cli", "httpserver"})),  # httpserver: the HTTP protocol uvicorn runs
+    # httpserver, transport: the HTTP protocol uvicorn runs; workers: the supervisor of `serve --workers N`
+    ("cli", frozenset({"__main__", "cli", "httpserver", "workers", "transport"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
     ("operations", frozenset({"metrics", "observed", "drain"})),
@@ -56,7 +57,7 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
     "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints"}),
-    "uvicorn": frozenset({"cli", "httpserver"}),  # runs the app
+    "uvicorn": frozenset({"cli", "httpserver", "workers", "transport"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
     "asyncpg": frozenset({"store"}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import logging
 import os
 import time
@@ -154,8 +155,22 @@ def _socket_access(access: AccessLog) -> Callable[[str, str, str, int, float], N
     return add
 
 
-def create_app(settings: Settings) -> Any:
-    """The ASGI application for these settings."""
+def unsaved_files(data_dir: str, worker: int | None, workers: int) -> tuple[str, list[str]]:
+    """Where this process keeps, at shutdown, finished responses a database outage left unsaved
+    (one file per worker: they stop at the same moment), and the other such files it stores at
+    start: worker 0 (or a single server) takes those no running worker owns."""
+    own = os.path.join(data_dir, "unsaved-responses.jsonl" if worker is None else f"unsaved-responses-{worker}.jsonl")
+    if worker not in (None, 0):
+        return own, []
+    owned = {f"unsaved-responses-{n}.jsonl" for n in range(workers)} if worker is not None else set()
+    found = glob.glob(os.path.join(glob.escape(data_dir), "unsaved-responses*.jsonl"))
+    return own, sorted(p for p in found if p != own and os.path.basename(p) not in owned)
+
+
+def create_app(settings: Settings, worker: int | None = None, *, alone: bool = True) -> Any:
+    """The ASGI application for these settings (`worker`: its index under `--workers`; `alone`: no
+    other process uses the database as it starts, so what a SQLite database has running was left
+    by a server that stopped)."""
     metrics = None
     if settings.metrics_port is not None:
         from .metrics import Metrics  # prometheus_client is loaded only when metrics are on
@@ -165,7 +180,8 @@ def create_app(settings: Settings) -> Any:
     register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
                         *(metrics.tool_kind(k) if metrics else k for k in kinds), NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
-    store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size)
+    store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size,
+                       shared=worker is not None)
     if metrics is not None:
         store = metrics.store(store)
     router = Router(settings, wrap=_observed_backends(metrics, settings))
@@ -175,12 +191,13 @@ def create_app(settings: Settings) -> Any:
     fetcher = Fetcher(guard)  # every server-side download of a URL from a request goes through it
     media = Media(store, settings, fetcher)
     live = LiveRuns()
-    deferred = DeferredWrites(store, os.path.join(settings.data_dir, "unsaved-responses.jsonl"))
+    unsaved, leftovers = unsaved_files(settings.data_dir, worker, settings.workers)
+    deferred = DeferredWrites(store, unsaved)
     conversations = Conversations(store, settings, vault=vault, media=media, instance=instance)
     preparer = Preparer(store, router, settings, vault=vault, media=media, live=live, fetcher=fetcher,
                         conversations=conversations)
     jobs = Jobs(store, preparer, live, max_runs=settings.max_background_runs, instance=instance,
-                take_all_orphans=settings.database_url is None, lease_seconds=settings.lease_duration)
+                take_all_orphans=settings.database_url is None and alone, lease_seconds=settings.lease_duration)
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
     drain = Drain(live, jobs, store)
@@ -199,12 +216,16 @@ def create_app(settings: Settings) -> Any:
         from .metrics import MetricsServer
 
         metrics.watch(live, lambda: len(jobs.followers), lambda: drain.draining, lambda: router.backends.values())
-        metrics_server = MetricsServer(metrics, settings.metrics_host or settings.host, settings.metrics_port or 0)
+        # Under --workers each worker serves its own metrics, on the port plus its index.
+        port = (settings.metrics_port or 0) + (worker or 0)
+        metrics_server = MetricsServer(metrics, settings.metrics_host or settings.host, port)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await deferred.restore()  # finished streams a database outage kept from the last shutdown
+        for path in leftovers:  # ... by workers of an earlier server (or the earlier single server)
+            await DeferredWrites(store, path).restore()
         await vault.start()
         await router.start()
         await jobs.start()
@@ -213,8 +234,9 @@ def create_app(settings: Settings) -> Any:
         # What start-up created lives as long as the process: keep it out of GC passes.
         gc.collect()
         gc.freeze()
-        log.info("responsa ready on http://%s:%d (store: %s)", settings.host, settings.port,
-                 "postgresql" if settings.database_url else os.path.join(settings.data_dir, "responsa.db"))
+        log.info("responsa ready on http://%s:%d (store: %s)%s", settings.host, settings.port,
+                 "postgresql" if settings.database_url else os.path.join(settings.data_dir, "responsa.db"),
+                 "" if worker is None else f", worker {worker} of {settings.workers}")
         try:
             yield
         finally:

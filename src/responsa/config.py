@@ -131,6 +131,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("host", "Interface to listen on. Without --api-key only a loopback host is allowed."),
     Option("port", "TCP port to listen on.", int),
+    Option("workers", "Server processes sharing the port and the database: one per core to use.", int,
+           metavar="N"),
     Option("data_dir", "Directory for the SQLite database, uploaded files and the reasoning encryption key.",
            metavar="DIR"),
     Option("database_url", "Database to use instead of SQLite in --data-dir: postgresql://user@host/db.",
@@ -219,6 +221,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
     data_dir: str = field(default_factory=default_data_dir)
     database_url: str | None = None
     database_pool_size: int = 10
@@ -436,6 +439,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--retention must be at least 60 seconds")
     if settings.unstored_background_window < 1:
         raise ConfigError("--unstored-background-window must be at least 1 second")
+    if settings.workers < 1:
+        raise ConfigError("--workers must be at least 1")
     if settings.max_background_runs < 1:
         raise ConfigError("--max-background-runs must be at least 1")
     if settings.embedded_queue < 0 or settings.embedded_threads < 0:

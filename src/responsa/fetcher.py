@@ -11,15 +11,16 @@ a refused address is named in the error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
 from .netguard import NOT_PUBLIC, BlockedAddress, Guard
+
+if TYPE_CHECKING:
+    import aiohttp
 
 FETCH_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
@@ -47,22 +48,30 @@ class Download:
     url: str
 
 
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that refuses names resolving to an address the guard does not permit."""
+@functools.cache
+def guarded_resolver() -> type:
+    """The class of an aiohttp resolver that refuses names resolving to an address the guard does
+    not permit. Made on first use: aiohttp (20 MiB resident) is loaded by the first download,
+    which most servers never make."""
+    from aiohttp.abc import AbstractResolver, ResolveResult
+    from aiohttp.resolver import DefaultResolver
 
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
-        self._inner = DefaultResolver()
+    class GuardedResolver(AbstractResolver):
+        def __init__(self, guard: Guard) -> None:
+            self.guard = guard
+            self._inner = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            self.guard.check_address(result["host"])
-        return results
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            results = await self._inner.resolve(host, port, family)
+            for result in results:
+                self.guard.check_address(result["host"])
+            return results
 
-    async def close(self) -> None:
-        await self._inner.close()
+        async def close(self) -> None:
+            await self._inner.close()
+
+    return GuardedResolver
 
 
 class Fetcher:
@@ -79,9 +88,11 @@ class Fetcher:
         return socket.socket(family=family, type=type_, proto=proto)
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.guard), socket_factory=self._socket,
-                                             limit=32)
+            resolver: Any = guarded_resolver()(self.guard)
+            connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=self._socket, limit=32)
             # trust_env stays off: a proxy from the environment would make the peer address the proxy's.
             self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(connect=10))
         return self._session
@@ -99,6 +110,8 @@ class Fetcher:
             raise FetchFailed(f"no answer within {time_limit:g} seconds") from None
 
     async def _get(self, url: str, limit: int) -> Download:
+        import aiohttp
+
         target = url
         for hop in range(self.max_redirects + 1):
             host = _http_host(target)

@@ -22,13 +22,13 @@ TIMEOUT_BODY = (b'{"error":{"message":"The request was not received in time.","t
                 b'"param":null,"code":"request_timeout"}}')
 
 
-def guarded_protocol(read_timeout: float) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` setting, with this request read deadline."""
+def guarded_protocol(read_timeout: float, base: type[HttpToolsProtocol] = HttpToolsProtocol) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` setting (`base`, with this request read deadline)."""
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    class GuardedHttpToolsProtocol(base):  # type: ignore[valid-type,misc]
         _read_deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             # Silent from the start: as idle as a kept-alive connection between requests.
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,

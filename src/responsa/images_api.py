@@ -9,15 +9,18 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from .config import Settings
 from .errors import InvalidRequest
 from .fetcher import Fetcher, FetchFailed, Refused, TooLarge
 from .netguard import HOW_TO_ALLOW
+
+if TYPE_CHECKING:  # aiohttp is loaded by the first image request (most servers make none)
+    import aiohttp
 
 MAX_IMAGE_BYTES = 50 * 1024**2  # the hosted Images API's limit per input image
 MAX_RESPONSE_BYTES = 256 * 1024**2
@@ -127,6 +130,8 @@ class ImagesClient:
 
     async def edit(self, model: str, prompt: str, images: list[ImageFile], mask: ImageFile | None, opts: dict,
                    on_partial: PartialSink) -> ImageResult:
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("model", model)
         form.add_field("prompt", prompt)
@@ -141,6 +146,8 @@ class ImagesClient:
         return await self._post("/images/edits", {"data": form}, on_partial)
 
     async def _post(self, path: str, body: dict, on_partial: PartialSink) -> ImageResult:
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.endpoint.timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:

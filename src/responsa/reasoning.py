@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import InvalidRequest
 from .store import Store
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from .events import ResponseEvents
 
 INCLUDE = "reasoning.encrypted_content"
@@ -53,9 +53,12 @@ class SealError(Exception):
 
 
 def derive_key(secret: str | bytes) -> bytes:
-    """A 256-bit AES key from a configured key string (or stored random bytes)."""
+    """A 256-bit AES key from a configured key string (or stored random bytes): HKDF-SHA256
+    (RFC 5869) without salt, one block. The standard library's HMAC does it, so that the AES
+    library (9 MiB resident) is loaded only once something is sealed or opened."""
     raw = secret.encode() if isinstance(secret, str) else secret
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"responsa reasoning key").derive(raw)
+    prk = hmac.digest(bytes(32), raw, hashlib.sha256)
+    return hmac.digest(prk, b"responsa reasoning key" + b"\x01", hashlib.sha256)
 
 
 class ReasoningVault:
@@ -67,7 +70,15 @@ class ReasoningVault:
         self.configured = [derive_key(k) for k in keys]
         self.retention = retention
         self.clock = clock
-        self._ciphers: list[AESGCM] = [AESGCM(k) for k in self.configured]
+        self._keys = list(self.configured)
+        self._cipher_list: list[AESGCM] | None = None
+
+    def _ciphers(self) -> list[AESGCM]:
+        if self._cipher_list is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher_list = [AESGCM(k) for k in self._keys]
+        return self._cipher_list
 
     async def start(self) -> None:
         """Load the stored key (creating it on first start unless keys are configured)."""
@@ -81,7 +92,7 @@ class ReasoningVault:
             key = derive_key(value)
             if key not in keys:
                 keys.append(key)
-        self._ciphers = [AESGCM(k) for k in keys]
+        self._keys, self._cipher_list = keys, None
 
     # ---- tokens ---------------------------------------------------------------------------
 
@@ -90,11 +101,11 @@ class ReasoningVault:
 
         `purpose` is bound into the ciphertext: a token sealed for one kind of item (reasoning,
         a compaction summary) does not open as another."""
-        if not self._ciphers:
+        if not self._keys:
             raise RuntimeError("the reasoning vault has no key (start() was not awaited)")
         payload = orjson.dumps({"o": owner, "x": int(self.clock()) + self.retention, "t": list(texts)})
         nonce = os.urandom(NONCE_BYTES)
-        return base64.urlsafe_b64encode(nonce + self._ciphers[0].encrypt(nonce, payload, purpose)).decode()
+        return base64.urlsafe_b64encode(nonce + self._ciphers()[0].encrypt(nonce, payload, purpose)).decode()
 
     def unseal(self, token: str, owner: str, *, purpose: bytes = AAD, check_expiry: bool = True) -> list[str]:
         """The texts of a token; raises SealError. `check_expiry=False` for tokens read back from
@@ -106,7 +117,10 @@ class ReasoningVault:
         if len(raw) < NONCE_BYTES + TAG_BYTES:
             raise SealError("invalid")
         nonce, body = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-        for cipher in self._ciphers:
+        ciphers = self._ciphers()
+        from cryptography.exceptions import InvalidTag
+
+        for cipher in ciphers:
             try:
                 payload = orjson.loads(cipher.decrypt(nonce, body, purpose))
                 break

@@ -355,9 +355,11 @@ class Store(Protocol):
         ...
 
 
-def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10, shared: bool = False) -> Store:
-    """SQLite in the data dir, or PostgreSQL when a URL is given (at most `pool_size` connections).
-    `shared`: a short-lived command beside a running server (SQLite then takes no exclusive lock)."""
+def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10, shared: bool = False,
+               guest: bool = False) -> Store:
+    """SQLite in the data dir (`shared`: by several worker processes; `guest`: a short-lived command
+    beside a running server, which takes no exclusive lock), or PostgreSQL when a URL is given (at
+    most `pool_size` connections)."""
     if database_url:
         from .postgres import PostgresStore
 
@@ -366,4 +368,4 @@ def open_store(database_url: str | None, data_dir: str, *, pool_size: int = 10, 
 
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(os.path.join(data_dir, "responsa.db"), shared=shared)
+    return SQLiteStore(os.path.join(data_dir, "responsa.db"), shared=shared, guest=guest)

@@ -7,21 +7,23 @@ before the client sees it. In WAL mode with `synchronous=NORMAL` a commit only a
 the log, which takes tens of microseconds: doing it inline is cheaper than handing work to
 a writer thread (measured: the thread hop and the GIL contention with it cost more than the
 SQL itself, on one core). The one slow operation, the checkpoint that folds the log back
-into the database and syncs it, runs in a background thread on its own connection.
-One process owns a database: a lock file in the data dir refuses a second server.
+into the database and syncs it, runs in a background thread on its own connection, which
+also starts the log over once it is past its target size (wal.py).
+One server owns a database: a lock file in the data dir refuses a second one. That server
+may be several worker processes (`--workers`, `shared=True`): processes.py says what they share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fcntl
 import logging
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -29,15 +31,17 @@ import orjson
 from ..errors import NotFound, ServiceUnavailable
 from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, rows_json
 from . import sqlite_conversations as conversations
+from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
+from .wal import WalKeeper
 
 log = logging.getLogger("responsa.store")
 T = TypeVar("T")
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 _UNKNOWN = object()
-CHECKPOINT_EVERY = 2.0  # seconds between background checkpoints
 PROBE_EVERY = 1  # seconds between write probes while writes fail
+DEFER = 0.001  # seconds a commit is put off while the log is started over
 MAX_UNSAVED = 10_000  # acknowledged writes kept for the probe while writes fail
 CHAIN_CACHE_SIZE = 4096  # chains kept (they share their links, so memory grows with new turns only)
 
@@ -47,8 +51,23 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA cache_size=-65536")
+    # 8 MiB of pages per connection. The operating system caches the file anyway; 64 MiB (two
+    # connections) was most of a busy server's resident memory and served no faster.
+    conn.execute("PRAGMA cache_size=-8192")
     return conn
+
+
+def lock_data_dir(path: str) -> Any:
+    """Hold the lock that makes one server the owner of the database at `path` (an open file: the
+    lock lasts until every process holding it has closed it or exited)."""
+    lock_file = open(path + ".lock", "w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.close()
+        raise RuntimeError(f"another Responsa process is using {path} (one server per SQLite data dir: "
+                           "use --workers for several processes on it, PostgreSQL for several machines)") from None
+    return lock_file
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -79,11 +98,16 @@ def _statements(script: str) -> list[str]:
 class SQLiteStore(SQLiteConversations):
     """The embedded default store (one file in the data dir)."""
 
-    def __init__(self, path: str, shared: bool = False) -> None:
+    def __init__(self, path: str, *, shared: bool = False, guest: bool = False) -> None:
         self.path = path
-        # A short-lived command (`responsa keys`) beside the running server: no exclusive lock, no
-        # checkpointer; SQLite itself serialises its few writes with the server's.
+        # One of several worker processes, whose supervisor holds the data dir's lock.
         self.shared = shared
+        # A short-lived command (`responsa keys`) beside the running server: no exclusive lock, no
+        # WAL keeper; SQLite itself serialises its few writes with the server's.
+        self.guest = guest
+        self._writer_lock: WriterLock | None = None
+        self._deletes: DeleteCounter | None = None
+        self._peers: Peers | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
@@ -94,8 +118,8 @@ class SQLiteStore(SQLiteConversations):
             collections.OrderedDict()
         self._parent_of: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self._lock_file: Any = None
-        self._checkpointer: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._delete_pending = False  # a delete in the current transaction
+        self.wal = WalKeeper(path, _connect)
         # Why the last write failed (a full disk, an I/O error), until a write succeeds again: new
         # work is refused meanwhile (check_writable), since plain responses are answered before
         # their commit and would otherwise be acknowledged and lost.
@@ -107,38 +131,35 @@ class SQLiteStore(SQLiteConversations):
 
     async def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        if not self.shared:
-            self._lock_file = open(self.path + ".lock", "w")
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._lock_file.close()
-                self._lock_file = None
-                raise RuntimeError(f"another Responsa process is using {self.path} (one server per SQLite "
-                                   "data dir; use PostgreSQL for several replicas)") from None
+        if self.shared:
+            self._writer_lock = WriterLock(self.path + "-writer")
+            self._deletes = DeleteCounter(self.path + "-deletes")
+            self._peers = Peers(self.path + "-peers", self._deliver)
+            self._peers.open()
+            self.wal.writers = self._writer_lock
+        elif not self.guest:
+            self._lock_file = lock_data_dir(self.path)
         writer = _connect(self.path)
-        migrate(writer)
+        with self._exclusive():
+            migrate(writer)
         self._writer = writer
         self._reader = _connect(self.path)
         self._reader.execute("PRAGMA query_only=1")
-        if self.shared:
-            return
-        writer.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the background thread
-        self._stop.clear()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
-        self._checkpointer.start()
+        if not self.guest:
+            self.wal.start(writer)
 
     async def close(self) -> None:
         if self._pending:
-            self._flush()
-        if self._checkpointer is not None:
-            self._stop.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
+            self._flush(block=True)
+        await asyncio.to_thread(self.wal.stop)
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
         self._writer = self._reader = None
+        for part in (self._peers, self._deletes, self._writer_lock):
+            if part is not None:
+                part.close()
+        self._peers = self._deletes = self._writer_lock = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -188,7 +209,7 @@ class SQLiteStore(SQLiteConversations):
         if self._reader is None:
             raise ServiceUnavailable("The store is not open.")
         if self._pending:
-            self._flush()  # reads see every write made before them, even those not awaited
+            self._flush(block=True)  # reads see every write made before them, even those not awaited
         return self._reader
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -207,19 +228,35 @@ class SQLiteStore(SQLiteConversations):
             loop.call_soon(self._flush)
         return fut
 
-    def _flush(self) -> None:
-        """Commit every write queued during this turn of the loop in one transaction."""
+    def _flush(self, block: bool = False) -> None:
+        """Commit every write queued during this turn of the loop in one transaction. While the
+        checkpoint thread starts the log over (wal.py), a millisecond later, unless `block`."""
         self._flush_scheduled = False
+        if not self._pending:
+            return
+        turn = self.wal.turn
+        if not turn.acquire(blocking=block):
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(DEFER, self._flush)
+            return
+        try:
+            self._commit()
+        finally:
+            turn.release()
+
+    def _commit(self) -> None:
         batch, self._pending = self._pending, []
         conn = self._writer
-        if not batch:
-            return
         if conn is None:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(ServiceUnavailable("The store is closed."))
             return
+        lock = self._writer_lock
+        if lock is not None:
+            lock.acquire()
         try:
+            self.wal.before_write(conn)
             conn.execute("BEGIN IMMEDIATE")
             values = [fn(conn) for fn, _ in batch]
             conn.execute("COMMIT")
@@ -229,10 +266,33 @@ class SQLiteStore(SQLiteConversations):
             for fn, fut in batch:
                 self._run_alone(conn, fn, fut)
             return
+        finally:
+            self._deleted()
+            if lock is not None:
+                lock.release()
         self.write_failure = None
         for (_, fut), value in zip(batch, values, strict=True):
             if not fut.done():
                 fut.set_result(value)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No other process writes meanwhile (a no-op for a process alone)."""
+        if self._writer_lock is None:
+            yield
+            return
+        self._writer_lock.acquire()
+        try:
+            yield
+        finally:
+            self._writer_lock.release()
+
+    def _deleted(self) -> None:
+        """After a transaction: if it deleted responses, other processes drop their cached chains."""
+        if self._delete_pending:
+            self._delete_pending = False
+            if self._deletes is not None:
+                self._deletes.bump()
 
     def _run_alone(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any],
                    fut: asyncio.Future) -> None:
@@ -257,18 +317,6 @@ class SQLiteStore(SQLiteConversations):
             self.write_failure = None
             if not fut.done():
                 fut.set_result(value)
-
-    def _checkpoint_loop(self) -> None:
-        conn = _connect(self.path)
-        try:
-            while not self._stop.wait(CHECKPOINT_EVERY):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as e:
-                    log.warning("sqlite checkpoint failed: %s", e)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            conn.close()
 
     # ---- responses -----------------------------------------------------------------------------
 
@@ -316,7 +364,7 @@ class SQLiteStore(SQLiteConversations):
             if ends_turn:
                 conversations.end_turn(conn, record)
 
-        if wait:
+        if wait or self.shared:  # another process may serve the client's next read: commit first
             await self._write(op)
             return
         # The commit runs at the end of this turn of the event loop, before the loop reads
@@ -362,6 +410,8 @@ class SQLiteStore(SQLiteConversations):
         # this database, so chains are cached: turn N+1 reads turn N and reuses the chain
         # cached when turn N was made, instead of reading all N responses again.
         now = int(time.time())
+        if self._deletes is not None and self._deletes.changed():  # another process deleted something
+            self._chain_cache.clear()
         cached = self._chain_cache.get(response_id)
         if cached is not None and cached[0] == owner and cached[1] > now:
             self._chain_cache.move_to_end(response_id)
@@ -425,6 +475,7 @@ class SQLiteStore(SQLiteConversations):
             conn.execute("DELETE FROM events WHERE response_id=?", (response_id,))
             conversations.release(conn, response_id)
             self._chain_cache.clear()  # cached chains through it must not be continued
+            self._delete_pending = True
             return True
 
         return await self._write(op)
@@ -472,6 +523,7 @@ class SQLiteStore(SQLiteConversations):
             files = conn.execute("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at<=?", (now,))
             if ids:
                 self._chain_cache.clear()
+                self._delete_pending = True
             return len(ids) + files.rowcount + conversations.purge(conn, now, 5000)
 
         return await self._write(op)
@@ -500,7 +552,11 @@ class SQLiteStore(SQLiteConversations):
         return await self._write(op)
 
     async def notify(self, channel: str, response_id: str) -> None:
-        # One process owns a SQLite database's runs: deliver in-process.
+        self._deliver(channel, response_id)
+        if self._peers is not None:
+            self._peers.send(channel, response_id)
+
+    def _deliver(self, channel: str, response_id: str) -> None:
         for callback in self._listeners:
             callback(channel, response_id)
 
