@@ -32,21 +32,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness import KEY_A, ServerProcess, free_port  # noqa: E402
 from store_throughput import run_upstream  # noqa: E402
+from workers import WRK_SCRIPT as WORKERS_WRK_SCRIPT  # noqa: E402
 
 MIB = 1024 * 1024
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer KEY"
-wrk.body = '{"model":"bench","input":"Say hello","stream":false}'
-done = function(summary, latency, requests)
-  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"errors":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout))
-end
-""".replace("KEY", KEY_A)
+# The same wrk script as benchmarks/workers.py, for plain stored responses.
+WRK_SCRIPT = WORKERS_WRK_SCRIPT.replace("KEY", KEY_A).replace("STREAM", "false")
 
 
 def size(path: Path) -> int:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import pg  # noqa: E402
 from harness import KEY_A, ServerProcess, free_port  # noqa: E402
 from store_throughput import PLAIN, STREAM, run_upstream  # noqa: E402
+from store_throughput import cpu_seconds as processes_cpu_seconds  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -84,14 +85,7 @@ def cpu_seconds(root: int) -> float:
         pids += [int(p) for p in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
     except OSError:
         pass
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return processes_cpu_seconds(pids)
 
 
 def start_upstream(tmp: Path) -> tuple[str, str, subprocess.Popen | multiprocessing.Process]:
