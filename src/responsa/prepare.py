@@ -133,8 +133,8 @@ class Preparer:
             AutoCompaction(self.vault, owner, req.compact_threshold or None))
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
-                          input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
-        run.unstored_window = self.settings.unstored_background_window
+                          input_items=input_items, spec=spec, dialect=self.settings.stream_dialect,
+                          unstored_window=self.settings.unstored_background_window)
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
         if context is not None:
