@@ -229,7 +229,7 @@ class WebSearchTool(Tool):
                 query, self.count, self.domains, self.location if self.provider.takes_location else None))
         except SearchFailed as e:
             hosted.failed()
-            hosted.tell_model(ctx, f"Error: the web search failed: {e}.")
+            hosted.tell_model(ctx, f"Error: the web search failed: {str(e).rstrip('.')}.")
             return
         results = [r for r in found if in_domains(r.url, self.domains)][:self.count]
         for r in results:
