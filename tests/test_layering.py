@@ -72,6 +72,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "cryptography": frozenset({"reasoning"}),
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
     "prometheus_client": frozenset({"metrics"}),
+    "lxml": frozenset({"webpages"}),  # the text of the pages the web_search tool opens
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

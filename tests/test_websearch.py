@@ -59,11 +59,16 @@ def test_domains() -> None:
 
 
 def test_html_text_and_find() -> None:
-    title, text = html_text("<html><head><title> The  Title </title><script>x = 1</script></head><body>"
-                            "<h1>Head</h1><p>One &amp; two.</p><style>p{}</style><ul><li>a</li><li>b</li></ul>"
-                            "<noscript>enable js</noscript></body></html>")
+    title, text = html_text(b"<html><head><title> The  Title </title><script>x = 1</script></head><body>"
+                            b"<h1>Head</h1><p>One &amp; two.</p><style>p{}</style><ul><li>a</li><li>b</li></ul>"
+                            b"<noscript>enable js</noscript><!-- a comment --></body></html>")
     assert title == "The Title"
     assert text == "Head\n\nOne & two.\n\na\n\nb"
+    assert html_text("<p>café</p>".encode("latin-1"), "latin-1") == ("", "café")
+    assert html_text(b"") == ("", "") and html_text(b"   ") == ("", "")
+    assert html_text('<meta charset="windows-1252"><p>na\u00efve</p>'.encode("cp1252")) == ("", "na\u00efve")
+    assert html_text('<?xml version="1.0" encoding="utf-8"?><html><p>\u00e9t\u00e9</p></html>'.encode()) == (
+        "", "\u00e9t\u00e9")
     page = "alpha " * 100 + "the Needle here " + "omega " * 100 + "needle again"
     found = find_in_text(page, "NEEDLE", around=10)
     assert found == ["...alpha the Needle here omeg...", "...ega omega needle again"]
