@@ -3,6 +3,7 @@ and Brave over real HTTP, in their JSON shapes), with the pages their results li
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -320,8 +321,10 @@ def test_bad_calls_are_sent_back_to_the_model(client: OpenAI, script: Script, st
 @pytest.mark.parametrize(("tool", "param", "code"), [
     ({"type": "web_search", "search_context_size": "huge"}, "tools[0].search_context_size", "invalid_value"),
     ({"type": "web_search", "colour": "red"}, "tools[0].colour", "unknown_parameter"),
-    ({"type": "web_search", "search_content_types": ["text"]}, "tools[0].search_content_types",
-     "unknown_parameter"),
+    ({"type": "web_search", "search_content_types": "text"}, "tools[0].search_content_types", "invalid_type"),
+    ({"type": "web_search_preview", "image_settings": {}}, "tools[0].image_settings", "unknown_parameter"),
+    ({"type": "web_search", "image_settings": {"max_results": 0}}, "tools[0].image_settings.max_results",
+     "integer_below_min_value"),
     ({"type": "web_search_preview", "filters": {}}, "tools[0].filters", "unknown_parameter"),
     ({"type": "web_search_preview", "user_location": {"city": "Paris"}}, "tools[0].user_location.type",
      "missing_required_parameter"),
@@ -423,3 +426,24 @@ def test_one_web_search_entry_per_request(client: OpenAI, script: Script) -> Non
         assert e.value.body["param"] == "tools"
         assert e.value.body["message"] == f"Two tools offer a function named '{name}'."
     assert script.requests == []
+
+
+def test_agents_sdk_web_search_tool(backend: Backend, server: ServerProcess, script: Script,
+                                    state: SearchState) -> None:
+    agents = pytest.importorskip("agents", reason="openai-agents is in the `clients` extra (./scripts/test)")
+    page, _ = corpus(backend)
+    agents.set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY_A, max_retries=0)
+    agent = agents.Agent(name="searcher", instructions="Search, then answer.", model=agents.OpenAIResponsesModel(
+        model="gpt-4.1", openai_client=client), tools=[agents.WebSearchTool(
+            user_location={"type": "approximate", "city": "Paris"}, filters={"allowed_domains": ["127.0.0.1"]},
+            search_context_size="high", search_content_types=["text"])])
+    script.add(search("asyncio"), {"content": f"asyncio: [docs]({page})"})
+    result = asyncio.run(agents.Runner.run(agent, "What is asyncio?"))
+    assert result.final_output == f"asyncio: [docs]({page})"
+    calls = [i.raw_item for i in result.new_items if i.type == "tool_call_item"]
+    assert [(c.type, c.status, c.action.type, c.action.query) for c in calls] == [
+        ("web_search_call", "completed", "search", "asyncio")]
+    assert state.searches()[0]["params"]["q"] == "asyncio site:127.0.0.1"
+    message = next(i.raw_item for i in result.new_items if i.type == "message_output_item")
+    assert [a.url for a in message.content[0].annotations] == [page]

@@ -40,7 +40,8 @@ class HostedCall:
         return call
 
     def completed(self, **fields: Any) -> None:
-        """The call found what it found: its last fields, `.completed`, then the item done."""
+        """The call found what it found: its last fields (new values, never changed in place: events
+        already queued hold the old ones), `.completed`, then the item done."""
         self.item.update(fields)
         self.item["status"] = "completed"
         self.events.item_event(f"{self.prefix}.completed", self.index)

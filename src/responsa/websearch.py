@@ -66,8 +66,10 @@ class WebSearchKind(ToolKind):
     def check(self, entry: dict, param: str) -> dict:
         kind = entry["type"]
         preview = kind in PREVIEW_TYPES
-        known = {"type", "search_context_size", "user_location",
-                 *(("search_content_types",) if preview else ("filters", "external_web_access"))}
+        # `search_content_types` and `image_settings` on web_search are newer than the SDKs' types;
+        # the Agents SDK sends them.
+        known = {"type", "search_context_size", "user_location", "search_content_types",
+                 *(() if preview else ("filters", "external_web_access", "image_settings"))}
         _no_unknown(entry, known, param)
         out: dict[str, Any] = {"type": kind}
         size = c.choice(entry, "search_context_size", f"{param}.search_context_size", CONTEXT_SIZES)
@@ -76,13 +78,13 @@ class WebSearchKind(ToolKind):
         location = _check_location(entry, f"{param}.user_location", type_required=preview)
         if location is not None:
             out["user_location"] = location
+        types = c.string_list(entry, "search_content_types", f"{param}.search_content_types")
+        for i, value in enumerate(types or ()):
+            if value not in CONTENT_TYPES:
+                raise c.bad_value(f"{param}.search_content_types[{i}]", value, CONTENT_TYPES)
+        if types is not None:
+            out["search_content_types"] = types
         if preview:
-            types = c.string_list(entry, "search_content_types", f"{param}.search_content_types")
-            for i, value in enumerate(types or ()):
-                if value not in CONTENT_TYPES:
-                    raise c.bad_value(f"{param}.search_content_types[{i}]", value, CONTENT_TYPES)
-            if types is not None:
-                out["search_content_types"] = types
             return out
         filters = c.mapping(entry, "filters", f"{param}.filters")
         if filters is not None:
@@ -91,6 +93,12 @@ class WebSearchKind(ToolKind):
         external = c.boolean(entry, "external_web_access", f"{param}.external_web_access")
         if external is not None:
             out["external_web_access"] = external
+        images = c.mapping(entry, "image_settings", f"{param}.image_settings")
+        if images is not None:
+            _no_unknown(images, {"max_results", "caption"}, f"{param}.image_settings")
+            c.integer(images, "max_results", f"{param}.image_settings.max_results", 1, 100)
+            c.boolean(images, "caption", f"{param}.image_settings.caption")
+            out["image_settings"] = images
         return out
 
     def build(self, entry: dict, ctx: ToolContext) -> WebSearchTool:
@@ -234,8 +242,8 @@ class WebSearchTool(Tool):
         results = [r for r in found if in_domains(r.url, self.domains)][:self.count]
         for r in results:
             self.sources.setdefault(r.url, r.title)
-        if SOURCES in ctx.include:
-            action["sources"] = [{"type": "url", "url": r.url} for r in results]
+        if SOURCES in ctx.include:  # a new action: events already queued hold the old one
+            action = {**action, "sources": [{"type": "url", "url": r.url} for r in results]}
         hosted.completed(action=action)
         hosted.tell_model(ctx, _results_text(query, results))
 
