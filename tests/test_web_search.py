@@ -447,3 +447,18 @@ def test_agents_sdk_web_search_tool(backend: Backend, server: ServerProcess, scr
     assert state.searches()[0]["params"]["q"] == "asyncio site:127.0.0.1"
     message = next(i.raw_item for i in result.new_items if i.type == "message_output_item")
     assert [a.url for a in message.content[0].annotations] == [page]
+
+
+def test_in_a_conversation(backend: Backend, client: OpenAI, script: Script) -> None:
+    page, _ = corpus(backend)
+    conv = client.conversations.create()
+    script.add(search("asyncio"), {"content": f"See {page}."}, {"content": "You are welcome."})
+    r = client.responses.create(model="chat", input="asyncio?", conversation=conv.id, tools=[{"type": "web_search"}],
+                                include=[SOURCES])
+    assert r.output[0].type == "web_search_call"
+    items = client.conversations.items.list(conv.id, order="asc").data
+    assert [i.type for i in items] == ["message", "web_search_call", "message"]
+    assert wire(items[1])["action"]["sources"][0]["url"] == page
+    client.responses.create(model="chat", input="thanks", conversation=conv.id, tools=[{"type": "web_search"}])
+    [summary] = tool_messages(script.requests[-1])
+    assert summary["content"].startswith('Searched the web for "asyncio". Sources: ' + page)
