@@ -5,7 +5,8 @@ Both search one corpus of `Doc`s (a result is a doc whose title or text holds ev
 query that is not a `site:` operator), record every request (path, query parameters, headers)
 and fail on demand. SearXNG answers `GET /search?format=json` (403 for another format, as an
 instance that has not enabled it); Brave answers `GET /res/v1/web/search` and checks
-`X-Subscription-Token`. `GET /pages/{name}` serves the corpus's HTML pages.
+`X-Subscription-Token`. `GET /pages/{name}` serves the corpus's HTML pages, and
+`GET /redirect?to=URL` answers 302 to URL.
 """
 
 from __future__ import annotations
@@ -147,5 +148,9 @@ def search_app(state: SearchState) -> Starlette:
             return HTMLResponse(body)
         return Response(body, media_type=content_type)
 
+    async def redirect(request: Request) -> Response:
+        record(request)
+        return Response(status_code=302, headers={"location": request.query_params["to"]})
+
     return Starlette(routes=[Route("/search", searxng), Route("/res/v1/web/search", brave),
-                             Route("/pages/{name}", page)])
+                             Route("/pages/{name}", page), Route("/redirect", redirect)])

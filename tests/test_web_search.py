@@ -63,9 +63,10 @@ def private_page() -> Iterator[PrivatePage]:
 
 def _serve(backend: Backend, tmp: pytest.TempPathFactory, name: str, *args: str,
            env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    # The test pages are on 127.0.0.1, allowed here; 127.0.0.2 stays refused by the guard.
+    # The test pages are on 127.0.0.1 (or localhost), allowed here; 127.0.0.2 stays refused by the guard.
     proc = ServerProcess(tmp.mktemp(name), "--upstream-base-url", backend.url + "/v1", "--api-key", KEY_A,
-                         "--allow-private-address", "127.0.0.1/32", *args, env=env)
+                         "--allow-private-address", "127.0.0.1/32", "--allow-private-address", "::1/128", *args,
+                         env=env)
     proc.start()
     try:
         yield proc
@@ -267,6 +268,21 @@ def test_allowed_domains(backend: Backend, client: OpenAI, script: Script, state
     assert "example.org" not in results["content"] and "docs.python.org" in results["content"]
     assert "not in the allowed domains (python.org)" in refused["content"]
     assert "Results come only from python.org." in script.requests[0]["tools"][0]["function"]["description"]
+
+
+def test_allowed_domains_hold_across_redirects(backend: Backend, client: OpenAI, script: Script,
+                                               state: SearchState) -> None:
+    page, _ = corpus(backend)
+    via_localhost = page.replace("127.0.0.1", "localhost")
+    away = f"http://localhost:{backend.port}/redirect?to={page}"
+    script.add(call("open_page", url=via_localhost), call("open_page", url=away), {"content": "ok"})
+    r = client.responses.create(model="chat", input="x", tools=[
+        {"type": "web_search", "filters": {"allowed_domains": ["localhost"]}}])
+    assert [o.status for o in r.output[:2]] == ["completed", "failed"]
+    opened, refused = tool_messages(script.requests[-1])
+    assert opened["content"].startswith(f"Title: asyncio docs\nURL: {via_localhost}")
+    assert refused["content"] == (f"Error: {away} redirects to {page}, which is not in the allowed domains "
+                                  "(localhost).")
 
 
 def test_provider_failures_are_told_to_the_model(client: OpenAI, script: Script, state: SearchState) -> None:

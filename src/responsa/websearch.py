@@ -280,6 +280,9 @@ class WebSearchTool(Tool):
             if ctx.fetcher is None:
                 raise PageFailed("This server cannot open pages here.")
             page = await open_page(url, ctx.fetcher)
+            if not in_domains(page.url, self.domains):
+                raise PageFailed(f"{url} redirects to {page.url}, which is not in the allowed domains "
+                                 f"({', '.join(self.domains)}).")
             self.pages[url] = self.pages[page.url] = page
             title = self.sources.get(url) or page.title
             self.sources.setdefault(url, title)
