@@ -478,3 +478,37 @@ def test_in_a_conversation(backend: Backend, client: OpenAI, script: Script) -> 
     client.responses.create(model="chat", input="thanks", conversation=conv.id, tools=[{"type": "web_search"}])
     [summary] = tool_messages(script.requests[-1])
     assert summary["content"].startswith('Searched the web for "asyncio". Sources: ' + page)
+
+
+def test_pages_that_cannot_be_read(backend: Backend, client: OpenAI, script: Script, state: SearchState,
+                                   private_page: PrivatePage) -> None:
+    base = backend.url + "/pages/"
+    state.pages.update({"logo": ("image/png", b"\x89PNG\r\n\x1a\n"), "notes": ("text/plain", "plain  notes\n\n\n\nend"),
+                        "big": ("text/html", "<title>Big</title>" + "<p>lorem ipsum</p>" * 30000)})
+    hop = f"{backend.url}/redirect?to={private_page.url}/admin"
+    script.add(call("open_page", url=base + "missing"), call("open_page", url=base + "logo"),
+               call("open_page", url=base + "notes"), call("find_in_page", url=base + "big", pattern="IPSUM"),
+               call("open_page", url=hop), call("open_page", url="ftp://example.org/x"), {"content": "done"})
+    r = client.responses.create(model="chat", input="x", tools=[{"type": "web_search", "search_context_size": "low"}])
+    check_response(r)
+    assert [o.status for o in r.output[:6]] == ["failed", "failed", "completed", "completed", "failed", "failed"]
+    told = [m["content"] for m in tool_messages(script.requests[-1])]
+    assert told[0] == f"Error: Opening {base}missing failed: HTTP 404."
+    assert told[1] == f"Error: The page at {base}logo is not text (image/png)."
+    assert told[2] == f"Title: {base}notes\nURL: {base}notes\n\nplain notes\n\nend"
+    assert told[3].startswith(f'"IPSUM" in Big ({base}big):\n[1] lorem ipsum') and told[3].count("\n[") == 10
+    assert told[4].startswith(f"Error: The page URL '{hop}' redirects to '127.0.0.2', a private")
+    assert told[5] == "Error: The page URL must be an http(s) URL."
+    assert private_page.hits == []
+
+
+def test_unreachable_provider(backend: Backend, tmp_path_factory: pytest.TempPathFactory, script: Script) -> None:
+    for proc in _serve(backend, tmp_path_factory, "dead", "--web-search-provider", "searxng",
+                       "--web-search-url", "http://127.0.0.1:9"):
+        client = OpenAI(base_url=proc.base_url, api_key=KEY_A, max_retries=0)
+        script.add(search("x"), {"content": "no luck"})
+        r = client.responses.create(model="chat", input="x", tools=[{"type": "web_search"}])
+        assert r.status == "completed" and r.output[0].status == "failed"
+        assert tool_messages(script.requests[-1])[0]["content"] == (
+            "Error: the web search failed: the search provider (searxng) could not be reached.")
+        assert "127.0.0.1:9" in proc.log()  # the address is in the server's log, not the model's context

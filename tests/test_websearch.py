@@ -73,7 +73,8 @@ def test_html_text_and_find() -> None:
     found = find_in_text(page, "NEEDLE", around=10)
     assert found == ["...alpha the Needle here omeg...", "...ega omega needle again"]
     assert find_in_text(page, "absent") == [] and find_in_text(page, "") == []
-    assert len(find_in_text("x " * 50, "x", limit=3)) == 3
+    assert len(find_in_text("x " * 500, "x", limit=3, around=5)) == 3
+    assert find_in_text("x x x", "x", around=5) == ["x x x"]  # one place, all three shown
 
 
 def test_provider_answers_are_read_defensively() -> None:

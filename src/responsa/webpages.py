@@ -114,12 +114,17 @@ async def open_page(url: str, fetcher: Fetcher) -> Page:
 
 
 def find_in_text(text: str, pattern: str, *, limit: int = 10, around: int = 160) -> list[str]:
-    """Excerpts of `text` around each place `pattern` occurs (ignoring case), at most `limit`."""
+    """Excerpts of `text` around the places `pattern` occurs (ignoring case), at most `limit`; a place
+    inside the previous excerpt is not shown again."""
     if not pattern:
         return []
-    found = []
+    found: list[str] = []
+    shown = 0  # where the last excerpt ends: a match inside it is already shown
     for match in re.finditer(re.escape(pattern), text, re.IGNORECASE):
+        if found and match.start() < shown:
+            continue
         start, end = max(0, match.start() - around), min(len(text), match.end() + around)
+        shown = end
         excerpt = " ".join(text[start:end].split())
         found.append(("..." if start else "") + excerpt + ("..." if end < len(text) else ""))
         if len(found) >= limit:
