@@ -512,3 +512,19 @@ def test_unreachable_provider(backend: Backend, tmp_path_factory: pytest.TempPat
         assert tool_messages(script.requests[-1])[0]["content"] == (
             "Error: the web search failed: the search provider (searxng) could not be reached.")
         assert "127.0.0.1:9" in proc.log()  # the address is in the server's log, not the model's context
+
+
+def test_over_a_websocket(backend: Backend, client: OpenAI, script: Script) -> None:
+    page, _ = corpus(backend)
+    script.add(search("asyncio"), {"content": f"[docs]({page})"})
+    with client.responses.connect() as conn:
+        conn.response.create(model="chat", input="asyncio?", tools=[{"type": "web_search"}], store=False)
+        events = []
+        for event in conn:
+            events.append(wire(event))
+            if event.type in ("response.completed", "response.failed", "error"):
+                break
+    kinds = types_of(events)
+    assert kinds[-1] == "response.completed"
+    assert kinds.index("response.web_search_call.searching") < kinds.index("response.web_search_call.completed")
+    assert events[-1]["response"]["output"][1]["content"][0]["annotations"][0]["url"] == page
