@@ -285,7 +285,8 @@ def test_allowed_domains_hold_across_redirects(backend: Backend, client: OpenAI,
                                   "(localhost).")
 
 
-def test_provider_failures_are_told_to_the_model(client: OpenAI, script: Script, state: SearchState) -> None:
+def test_provider_failures_are_told_to_the_model(server: ServerProcess, client: OpenAI, script: Script,
+                                                 state: SearchState) -> None:
     state.fail(500, {"error": "engines exploded"})
     script.add(search("anything"), {"content": "The search failed, sorry."})
     r = client.responses.create(model="chat", input="search", tools=[{"type": "web_search"}])
@@ -302,6 +303,7 @@ def test_provider_failures_are_told_to_the_model(client: OpenAI, script: Script,
     assert [o.status for o in r.output[:2]] == ["failed", "failed"] and r.status == "completed"
     first, second = tool_messages(script.requests[-1])
     assert "answered HTTP 403" in first["content"] and "not JSON search results" in second["content"]
+    assert "does the instance allow the json format?" in server.log()
     # A failed search says so to a later turn, too.
     script.add({"content": "ok"})
     client.responses.create(model="chat", input="again?", previous_response_id=r.id)

@@ -113,7 +113,9 @@ class _HTTPProvider:
         if self._session is not None:
             await self._session.close()
 
-    async def _get_json(self, name: str, url: str, params: dict[str, str], headers: dict[str, str]) -> Any:
+    async def _get_json(self, name: str, url: str, params: dict[str, str], headers: dict[str, str],
+                        hints: dict[int, str] | None = None) -> Any:
+        """The provider's JSON answer; `hints` adds, by HTTP status, what the operator may do about one."""
         import aiohttp
 
         try:
@@ -128,7 +130,8 @@ class _HTTPProvider:
         except orjson.JSONDecodeError:
             data = None
         if status != 200:
-            log.warning("web search: %s at %s answered HTTP %d: %s", name, url, status, body[:500])
+            log.warning("web search: %s at %s answered HTTP %d%s: %s", name, url, status,
+                        f" ({hints[status]})" if hints and status in hints else "", body[:500])
             detail = _error_detail(data)
             raise SearchFailed(f"the search provider ({name}) answered HTTP {status}" +
                                (f": {detail}" if detail else ""))
@@ -173,7 +176,8 @@ class SearXNG(_HTTPProvider):
         if self.api_key:  # an instance behind a proxy that wants a token
             headers["Authorization"] = f"Bearer {self.api_key}"
         params = {"q": with_sites(query.query, query.allowed_domains), "format": "json"}
-        data = await self._get_json(self.name, self.base_url.rstrip("/") + "/search", params, headers)
+        data = await self._get_json(self.name, self.base_url.rstrip("/") + "/search", params, headers, hints={
+            403: "does the instance allow the json format? `search: formats: [html, json]` in its settings.yml"})
         return _results(data.get("results"), "content")
 
 
