@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.routing import Router as Routes
 
+from .admin import AdminEndpoints
 from .backends import Backend
 from .computer import ComputerKind
 from .config import Settings
@@ -39,6 +40,7 @@ from .media import Media
 from .namespaces import NamespaceKind
 from .netguard import Guard
 from .prepare import Preparer
+from .quotas import Quotas
 from .reasoning import ReasoningVault
 from .router import Router
 from .run import DeferredWrites, LiveRuns
@@ -46,6 +48,7 @@ from .service import ResponsesService
 from .store import open_store
 from .tools import ToolKind, register_tool_kinds
 from .toolsearch import ToolSearchKind
+from .usage import Accounting, UsageMeter
 from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
@@ -124,7 +127,7 @@ class RequestIds:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *(info.headers or ())]
             await send(message)
 
         hot = False
@@ -201,7 +204,10 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
     drain = Drain(live, jobs, store)
-    auth = Auth(settings.api_key, KeyRing(store))
+    quotas = Quotas(store, minute=settings.limit_minute, day=settings.limit_day, lease_seconds=settings.lease_duration)
+    meter = UsageMeter(store, settings.usage_flush_interval)
+    service.accounting = Accounting(meter, quotas)
+    auth = Auth(settings.api_key, KeyRing(store), quotas)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
@@ -229,6 +235,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         await vault.start()
         await router.start()
         await jobs.start()
+        quotas.start()
+        meter.start()
         if metrics_server is not None:
             await metrics_server.start()
         # What start-up created lives as long as the process: keep it out of GC passes.
@@ -243,6 +251,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
             await drain.close()
             await jobs.stop()
             await service.shutdown()
+            await quotas.close()
+            await meter.close()
             await deferred.close()
             await fetcher.aclose()
             await router.aclose()
@@ -254,7 +264,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
-    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
+    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes(),
+           *AdminEndpoints(store, meter, settings.admin_key).routes()]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
