@@ -136,6 +136,10 @@ class Quotas:
         if account.token_windows and tokens > 0:
             self._background(self.store.add_window_tokens(account.token_windows, tokens))
 
+    async def spend_now(self, account: Account, tokens: int) -> None:
+        if account.token_windows and tokens > 0:
+            await self._quietly(self.store.add_window_tokens(account.token_windows, tokens))
+
     # ---- streams and background runs ----------------------------------------------------------
 
     async def occupy(self, account: Account, kind: str) -> list[tuple[str, str]]:

@@ -76,7 +76,7 @@ class ResponsesService:
                 ticket.failed()
             raise
         if ticket is not None:
-            ticket.follow(run, self.live.task(run.id) if req.background or req.stream else None)
+            await ticket.follow(run, self.live.task(run.id) if req.background or req.stream else None)
         return result
 
     async def complete(self, run: ResponseRun) -> ResponseObject:

@@ -119,21 +119,33 @@ class Ticket:
         self.slots = slots
         self.done = False
 
-    def failed(self) -> None:
-        """The response was refused (an error answer): one request, one error, no tokens."""
-        self._end(None, error=True)
-
-    def follow(self, run: ResponseRun, task: asyncio.Task | None) -> None:
-        """Count the response when it ends: now (a plain response) or when its task does."""
+    async def follow(self, run: ResponseRun, task: asyncio.Task | None) -> None:
+        """Count the response when it ends: now (a plain response: its tokens are counted before
+        the answer goes out, so the key's next request sees them) or when its task does."""
         if task is None:
-            self.finished(run)
+            tokens = self._end(run)
+            if tokens:
+                await self.accounting.quotas.spend_now(self.account, tokens)
         else:
             task.add_done_callback(lambda _t: self.finished(run))
 
     def finished(self, run: ResponseRun) -> None:
-        self._end(run.response.get("usage") or run.usage(), error=run.response.get("status") == "failed")
+        tokens = self._end(run)
+        if tokens:
+            self.accounting.quotas.spend(self.account, tokens)
 
-    def _end(self, usage: dict | None, *, error: bool) -> None:
+    def failed(self) -> None:
+        """The response was refused (an error answer): one request, one error, no tokens."""
+        self._count(None, error=True)
+
+    def _end(self, run: ResponseRun) -> int:
+        if self.done:
+            return 0
+        usage = run.response.get("usage") or run.usage()
+        self._count(usage, error=run.response.get("status") == "failed")
+        return (usage.get("input_tokens") or 0) + (usage.get("output_tokens") or 0) if usage else 0
+
+    def _count(self, usage: dict | None, *, error: bool) -> None:
         if self.done:
             return
         self.done = True
@@ -141,5 +153,3 @@ class Ticket:
         accounting.meter.add(account.key, account.project, self.model, usage, error=error)
         if self.slots:
             accounting.quotas.release(self.slots)
-        if usage:
-            accounting.quotas.spend(account, (usage.get("input_tokens") or 0) + (usage.get("output_tokens") or 0))
