@@ -144,6 +144,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "metrics_port": ("9464", 9464, 9464),
     "metrics_host": ("0.0.0.0", "0.0.0.0", "0.0.0.0"),
     "drain_timeout": ("1m", "1m", 60),
+    "traces": ("on", True, True),
     "admin_key": ("adm1,adm2", ["adm1", "adm2"], ("adm1", "adm2")),
     "usage_flush_interval": ("30s", "30s", 30),
     "limit_minute": ("5s", 5, 5),

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli", "httpserver", "workers", "transport"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
-    ("operations", frozenset({"metrics", "observed", "drain"})),
+    ("operations", frozenset({"metrics", "observed", "drain", "tracing"})),
     # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes
     ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints", "admin"})),
     # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
     ("engines and storage", frozenset({"backends", "store"})),
     ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
-                          "netguard", "replay", "shapes"})),
+                          "netguard", "replay", "shapes", "tracecontext"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
@@ -72,6 +72,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "cryptography": frozenset({"reasoning"}),
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
     "prometheus_client": frozenset({"metrics"}),
+    "opentelemetry": frozenset({"tracing"}),
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

@@ -22,7 +22,7 @@ from starlette.routing import Router as Routes
 from .admin import AdminEndpoints
 from .backends import Backend
 from .computer import ComputerKind
-from .config import Settings
+from .config import ConfigError, Settings
 from .context import ContextService
 from .conversation_endpoints import ConversationEndpoints
 from .conversations import Conversations
@@ -53,6 +53,7 @@ from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .tracing import Tracing
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -93,8 +94,9 @@ class RequestIds:
     rendered the same way."""
 
     def __init__(self, app: Any, access: AccessLog | None, create_response: Any = None, *,
-                 metrics: Metrics | None = None, drain: Drain | None = None) -> None:
+                 metrics: Metrics | None = None, drain: Drain | None = None, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing
         self.access = access
         self.create_response = create_response
         self.metrics = metrics
@@ -131,6 +133,7 @@ class RequestIds:
             await send(message)
 
         hot = False
+        traced = self.tracing.start_request(scope, info.id) if self.tracing is not None else None
         try:
             if self.create_response is not None and scope["method"] == "POST" and scope["path"] in self.hot_paths:
                 hot = True
@@ -139,9 +142,11 @@ class RequestIds:
                 await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            if self.metrics is not None or self.access is not None:
+            if self.metrics is not None or self.access is not None or traced is not None:
                 matched = scope.get("route")  # set by Starlette's router: the innermost route (or mount) matched
                 route = "/responses" if hot else matched.path if isinstance(matched, Route) else None
+                if traced is not None:
+                    self.tracing.end_request(*traced, route, status, info.model)  # type: ignore[union-attr]
                 if self.metrics is not None:
                     self.metrics.request(route or "unmatched", scope["method"], status, info.model, elapsed)
                 if self.access is not None:
@@ -179,15 +184,27 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         from .metrics import Metrics  # prometheus_client is loaded only when metrics are on
 
         metrics = Metrics()
+    tracing = None
+    if settings.traces:
+        try:
+            from .tracing import Tracing  # the otel extra, loaded only when traces are on
+        except ImportError as e:
+            raise ConfigError(f"traces need the OpenTelemetry SDK: pip install 'responsa[otel]' ({e})") from e
+        tracing = Tracing()
     kinds: list[ToolKind] = [ImageGenerationKind(), ComputerKind()]
-    register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
-                        *(metrics.tool_kind(k) if metrics else k for k in kinds), NamespaceKind(), ToolSearchKind())
+    served: list[ToolKind] = [MCPKind(observe=metrics.mcp if metrics else None),
+                              *(metrics.tool_kind(k) if metrics else k for k in kinds)]
+    if tracing is not None:
+        served = [tracing.tool_kind(k) for k in served]
+    register_tool_kinds(*served, NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size,
                        shared=worker is not None)
     if metrics is not None:
         store = metrics.store(store)
-    router = Router(settings, wrap=_observed_backends(metrics, settings))
+    if tracing is not None:
+        store = tracing.store(store)
+    router = Router(settings, wrap=_observed_backends(metrics, settings, tracing))
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     guard = Guard.from_settings(settings)
@@ -261,6 +278,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
                 access.flush()
             if metrics_server is not None:
                 await metrics_server.close()
+            if tracing is not None:
+                await tracing.close()
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
@@ -277,16 +296,22 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
-    return RequestIds(app, access, endpoints.create_response, metrics=metrics, drain=drain)
+    return RequestIds(app, access, endpoints.create_response, metrics=metrics, drain=drain, tracing=tracing)
 
 
-def _observed_backends(metrics: Metrics | None, settings: Settings) -> Callable[[Backend], Backend] | None:
+def _observed_backends(metrics: Metrics | None, settings: Settings,
+                       tracing: Tracing | None = None) -> Callable[[Backend], Backend] | None:
     """How the router wraps its backends: timed and counted with metrics on; with JSON logs,
-    so that access lines carry tokens and the time to the first one."""
+    so that access lines carry tokens and the time to the first one; each turn a span with
+    traces on."""
+    wrap: Callable[[Backend], Backend] | None = None
     if metrics is not None:
-        return metrics.backend
-    if settings.log_format == "json":
+        wrap = metrics.backend
+    elif settings.log_format == "json":
         from .observed import ObservedBackend
 
-        return lambda backend: cast(Backend, ObservedBackend(backend, None))
-    return None
+        wrap = lambda backend: cast(Backend, ObservedBackend(backend, None))  # noqa: E731
+    if tracing is None:
+        return wrap
+    inner = wrap
+    return lambda backend: tracing.backend(inner(backend) if inner is not None else backend)

@@ -195,6 +195,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_port", "Serve Prometheus metrics at GET /metrics on this port, apart from the API (off "
            "unless set).", parse_port, metavar="PORT"),
     Option("metrics_host", "Interface the --metrics-port listener binds (default: --host).", metavar="HOST"),
+    Option("traces", "Export OpenTelemetry traces over OTLP/HTTP (needs the `otel` extra), set up by the "
+           "standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...). Default: on when "
+           "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (and OTEL_SDK_DISABLED is "
+           "not true), else off.", parse_bool),
     Option("admin_key", "Key for the admin endpoints (GET /v1/admin/usage); other keys get 403. Repeat for "
            "several (RESPONSA_ADMIN_KEY takes a comma-separated list). Off unless set.", parse_api_key,
            repeatable=True, metavar="KEY"),
@@ -261,6 +265,7 @@ class Settings:
     log_format: str = "text"
     metrics_port: int | None = None
     metrics_host: str | None = None
+    traces: bool = False  # unless set, decided by the OTEL_* variables (load_settings)
     admin_key: tuple[str, ...] = ()
     usage_flush_interval: int = 5
     limit_minute: int = 60
@@ -357,6 +362,12 @@ def load_settings(cli: Mapping[str, Any], environ: Mapping[str, str] | None = No
     if not values.get("data_dir"):
         values["data_dir"] = default_data_dir(environ)
     values["config"] = config_path
+    if cli.get("traces") is None and "RESPONSA_TRACES" not in environ and "traces" not in server:
+        # the standard variables turn traces on, as for any OpenTelemetry SDK user
+        values["traces"] = bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                                or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) \
+            and environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true" \
+            and environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
     backends, routes, default_route = _backends_and_routes(values, file_data, config_path, environ)
     settings = Settings(**values, backends=backends, routes=routes, default_route=default_route)
     check(settings)
