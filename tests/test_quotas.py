@@ -20,6 +20,7 @@ import pg
 import pytest
 from harness import KEY_A, ScriptedEngine, ServerProcess, wait_for
 from test_keys import create, keys, sdk
+from test_websocket_live import connected, finished, until_end
 
 ADMIN = "admin-key-for-tests"
 WINDOW = 8  # seconds, --limit-minute
@@ -166,6 +167,7 @@ def test_usage_matches_the_responses_and_only_admins_read_it(server: ServerProce
                                           "reasoning_tokens": 2}},
                {"content": "b", "usage": {"prompt_tokens": 5, "completion_tokens": 4}},
                {"content": "c", "usage": {"prompt_tokens": 8, "completion_tokens": 1, "cached_tokens": 8}},
+               {"content": "d", "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
                {"status": 400, "error": "the engine refused it"})
     made = [client.responses.create(model="counted-model", input="one")]
     with client.responses.stream(model="counted-model", input="two") as stream:
@@ -173,14 +175,17 @@ def test_usage_matches_the_responses_and_only_admins_read_it(server: ServerProce
     bg = client.responses.create(model="counted-model", input="three", background=True)
     wait_for(lambda: client.responses.retrieve(bg.id).status == "completed", timeout=20)
     made.append(client.responses.retrieve(bg.id))
+    with connected(client) as conn:  # a WebSocket response counts for the key of its handshake
+        conn.response.create(model="counted-model", input="over the socket")
+        made.append(finished(until_end(conn)))
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="counted-model", input="four")
-    expected = {"requests": 4, "errors": 1,
+    expected = {"requests": 5, "errors": 1,
                 "input_tokens": sum(r.usage.input_tokens for r in made),
                 "output_tokens": sum(r.usage.output_tokens for r in made),
                 "cached_tokens": sum(r.usage.input_tokens_details.cached_tokens for r in made),
                 "reasoning_tokens": sum(r.usage.output_tokens_details.reasoning_tokens for r in made)}
-    assert expected["input_tokens"] == 24 and expected["cached_tokens"] == 11 and expected["reasoning_tokens"] == 2
+    assert expected["input_tokens"] == 27 and expected["cached_tokens"] == 11 and expected["reasoning_tokens"] == 2
 
     answer = admin_usage(server, project="lab")
     assert answer.status_code == 200, answer.text

@@ -36,6 +36,7 @@ from .endpoints import FORWARDED_HEADERS, Auth, error_response
 from .errors import APIError, InvalidRequest, RateLimited
 from .feed import Event, Feed
 from .ids import random_hex
+from .logs import RequestInfo, current
 from .protocol import parse_create
 from .service import ResponsesService
 from .steering import Steer, as_items, parse_steer, required_input, steer_id, with_steering
@@ -76,6 +77,8 @@ class ResponsesSocket:
     async def connect(self, websocket: WebSocket) -> None:
         started = time.perf_counter()
         request_id = "req_" + random_hex(16)
+        # What the handshake learns (the key, who its responses are counted for) holds for the connection.
+        current.set(RequestInfo(request_id))
         try:
             owner = await self.auth(websocket)
         except APIError as e:
