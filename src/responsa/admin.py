@@ -38,6 +38,8 @@ class AdminEndpoints:
         if not key:
             raise Unauthorized("The admin endpoints need an admin key: 'Authorization: Bearer ADMIN_KEY'.",
                                code="missing_api_key")
+        if not self.keys:
+            raise PermissionDenied("The admin endpoints are off: the server has no --admin-key.")
         given = key.encode()
         if not any(hmac.compare_digest(given, k) for k in self.keys):
             raise PermissionDenied("This key is not an admin key (--admin-key).")

@@ -125,8 +125,9 @@ class TracedBackend:
 
 
 class TracedStore:
-    """Each store operation made while a request's span is current is a child span of it
-    (operations of background loops, with no span current, are not traced)."""
+    """Each store operation made under a request's span (in the request, or in a stream or
+    background run it started) is a child span of it; the server's own loops (leases, purges),
+    with no span, are not traced."""
 
     def __init__(self, inner: Store, tracer: trace.Tracer) -> None:
         self.inner = inner
@@ -142,7 +143,7 @@ class TracedStore:
         span_name = "store " + name
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            if not trace.get_current_span().is_recording():
+            if not trace.get_current_span().get_span_context().is_valid:
                 return await operation(*args, **kwargs)
             with tracer.start_as_current_span(span_name, kind=SpanKind.CLIENT,
                                               attributes={"db.operation.name": name}):
