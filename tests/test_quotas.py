@@ -257,3 +257,15 @@ def test_limits_and_usage_hold_across_two_replicas(engine: ScriptedEngine, scrip
         for r in replicas:
             r.stop()
         pg.drop_database(url)
+
+
+def test_a_websocket_counts_its_handshake_and_each_response(server: ServerProcess, script) -> None:
+    store = ["--data-dir", str(server.data_dir)]
+    secret, _ = limited(server, store, "--requests-per-minute", "3")  # the probe is the first request
+    with connected(sdk(server, secret)) as conn:  # the second
+        conn.response.create(model="m", input="one")  # the third
+        assert until_end(conn)[-1].type == "response.completed"
+        conn.response.create(model="m", input="two")  # one too many
+        refused = until_end(conn)[-1]
+    assert refused.type == "error", refused
+    assert refused.error.code == "rate_limit_exceeded" and "(RPM): Limit 3" in refused.error.message

@@ -41,6 +41,7 @@ class Account:
 
     key: str  # the key's id (store keys), its name (--api-key keys) or "local"
     project: str = ""
+    record: KeyRecord | None = None  # a store key's record (a WebSocket counts each response.create)
     scopes: list[tuple[str, Limits]] = field(default_factory=list)
     token_windows: list[tuple[str, int]] = field(default_factory=list)
 
@@ -70,7 +71,7 @@ class Quotas:
 
     async def admit(self, key: KeyRecord) -> None:
         """Count a request of this key (and its project); past a limit, a 429."""
-        account = Account(key.id, key.project or "")
+        account = Account(key.id, key.project or "", key)
         scopes = [("key:" + key.id, key.limits)]
         if key.project and key.project_limits is not None and key.project_limits.any():
             scopes.append(("project:" + key.project, key.project_limits))

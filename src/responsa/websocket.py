@@ -265,6 +265,10 @@ class Connection:
             req = dataclasses.replace(parse_create(body, self.headers), stream=True,
                                       generate=bool(c.boolean(event, "generate", "generate", True)))
             # A background run must be restartable from the store alone: it continues stored responses only.
+            info = current.get()
+            if info is not None and info.account is not None and info.account.record is not None \
+                    and self.service.accounting is not None:  # each response.create is a request of the key
+                await self.service.accounting.quotas.admit(info.account.record)
             chain = None if req.background else self.chains.request()
             result = await self.service.create(req, self.owner, local=chain)
         except Exception as e:
