@@ -106,7 +106,8 @@ def logged(app: Any, log: RequestLog, token: str | None) -> Any:
             pass
         admitted = token is None or headers.get("authorization") == f"Bearer {token}"
         log.add({"http": scope["method"], "path": scope["path"], "method": method, "params": params,
-                 "authorization": headers.get("authorization"), "admitted": admitted})
+                 "authorization": headers.get("authorization"), "admitted": admitted,
+                 "traceparent": headers.get("traceparent")})
         if not admitted:
             response = PlainTextResponse("unauthorized", status_code=401,
                                          headers={"WWW-Authenticate": 'Bearer realm="test"'})

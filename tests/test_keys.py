@@ -92,7 +92,7 @@ def test_keys_beside_a_running_sqlite_server(sqlite_server: ServerProcess, scrip
     assert missing.returncode == 1 and "no key in use" in missing.stderr
 
     listed = keys("list", *store).stdout.splitlines()
-    assert listed[0].split("\t") == ["id", "name", "project", "created", "state", "requests_per_minute"]
+    assert listed[0].split("\t") == ["id", "name", "project", "created", "state", "limits"]
     rows = {line.split("\t")[1]: line.split("\t") for line in listed[1:]}
     assert rows["ci"][4] == "revoked" and rows["alice"][2] == "research" and rows["bob"][4] == "active"
     # Only hashes are kept: no secret is anywhere in the database or the log.
@@ -122,7 +122,7 @@ def statuses(calls: list, count: int) -> list[int]:
             out.append(200)
         except openai.RateLimitError as e:
             assert e.response.headers["retry-after"].isdigit()
-            assert e.body["code"] == "rate_limit_exceeded" and "2 requests per minute" in e.body["message"]
+            assert e.body["code"] == "rate_limit_exceeded" and "(RPM): Limit 2," in e.body["message"]
             out.append(429)
     return out
 

@@ -27,12 +27,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"__main__", "cli", "httpserver", "workers", "transport"})),
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
-    ("operations", frozenset({"metrics", "observed", "drain"})),
+    ("operations", frozenset({"metrics", "observed", "drain", "tracing"})),
     # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes
-    ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints"})),
+    ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints", "admin"})),
     # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
     # count its tokens without a response (context).
-    ("service", frozenset({"service", "context"})),
+    # Usage and the limits of keys, counted around each response (quotas, usage).
+    ("service", frozenset({"service", "context", "usage", "quotas"})),
     ("jobs", frozenset({"jobs"})),  # background runs: queued, leased, followed, recovered
     # One response's life (run), how it is prepared (prepare) and routed (router), the earlier
     # responses only a WebSocket connection holds (chaincache), and conversations: their API's use
@@ -48,7 +49,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages"})),
     ("engines and storage", frozenset({"backends", "store"})),
     ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
-                          "netguard", "replay", "shapes"})),
+                          "netguard", "replay", "shapes", "tracecontext"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,
@@ -57,7 +58,7 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
-    "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints"}),
+    "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints", "admin"}),
     "uvicorn": frozenset({"cli", "httpserver", "workers", "transport"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
@@ -73,6 +74,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
     "prometheus_client": frozenset({"metrics"}),
     "lxml": frozenset({"webpages"}),  # the text of the pages the web_search tool opens
+    "opentelemetry": frozenset({"tracing"}),
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

@@ -18,7 +18,7 @@ import pg
 import pytest
 
 from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
-from responsa.store import FileRecord, KeyRecord, ResponseRecord, Store, row_json
+from responsa.store import FileRecord, KeyRecord, Limits, ResponseRecord, Store, UsageRow, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -501,15 +501,22 @@ async def test_api_keys(store: Store) -> None:
     assert await store.find_key("h2") is None
     listed = await store.list_keys()
     assert [k.id for k in listed] == ["key_1", "key_2"] and listed[1].revoked_at == NOW + 6
-    assert await store.set_key_limits("key_1", 30) is True
+    assert await store.set_key_limits("key_1", Limits(requests_per_minute=30, tokens_per_day=900)) is True
     limited = await store.find_key("h1b")
     assert limited is not None and limited.requests_per_minute == 30
-    assert await store.set_key_limits("key_2", 30) is False  # revoked
+    assert limited.limits == Limits(requests_per_minute=30, tokens_per_day=900) and limited.project_limits is None
+    await store.set_project_limits("p", Limits(streams=2))
+    assert await store.get_project_limits() == {"p": Limits(streams=2)}
+    limited = await store.find_key("h1b")
+    assert limited is not None and limited.project_limits == Limits(streams=2)
+    await store.set_project_limits("p", Limits())
+    assert await store.get_project_limits() == {}
+    assert await store.set_key_limits("key_2", Limits(requests_per_minute=30)) is False  # revoked
     assert await store.revoke_key("key_1", NOW + 8) is True
     assert await store.has_keys() is False
 
 
-async def test_key_request_counts(make_store: Callable[..., Store], anyio_backend: str) -> None:
+async def test_key_windows_slots_and_usage(make_store: Callable[..., Store], anyio_backend: str) -> None:
     one, two = make_store(), make_store()  # two replicas count together (SQLite: one process, twice)
     await one.open()
     if is_pg(one):
@@ -517,10 +524,33 @@ async def test_key_request_counts(make_store: Callable[..., Store], anyio_backen
     else:
         two = one
     try:
-        assert [await one.count_request("key_1", 100), await two.count_request("key_1", 100),
-                await one.count_request("key_2", 100)] == [1, 2, 1]
-        assert await two.count_request("key_1", 101) == 1  # a new minute starts again
-        assert await one.count_request("key_1", 101) == 2
+        # Windows of 1000 ms: each count adds one; a window that ended starts again with this request.
+        w = [("key:1", 1000), ("project:p", 5000)]
+        assert await one.take_windows(w, 100) == [(1, 0, 100), (1, 0, 100)]
+        assert await two.take_windows(w, 500) == [(2, 0, 100), (2, 0, 100)]
+        await one.add_window_tokens(w, 40)
+        await two.add_window_tokens([("key:1", 1000)], 2)
+        assert await two.take_windows(w, 1099) == [(3, 42, 100), (3, 40, 100)]
+        assert await one.take_windows(w, 1100) == [(1, 0, 1100), (4, 40, 100)]
+        # Slots: at most `limit` held at once, across replicas; a slot whose time ran out is free.
+        assert await one.take_slot("streams:key:1", "a", 2, 0, 1000) is True
+        assert await two.take_slot("streams:key:1", "b", 2, 0, 5000) is True
+        assert await one.take_slot("streams:key:1", "c", 2, 10, 1000) is False
+        assert await two.take_slot("streams:key:1", "c", 2, 1000, 2000) is True  # "a" ran out at 1000
+        await one.renew_slots({"streams:key:1": ["b", "c", "gone"]}, 9000)
+        assert await one.take_slot("streams:key:1", "d", 2, 6000, 7000) is False  # b and c renewed to 9000
+        await two.release_slot("streams:key:1", "c")
+        assert await one.take_slot("streams:key:1", "d", 2, 6000, 7000) is True
+        # Usage adds up across writers, per day, key, project and model.
+        await one.add_usage([UsageRow("2026-01-02", "key_1", "p", "m", 1, 10, 5, 2, 1, 0)])
+        await two.add_usage([UsageRow("2026-01-02", "key_1", "p", "m", 2, 1, 1, 0, 0, 1),
+                             UsageRow("2026-01-03", "local", "", "m", 1, 3, 4, 0, 0, 0)])
+        assert await one.list_usage(since="2026-01-01", until="2026-01-02") == [
+            UsageRow("2026-01-02", "key_1", "p", "m", 3, 11, 6, 2, 1, 1)]
+        assert [r.key for r in await two.list_usage(since="2026-01-01", until="2026-01-09")] == ["key_1", "local"]
+        assert await two.list_usage(since="2026-01-01", until="2026-01-09", project="") == [
+            UsageRow("2026-01-03", "local", "", "m", 1, 3, 4, 0, 0, 0)]
+        assert await two.list_usage(since="2026-01-01", until="2026-01-09", key="nobody") == []
     finally:
         await one.close()
         if two is not one:

@@ -19,9 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.routing import Router as Routes
 
+from .admin import AdminEndpoints
 from .backends import Backend
 from .computer import ComputerKind
-from .config import Settings
+from .config import ConfigError, Settings
 from .context import ContextService
 from .conversation_endpoints import ConversationEndpoints
 from .conversations import Conversations
@@ -39,6 +40,7 @@ from .media import Media
 from .namespaces import NamespaceKind
 from .netguard import Guard
 from .prepare import Preparer
+from .quotas import Quotas
 from .reasoning import ReasoningVault
 from .router import Router
 from .run import DeferredWrites, LiveRuns
@@ -47,11 +49,13 @@ from .service import ResponsesService
 from .store import open_store
 from .tools import ToolKind, register_tool_kinds, unregister_tool_kinds
 from .toolsearch import ToolSearchKind
+from .usage import Accounting, UsageMeter
 from .websearch import WebSearchKind
 from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .tracing import Tracing
 
 log = logging.getLogger("responsa")
 access_log = logging.getLogger("responsa.access")
@@ -92,8 +96,9 @@ class RequestIds:
     rendered the same way."""
 
     def __init__(self, app: Any, access: AccessLog | None, create_response: Any = None, *,
-                 metrics: Metrics | None = None, drain: Drain | None = None) -> None:
+                 metrics: Metrics | None = None, drain: Drain | None = None, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing
         self.access = access
         self.create_response = create_response
         self.metrics = metrics
@@ -126,10 +131,11 @@ class RequestIds:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *(info.headers or ())]
             await send(message)
 
         hot = False
+        traced = self.tracing.start_request(scope, info.id) if self.tracing is not None else None
         try:
             if self.create_response is not None and scope["method"] == "POST" and scope["path"] in self.hot_paths:
                 hot = True
@@ -138,9 +144,11 @@ class RequestIds:
                 await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            if self.metrics is not None or self.access is not None:
+            if self.metrics is not None or self.access is not None or traced is not None:
                 matched = scope.get("route")  # set by Starlette's router: the innermost route (or mount) matched
                 route = "/responses" if hot else matched.path if isinstance(matched, Route) else None
+                if traced is not None:
+                    self.tracing.end_request(*traced, route, status, info.model)  # type: ignore[union-attr]
                 if self.metrics is not None:
                     self.metrics.request(route or "unmatched", scope["method"], status, info.model, elapsed)
                 if self.access is not None:
@@ -178,20 +186,32 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         from .metrics import Metrics  # prometheus_client is loaded only when metrics are on
 
         metrics = Metrics()
+    tracing = None
+    if settings.traces:
+        try:
+            from .tracing import Tracing  # the otel extra, loaded only when traces are on
+        except ImportError as e:
+            raise ConfigError(f"traces need the OpenTelemetry SDK: pip install 'responsa[otel]' ({e})") from e
+        tracing = Tracing()
     kinds: list[ToolKind] = [ImageGenerationKind(), ComputerKind()]
     searcher = search_provider(settings)  # None: web_search tools stay accepted and ignored
     if searcher is not None:
         kinds.append(WebSearchKind(searcher))
     else:
         unregister_tool_kinds(*WebSearchKind.types)
-    register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
-                        *(metrics.tool_kind(k) if metrics else k for k in kinds), NamespaceKind(), ToolSearchKind())
+    served: list[ToolKind] = [MCPKind(observe=metrics.mcp if metrics else None),
+                              *(metrics.tool_kind(k) if metrics else k for k in kinds)]
+    if tracing is not None:
+        served = [tracing.tool_kind(k) for k in served]
+    register_tool_kinds(*served, NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
     store = open_store(settings.database_url, settings.data_dir, pool_size=settings.database_pool_size,
                        shared=worker is not None)
     if metrics is not None:
         store = metrics.store(store)
-    router = Router(settings, wrap=_observed_backends(metrics, settings))
+    if tracing is not None:
+        store = tracing.store(store)
+    router = Router(settings, wrap=_observed_backends(metrics, settings, tracing))
     instance = uuid.uuid4().hex
     vault = ReasoningVault(store, keys=settings.reasoning_key, retention=settings.retention)
     guard = Guard.from_settings(settings)
@@ -208,7 +228,10 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
     drain = Drain(live, jobs, store)
-    auth = Auth(settings.api_key, KeyRing(store))
+    quotas = Quotas(store, minute=settings.limit_minute, day=settings.limit_day, lease_seconds=settings.lease_duration)
+    meter = UsageMeter(store, settings.usage_flush_interval)
+    service.accounting = Accounting(meter, quotas)
+    auth = Auth(settings.api_key, KeyRing(store), quotas)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
@@ -236,6 +259,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         await vault.start()
         await router.start()
         await jobs.start()
+        quotas.start()
+        meter.start()
         if metrics_server is not None:
             await metrics_server.start()
         # What start-up created lives as long as the process: keep it out of GC passes.
@@ -250,6 +275,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
             await drain.close()
             await jobs.stop()
             await service.shutdown()
+            await quotas.close()
+            await meter.close()
             await deferred.close()
             await fetcher.aclose()
             if searcher is not None:
@@ -260,10 +287,13 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
                 access.flush()
             if metrics_server is not None:
                 await metrics_server.close()
+            if tracing is not None:
+                await tracing.close()
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
-    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
+    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes(),
+           *AdminEndpoints(store, meter, settings.admin_key).routes()]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
@@ -275,16 +305,22 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     app.router.redirect_slashes = False
     app.state.service = service
     app.state.settings = settings
-    return RequestIds(app, access, endpoints.create_response, metrics=metrics, drain=drain)
+    return RequestIds(app, access, endpoints.create_response, metrics=metrics, drain=drain, tracing=tracing)
 
 
-def _observed_backends(metrics: Metrics | None, settings: Settings) -> Callable[[Backend], Backend] | None:
+def _observed_backends(metrics: Metrics | None, settings: Settings,
+                       tracing: Tracing | None = None) -> Callable[[Backend], Backend] | None:
     """How the router wraps its backends: timed and counted with metrics on; with JSON logs,
-    so that access lines carry tokens and the time to the first one."""
+    so that access lines carry tokens and the time to the first one; each turn a span with
+    traces on."""
+    wrap: Callable[[Backend], Backend] | None = None
     if metrics is not None:
-        return metrics.backend
-    if settings.log_format == "json":
+        wrap = metrics.backend
+    elif settings.log_format == "json":
         from .observed import ObservedBackend
 
-        return lambda backend: cast(Backend, ObservedBackend(backend, None))
-    return None
+        wrap = lambda backend: cast(Backend, ObservedBackend(backend, None))  # noqa: E731
+    if tracing is None:
+        return wrap
+    inner = wrap
+    return lambda backend: tracing.backend(inner(backend) if inner is not None else backend)

@@ -62,11 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="Make a key and print it (once).")
     create.add_argument("--name", required=True, help="What logs call the key (never the key itself).")
     create.add_argument("--project", help="A project: its keys share what any of them creates.")
-    create.add_argument("--requests-per-minute", type=int, metavar="N",
-                        help="Most requests the key may make per minute, on all servers together (429 past it).")
-    limit = actions.add_parser("limit", help="Change a key's limit.")
-    limit.add_argument("key_id", metavar="KEY_ID")
-    limit.add_argument("--requests-per-minute", type=int, metavar="N", required=True, help="0: no limit.")
+    _add_limit_options(create)
+    limit = actions.add_parser("limits", aliases=["limit"], help="Set the limits of a key, or of a project.",
+                               description="Set the limits of a key (KEY_ID) or of a project (--project): the "
+                               "limits given replace the ones it had (0: none). A project's limits hold for all "
+                               "its keys together, beside each key's own.")
+    limit.add_argument("key_id", metavar="KEY_ID", nargs="?")
+    limit.add_argument("--project", help="Set this project's limits instead of a key's.")
+    _add_limit_options(limit)
     listing = actions.add_parser("list", help="Every key: id, name, project, created, state (never a secret).")
     revoke = actions.add_parser("revoke", help="Stop a key from working.")
     revoke.add_argument("key_id", metavar="KEY_ID")
@@ -75,7 +78,42 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("key_id", metavar="KEY_ID")
     for action in (create, listing, revoke, rotate, limit):
         _add_store_options(action)
+    usage = sub.add_parser("usage", help="Usage per day, key, project and model, as stored by the servers.",
+                           description="Requests, input / output / cached / reasoning tokens and errors per "
+                           "day (UTC), key, project and model. Servers store their counts every "
+                           "--usage-flush-interval. The same numbers: GET /v1/admin/usage with an --admin-key.")
+    usage.add_argument("--since", metavar="YYYY-MM-DD", help="First day (default: today).")
+    usage.add_argument("--until", metavar="YYYY-MM-DD", help="Last day (default: --since).")
+    usage.add_argument("--key", metavar="KEY_ID", help="Only this key (an id, or `local`, or key-... for --api-key).")
+    usage.add_argument("--project", help="Only this project.")
+    _add_store_options(usage)
     return parser
+
+
+LIMIT_OPTIONS = (
+    ("requests_per_minute", "Most requests per minute"),
+    ("tokens_per_minute", "Most tokens (input + output, as responses' usage counts them) per minute"),
+    ("tokens_per_day", "Most tokens per day"),
+    ("streams", "Most streamed responses at once"),
+    ("background_runs", "Most background responses queued or running at once"),
+)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    for name, text in LIMIT_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, metavar="N",
+                            help=f"{text}, on all servers together (429 past it; 0: none).")
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from .store import Limits
+
+    return Limits(**{name: getattr(args, name) for name, _ in LIMIT_OPTIONS})
+
+
+def _limits_text(limits: Any) -> str:
+    given = [f"{name}={value}" for name, value in limits.__dict__.items() if value]
+    return " ".join(given) or "-"
 
 
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -198,22 +236,30 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> None:
             return 1
         try:
             if args.action == "create":
-                secret, record = await keys.create(store, args.name, args.project, args.requests_per_minute)
+                secret, record = await keys.create(store, args.name, args.project, _limits(args))
                 print(f"{secret}\n\nid: {record.id}  name: {record.name}" +
                       (f"  project: {record.project}" if record.project else ""))
                 print("This key is shown once and only its hash is kept: store it now.", file=sys.stderr)
             elif args.action == "list":
-                print("\t".join(("id", "name", "project", "created", "state", "requests_per_minute")))
+                print("\t".join(("id", "name", "project", "created", "state", "limits")))
                 for k in await store.list_keys():
                     state = "revoked" if k.revoked_at else "rotated" if k.rotated_at else "active"
                     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created_at))
-                    print("\t".join((k.id, k.name, k.project or "-", created, state,
-                                     str(k.requests_per_minute or "-"))))
-            elif args.action == "limit":
-                if not await keys.set_limits(store, args.key_id, args.requests_per_minute):
+                    print("\t".join((k.id, k.name, k.project or "-", created, state, _limits_text(k.limits))))
+                for project, limits in (await store.get_project_limits()).items():
+                    print("\t".join(("-", "-", project, "-", "project", _limits_text(limits))))
+            elif args.action in ("limits", "limit"):
+                if (args.key_id is None) == (args.project is None):
+                    print("responsa: give either KEY_ID or --project", file=sys.stderr)
+                    return 2
+                if args.project is not None:
+                    await keys.set_project_limits(store, args.project, _limits(args))
+                    print(f"project {args.project}: {_limits_text(_limits(args))}")
+                elif not await keys.set_limits(store, args.key_id, _limits(args)):
                     print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
                     return 1
-                print(f"{args.key_id}: {args.requests_per_minute or 'no'} requests per minute")
+                else:
+                    print(f"{args.key_id}: {_limits_text(_limits(args))}")
             elif args.action == "revoke":
                 if not await keys.revoke(store, args.key_id):
                     print(f"responsa: no key in use with id {args.key_id}", file=sys.stderr)
@@ -238,11 +284,37 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(status)
 
 
+def usage_command(settings: Settings, args: argparse.Namespace) -> None:
+    from .store import UsageRow, open_store
+    from .usage import today
+
+    async def run() -> int:
+        store = open_store(settings.database_url, settings.data_dir, pool_size=2, guest=True)
+        try:
+            await store.open()
+        except Exception as e:
+            print(f"responsa: cannot open the store: {e}", file=sys.stderr)
+            return 1
+        try:
+            since = args.since or today()
+            rows = await store.list_usage(since=since, until=args.until or since, key=args.key, project=args.project)
+        finally:
+            await store.close()
+        print("\t".join(("day", "key", "project", "model", *UsageRow.COUNTS)))
+        for r in rows:
+            print("\t".join((r.day, r.key, r.project or "-", r.model, *(str(getattr(r, c)) for c in UsageRow.COUNTS))))
+        return 0
+
+    status = asyncio.run(run())
+    if status:
+        sys.exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     values = {k: v for k, v in vars(args).items() if k in {o.name for o in OPTIONS}}
     try:
-        if args.command in ("migrate", "keys"):
+        if args.command in ("migrate", "keys", "usage"):
             # migrate listens on nothing: a RESPONSA_HOST meant for `serve` (whose keys may come as
             # flags) must not trip the loopback-only rule
             values["host"] = "127.0.0.1"
@@ -259,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "keys":
         keys_command(settings, args)
+    elif args.command == "usage":
+        usage_command(settings, args)
 
 
 if __name__ == "__main__":

@@ -201,6 +201,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_port", "Serve Prometheus metrics at GET /metrics on this port, apart from the API (off "
            "unless set).", parse_port, metavar="PORT"),
     Option("metrics_host", "Interface the --metrics-port listener binds (default: --host).", metavar="HOST"),
+    Option("traces", "Export OpenTelemetry traces over OTLP/HTTP (needs the `otel` extra), set up by the "
+           "standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...). Default: on when "
+           "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (and OTEL_SDK_DISABLED is "
+           "not true), else off.", parse_bool),
+    Option("admin_key", "Key for the admin endpoints (GET /v1/admin/usage); other keys get 403. Repeat for "
+           "several (RESPONSA_ADMIN_KEY takes a comma-separated list). Off unless set.", parse_api_key,
+           repeatable=True, metavar="KEY"),
+    Option("usage_flush_interval", "How often each server adds the usage it counted to the store (usage per "
+           "key, model and day).", parse_duration, metavar="DURATION"),
+    Option("limit_minute", "The window of per-minute key limits (requests and tokens per minute); shorten it "
+           "only to test limits.", parse_duration, metavar="DURATION"),
+    Option("limit_day", "The window of per-day key limits (tokens per day); shorten it only to test limits.",
+           parse_duration, metavar="DURATION"),
     Option("drain_timeout", "On SIGTERM, how long streams and background runs may go on finishing before the "
            "server ends them and exits.", parse_duration, metavar="DURATION"),
     Option("reasoning_key", "Key (32+ characters, e.g. `openssl rand -base64 32`) for encrypted reasoning "
@@ -265,6 +278,11 @@ class Settings:
     log_format: str = "text"
     metrics_port: int | None = None
     metrics_host: str | None = None
+    traces: bool = False  # unless set, decided by the OTEL_* variables (load_settings)
+    admin_key: tuple[str, ...] = ()
+    usage_flush_interval: int = 5
+    limit_minute: int = 60
+    limit_day: int = DAY
     drain_timeout: int = 25
     reasoning_key: tuple[str, ...] = ()
     stream_dialect: str = "openai"
@@ -360,6 +378,12 @@ def load_settings(cli: Mapping[str, Any], environ: Mapping[str, str] | None = No
     if not values.get("data_dir"):
         values["data_dir"] = default_data_dir(environ)
     values["config"] = config_path
+    if cli.get("traces") is None and "RESPONSA_TRACES" not in environ and "traces" not in server:
+        # the standard variables turn traces on, as for any OpenTelemetry SDK user
+        values["traces"] = bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                                or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) \
+            and environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true" \
+            and environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
     backends, routes, default_route = _backends_and_routes(values, file_data, config_path, environ)
     settings = Settings(**values, backends=backends, routes=routes, default_route=default_route)
     check(settings)
@@ -468,6 +492,10 @@ def check(settings: Settings) -> None:
     if settings.metrics_port is not None and settings.metrics_port == settings.port and \
             (settings.metrics_host or settings.host) == settings.host:
         raise ConfigError("--metrics-port must differ from --port: metrics are served apart from the API")
+    if settings.usage_flush_interval < 1 or settings.limit_minute < 1 or settings.limit_day < 1:
+        raise ConfigError("--usage-flush-interval, --limit-minute and --limit-day must be at least 1 second")
+    if set(settings.admin_key) & set(settings.api_key):
+        raise ConfigError("an --admin-key must not also be an --api-key")
     if settings.lease_duration < 2:
         raise ConfigError("--lease-duration must be at least 2 seconds")
     if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://")):

@@ -19,6 +19,7 @@ from .feed import Event, Feed
 from .keys import KeyRing
 from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
+from .quotas import Quotas
 from .service import ResponsesService
 from .tools import ignored_tool_types
 
@@ -59,10 +60,11 @@ class Auth:
     """API keys -> owners: the `--api-key` keys, then those of the store (`responsa keys`).
     Without either, every caller is the one local owner."""
 
-    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None) -> None:
+    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None, quotas: Quotas | None = None) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
         self.names = {k: key_name(owner) for k, owner in self.owners.items()}
         self.ring = ring
+        self.quotas = quotas  # the limits of store keys
 
     async def __call__(self, request: HTTPConnection) -> str:
         """The caller's owner id, from a request's or a WebSocket handshake's headers."""
@@ -85,8 +87,8 @@ class Auth:
         if found is None:
             raise Unauthorized("Incorrect API key provided.")
         note_key(found.name)
-        assert self.ring is not None
-        await self.ring.admit(found)
+        if self.quotas is not None:
+            await self.quotas.admit(found)
         return found.owner
 
 

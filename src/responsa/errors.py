@@ -44,6 +44,13 @@ class Unauthorized(APIError):
     should_retry = False
 
 
+class PermissionDenied(APIError):
+    status = 403
+    type = "invalid_request_error"
+    code = "insufficient_permissions"
+    should_retry = False
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"

@@ -5,8 +5,7 @@ What a key creates is owned by its `owner` id, which rotation keeps: a rotated k
 everything the old secret made. Keys of one project share one owner id, so each reads what
 the others made. Keys given with `--api-key` work as before, beside these.
 
-A key may have a limit of requests per minute, counted in the store for all replicas together
-(one write per request of a limited key; keys without a limit cost no write).
+A key, and a project (for all its keys together), may have limits: see quotas.py.
 
 Every replica looks keys up in the store, with a short cache (`CACHE_SECONDS`): a key created,
 revoked or rotated anywhere is in force everywhere within that time without a restart, and at
@@ -21,8 +20,7 @@ import secrets
 import time
 import uuid
 
-from .errors import RateLimited
-from .store import KeyRecord, Store
+from .store import LIMIT_FIELDS, KeyRecord, Limits, Store
 
 CACHE_SECONDS = 5.0
 CACHE_LIMIT = 10_000
@@ -55,17 +53,19 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def check_limit(value: int | None) -> int | None:
-    """A requests-per-minute limit: a positive number, or 0 / None for none."""
-    if value is None or value == 0:
-        return None
-    if value < 0:
-        raise InvalidKeyArgument(f"invalid limit {value}: a number of requests per minute, or 0 for none")
-    return value
+def check_limits(limits: Limits) -> Limits:
+    """Limits as given: each a positive number, or 0 / None for none."""
+    values = {}
+    for name in LIMIT_FIELDS:
+        value = getattr(limits, name)
+        if value is not None and value < 0:
+            raise InvalidKeyArgument(f"invalid {name.replace('_', '-')} {value}: a positive number, or 0 for none")
+        values[name] = value or None
+    return Limits(**values)
 
 
 async def create(store: Store, name: str, project: str | None = None,
-                 requests_per_minute: int | None = None) -> tuple[str, KeyRecord]:
+                 limits: Limits | None = None) -> tuple[str, KeyRecord]:
     """A new key: (its secret, shown once; its record, as stored)."""
     check_name(name, "name")
     if project is not None:
@@ -73,8 +73,7 @@ async def create(store: Store, name: str, project: str | None = None,
     secret = new_secret()
     record = KeyRecord(id="key_" + uuid.uuid4().hex[:16], name=name,
                        owner=project_owner(project) if project else uuid.uuid4().hex, hash=key_hash(secret),
-                       created_at=int(time.time()), project=project,
-                       requests_per_minute=check_limit(requests_per_minute))
+                       created_at=int(time.time()), project=project, limits=check_limits(limits or Limits()))
     await store.add_key(record)
     await store.notify(NOTIFY_CHANNEL, record.id)
     return secret, record
@@ -89,11 +88,18 @@ async def rotate(store: Store, key_id: str) -> str | None:
     return secret
 
 
-async def set_limits(store: Store, key_id: str, requests_per_minute: int | None) -> bool:
-    if not await store.set_key_limits(key_id, check_limit(requests_per_minute)):
+async def set_limits(store: Store, key_id: str, limits: Limits) -> bool:
+    """Replace a key's limits (every replica applies them within the key cache's time)."""
+    if not await store.set_key_limits(key_id, check_limits(limits)):
         return False
     await store.notify(NOTIFY_CHANNEL, key_id)
     return True
+
+
+async def set_project_limits(store: Store, project: str, limits: Limits) -> None:
+    """Replace a project's limits, which its keys share."""
+    await store.set_project_limits(check_name(project, "project"), check_limits(limits))
+    await store.notify(NOTIFY_CHANNEL, project)
 
 
 async def revoke(store: Store, key_id: str) -> bool:
@@ -132,18 +138,6 @@ class KeyRing:
             self._found.clear()
         self._found[digest] = (now + self.cache_seconds, record)
         return record
-
-    async def admit(self, key: KeyRecord) -> None:
-        """Count a request of this key; past its limit for this minute, a 429 (rate_limit_exceeded)
-        saying when the next minute starts. The count is the store's, shared by every replica."""
-        if key.requests_per_minute is None:
-            return
-        now = time.time()
-        count = await self.store.count_request(key.id, int(now // 60))
-        if count > key.requests_per_minute:
-            wait = max(1, 60 - int(now % 60))
-            raise RateLimited(f"Rate limit reached for this key: {key.requests_per_minute} requests per minute. "
-                              f"Try again in {wait}s.", headers={"retry-after": str(wait)})
 
     async def in_use(self) -> bool:
         """Whether the store holds keys in use: then every request needs a key."""

@@ -16,6 +16,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -35,6 +36,8 @@ class RequestInfo:
     input_tokens: int = 0
     output_tokens: int = 0
     first_token: float | None = None  # seconds from the engine call to its first output, first turn
+    account: Any = None  # who the request is counted for (quotas.Account), once authenticated
+    headers: list[tuple[bytes, bytes]] | None = None  # extra answer headers (the x-ratelimit-* ones)
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens += input_tokens

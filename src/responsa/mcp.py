@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__
+from . import __version__, tracecontext
 from . import checks as c
 from .chat import mcp_function_name
 from .errors import APIError, InvalidRequest
@@ -330,7 +330,7 @@ class MCPTool(Tool):
         headers = dict(self.entry.get("headers") or {})
         if self.entry.get("authorization"):
             headers["Authorization"] = f"Bearer {self.entry['authorization']}"
-        return Connection(self.entry["server_url"], headers,
+        return Connection(self.entry["server_url"], tracecontext.outgoing(headers),  # + traceparent, traces on
                           timeout=float(ctx.settings.mcp_timeout), max_output=ctx.settings.mcp_max_output,
                           guard=ctx.guard)
 

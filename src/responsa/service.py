@@ -26,6 +26,7 @@ from .router import Router
 from .run import DeferredWrites, InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import Store
+from .usage import Accounting
 
 ACCEPT_GRACE = 2.0  # seconds a stream waits for the engine to accept before starting anyway
 
@@ -47,21 +48,36 @@ class ResponsesService:
         self.media = media
         self.instance = instance
         self.tasks: set[asyncio.Task] = set()
+        self.accounting: Accounting | None = None
 
     # ---- create -----------------------------------------------------------------------------
 
     async def create(self, req: CreateRequest, owner: str, local: LocalChain | None = None) -> ResponseObject | Feed:
         """The finished Response (plain), or the feed of its events (stream, background stream).
         `local` holds earlier responses only the caller's connection has (see prepare.py)."""
-        if req.store or req.background:  # a background run is stored while it runs, store=false or not
-            await self.store.check_writable()
-        run = await self.preparer.prepare(req, owner, local=local)
-        run.deferred = self.deferred
-        if req.background:
-            return await self.jobs.submit(run)
-        if req.stream:
-            return await self.stream(run)
-        return await self.complete(run)
+        # Usage and the key's stream / background-run limits (usage.py): counted when the run ends.
+        accounting = self.accounting
+        ticket = None if accounting is None else \
+            await accounting.begin(req.model, stream=req.stream, background=req.background)
+        try:
+            if req.store or req.background:  # a background run is stored while it runs, store=false or not
+                await self.store.check_writable()
+            run = await self.preparer.prepare(req, owner, local=local)
+            run.deferred = self.deferred
+            result: ResponseObject | Feed
+            if req.background:
+                result = await self.jobs.submit(run)
+            elif req.stream:
+                result = await self.stream(run)
+            else:
+                result = await self.complete(run)
+        except BaseException:
+            if ticket is not None:
+                ticket.failed()
+            raise
+        if ticket is not None:
+            await ticket.follow(run, self.live.task(run.id) if req.background or req.stream else None)
+        return result
 
     async def complete(self, run: ResponseRun) -> ResponseObject:
         """A non-streamed response: run inline, stored once at the end. An engine's refusal before

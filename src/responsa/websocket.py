@@ -36,6 +36,7 @@ from .endpoints import FORWARDED_HEADERS, Auth, error_response
 from .errors import APIError, InvalidRequest, RateLimited
 from .feed import Event, Feed
 from .ids import random_hex
+from .logs import RequestInfo, current
 from .protocol import parse_create
 from .service import ResponsesService
 from .steering import Steer, as_items, parse_steer, required_input, steer_id, with_steering
@@ -76,6 +77,8 @@ class ResponsesSocket:
     async def connect(self, websocket: WebSocket) -> None:
         started = time.perf_counter()
         request_id = "req_" + random_hex(16)
+        # What the handshake learns (the key, who its responses are counted for) holds for the connection.
+        current.set(RequestInfo(request_id))
         try:
             owner = await self.auth(websocket)
         except APIError as e:
@@ -262,6 +265,10 @@ class Connection:
             req = dataclasses.replace(parse_create(body, self.headers), stream=True,
                                       generate=bool(c.boolean(event, "generate", "generate", True)))
             # A background run must be restartable from the store alone: it continues stored responses only.
+            info = current.get()
+            if info is not None and info.account is not None and info.account.record is not None \
+                    and self.service.accounting is not None:  # each response.create is a request of the key
+                await self.service.accounting.quotas.admit(info.account.record)
             chain = None if req.background else self.chains.request()
             result = await self.service.create(req, self.owner, local=chain)
         except Exception as e:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .. import tracecontext
 from ..chat import ChatOptions, messages_json, to_messages
 from ..config import BackendConfig
 from ..errors import APIError, InvalidRequest, NotFound, RateLimited, UpstreamError
@@ -135,7 +136,8 @@ class ChatCompletionsBackend:
     async def turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         payload = self.payload(req)
         try:
-            resp = await self.pool.request("POST", "/chat/completions", self.headers, payload)
+            # + the turn's `traceparent` when traces are on
+            resp = await self.pool.request("POST", "/chat/completions", tracecontext.outgoing(self.headers), payload)
         except HTTPError as e:
             raise UpstreamError(f"The model engine did not answer: {e}", code="server_error") from e
         try:

@@ -56,6 +56,7 @@ class Script:
     def __init__(self) -> None:
         self.turns: collections.deque[dict] = collections.deque()
         self.requests: list[dict] = []
+        self.traceparents: list[str | None] = []  # each request's `traceparent` header (None: none sent)
         # Streams the client (Responsa) abandoned before their end: how engines see a cancel.
         self.aborted = 0
         self.lock = threading.Lock()
@@ -69,6 +70,7 @@ class Script:
         with self.lock:
             self.turns.clear()
             self.requests.clear()
+            self.traceparents.clear()
             self.aborted = 0
             for gate in self.gates.values():
                 gate.set()  # nothing stays parked on a gate a finished test left closed
@@ -246,6 +248,7 @@ def scripted_upstream_app(script: Script) -> Any:
 
     async def completions(request: Request) -> Response:
         body = await request.json()
+        script.traceparents.append(request.headers.get("traceparent"))
         turn = script.next_turn(body)
         if turn.get("first_delay"):
             await asyncio.sleep(turn["first_delay"])

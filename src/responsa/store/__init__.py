@@ -126,6 +126,56 @@ class FileRecord:
                 "expires_at": self.expires_at, "status_details": None}
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a key or a project may use (None: no limit): requests and tokens (input + output, as
+    responses' `usage` counts them) per window, and streams and background runs at once."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    streams: int | None = None
+    background_runs: int | None = None
+
+    def any(self) -> bool:
+        return any(getattr(self, f) is not None for f in LIMIT_FIELDS)
+
+    def extra_json(self) -> str | None:
+        """The limits other than requests per minute (a column of their own), as stored."""
+        extra = {f: getattr(self, f) for f in LIMIT_FIELDS[1:] if getattr(self, f) is not None}
+        return orjson.dumps(extra).decode() if extra else None
+
+    @staticmethod
+    def from_columns(requests_per_minute: int | None, extra: str | None) -> Limits:
+        values = orjson.loads(extra) if extra else {}
+        return Limits(requests_per_minute, **{k: v for k, v in values.items() if k in LIMIT_FIELDS})
+
+
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "streams", "background_runs")
+
+
+@dataclass
+class UsageRow:
+    """What one key (or `--api-key` key, or the local caller) used of one model on one day (UTC)."""
+
+    day: str  # YYYY-MM-DD
+    key: str
+    project: str  # "" for none
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    errors: int = 0
+
+    COUNTS = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "errors")
+
+    def wire(self) -> dict:
+        return {"day": self.day, "key": self.key, "project": self.project or None, "model": self.model,
+                **{c: getattr(self, c) for c in self.COUNTS}}
+
+
 @dataclass
 class KeyRecord:
     """An API key made by `responsa keys create`: only a hash of its secret is stored."""
@@ -138,7 +188,12 @@ class KeyRecord:
     project: str | None = None
     rotated_at: int | None = None
     revoked_at: int | None = None
-    requests_per_minute: int | None = None  # None: no limit
+    limits: Limits = field(default_factory=Limits)
+    project_limits: Limits | None = None  # its project's, when it has a project with limits (as found)
+
+    @property
+    def requests_per_minute(self) -> int | None:
+        return self.limits.requests_per_minute
 
 
 @dataclass
@@ -337,13 +392,45 @@ class Store(Protocol):
         """Give a key in use a new secret (its owner stays); False if there is none with that id."""
         ...
 
-    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
-        """Change a key's limit (None: no limit); False if there is no key in use with that id."""
+    async def set_key_limits(self, key_id: str, limits: Limits) -> bool:
+        """Replace a key's limits; False if there is no key in use with that id."""
         ...
 
-    async def count_request(self, key_id: str, minute: int) -> int:
-        """Count one request of a key in this minute (`time // 60`), for every replica at once;
-        returns the key's requests in it so far, this one included."""
+    async def set_project_limits(self, project: str, limits: Limits) -> None:
+        """Replace a project's limits (shared by all its keys together); no limits removes them."""
+        ...
+
+    async def get_project_limits(self) -> dict[str, Limits]: ...
+
+    # ---- quotas and usage (quotas.py, usage.py) -------------------------------------------------
+
+    async def take_windows(self, windows: list[tuple[str, int]], now_ms: int) -> list[tuple[int, int, int]]:
+        """Count one request in each (scope, span ms) window, starting it again where it has ended;
+        returns each one's (requests, tokens, started ms) after the count, for all replicas at once."""
+        ...
+
+    async def add_window_tokens(self, windows: list[tuple[str, int]], tokens: int) -> None:
+        """Add tokens used to these windows."""
+        ...
+
+    async def take_slot(self, scope: str, slot: str, limit: int, now_ms: int, until_ms: int) -> bool:
+        """Hold one of `limit` slots of a scope until `until_ms` (unless given back first); False if
+        all are held (by slots whose time has not run out), on any replica."""
+        ...
+
+    async def renew_slots(self, held: dict[str, list[str]], until_ms: int) -> None:
+        """Hold these slots (scope -> slot ids) longer."""
+        ...
+
+    async def release_slot(self, scope: str, slot: str) -> None: ...
+
+    async def add_usage(self, rows: list[UsageRow]) -> None:
+        """Add these counts to the stored ones (one row per day, key, project and model)."""
+        ...
+
+    async def list_usage(self, *, since: str, until: str, key: str | None = None,
+                         project: str | None = None) -> list[UsageRow]:
+        """Stored usage from day `since` to day `until` (both included), by day, key, project, model."""
         ...
 
     # ---- secrets (server keys shared by replicas) --------------------------------------------

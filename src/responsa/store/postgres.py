@@ -27,6 +27,7 @@ from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunCla
 from . import postgres_conversations as conversations
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
+from .postgres_quotas import FIND_KEY, KEY_COLUMNS, PostgresQuotas, key_record, key_values
 from .schema import LATEST, POSTGRES
 from .sqlite import TERMINAL, _chain_from_rows
 
@@ -38,7 +39,6 @@ MIGRATION_LOCK = 0x726573706F6E7361
 COMMAND_TIMEOUT = 30.0
 LISTEN_CHECK_EVERY = 10.0
 _ACTIVE = "status IN ('queued','in_progress')"
-_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -55,7 +55,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-class PostgresStore(PostgresConversations):
+class PostgresStore(PostgresConversations, PostgresQuotas):
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
     def __init__(self, url: str, pool_size: int = 10, *,
@@ -528,18 +528,16 @@ class PostgresStore(PostgresConversations):
     # ---- API keys ----------------------------------------------------------------------------------
 
     async def add_key(self, key: KeyRecord) -> None:
-        await self._execute(f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                            key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at,
-                            key.revoked_at, key.requests_per_minute)
+        await self._execute(f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                            *key_values(key))
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
-        row = await self._fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-                                   key_hash)
-        return KeyRecord(*row) if row else None
+        row = await self._fetchrow(FIND_KEY, key_hash)
+        return key_record(row) if row else None
 
     async def list_keys(self) -> list[KeyRecord]:
-        rows = await self._fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
-        return [KeyRecord(*r) for r in rows]
+        rows = await self._fetch(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+        return [key_record(r) for r in rows]
 
     async def has_keys(self) -> bool:
         return bool(await self._fetchval("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)"))
@@ -553,21 +551,6 @@ class PostgresStore(PostgresConversations):
         status = await self._execute("UPDATE api_keys SET hash = $1, rotated_at = $2 WHERE id = $3 "
                                      "AND revoked_at IS NULL", key_hash, now, key_id)
         return status == "UPDATE 1"
-
-    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
-        status = await self._execute("UPDATE api_keys SET requests_per_minute = $1 WHERE id = $2 "
-                                     "AND revoked_at IS NULL", requests_per_minute, key_id)
-        return status == "UPDATE 1"
-
-    async def count_request(self, key_id: str, minute: int) -> int:
-        # One statement: earlier minutes of this key go, this one's count goes up.
-        return await self._fetchval(
-            """
-            WITH old AS (DELETE FROM key_usage WHERE key_id = $1 AND minute < $2)
-            INSERT INTO key_usage (key_id, minute, requests) VALUES ($1, $2, 1)
-            ON CONFLICT (key_id, minute) DO UPDATE SET requests = key_usage.requests + 1
-            RETURNING requests
-            """, key_id, minute)
 
     async def add_secret(self, name: str, value: bytes) -> bool:
         status = await self._execute("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) "

@@ -109,6 +109,41 @@ SQLITE: list[str] = [
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
+    # quotas and usage: more limits per key (JSON) and per project, the windows that count
+    # requests and tokens against them, the streams and background runs each holds, and the usage
+    # of each key per model and day
+    """
+    ALTER TABLE api_keys ADD COLUMN limits TEXT;
+    CREATE TABLE project_limits (
+        project TEXT PRIMARY KEY,
+        limits TEXT NOT NULL
+    );
+    CREATE TABLE rate_windows (
+        scope TEXT NOT NULL,            -- key:<id> or project:<name>
+        span INTEGER NOT NULL,          -- the window's length, ms
+        started INTEGER NOT NULL,       -- ms since the epoch
+        requests INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        PRIMARY KEY (scope, span)
+    ) WITHOUT ROWID;
+    CREATE TABLE quota_slots (
+        scope TEXT PRIMARY KEY,         -- streams:key:<id>, background:project:<name>, ...
+        slots TEXT NOT NULL             -- JSON: {slot id: held until, ms}
+    ) WITHOUT ROWID;
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        key TEXT NOT NULL,
+        project TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        PRIMARY KEY (day, key, project, model)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -208,6 +243,38 @@ POSTGRES: list[str] = [
         PRIMARY KEY (conversation_id, position)
     );
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
+    """,
+    """
+    ALTER TABLE api_keys ADD COLUMN limits TEXT;
+    CREATE TABLE project_limits (
+        project TEXT PRIMARY KEY,
+        limits TEXT NOT NULL
+    );
+    CREATE TABLE rate_windows (
+        scope TEXT NOT NULL,
+        span BIGINT NOT NULL,
+        started BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        tokens BIGINT NOT NULL,
+        PRIMARY KEY (scope, span)
+    );
+    CREATE TABLE quota_slots (
+        scope TEXT PRIMARY KEY,
+        slots JSONB NOT NULL
+    );
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        key TEXT NOT NULL,
+        project TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        reasoning_tokens BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (day, key, project, model)
+    );
     """,
 ]
 

@@ -34,6 +34,7 @@ from . import sqlite_conversations as conversations
 from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
+from .sqlite_quotas import FIND_KEY, KEY_COLUMNS, SQLiteQuotas, key_record, key_values
 from .wal import WalKeeper
 
 log = logging.getLogger("responsa.store")
@@ -95,7 +96,7 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SQLiteStore(SQLiteConversations):
+class SQLiteStore(SQLiteConversations, SQLiteQuotas):
     """The embedded default store (one file in the data dir)."""
 
     def __init__(self, path: str, *, shared: bool = False, guest: bool = False) -> None:
@@ -653,18 +654,15 @@ class SQLiteStore(SQLiteConversations):
 
     async def add_key(self, key: KeyRecord) -> None:
         await self._write(lambda conn: conn.execute(
-            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (key.id, key.name, key.owner, key.hash, key.created_at, key.project, key.rotated_at, key.revoked_at,
-             key.requests_per_minute)))
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", key_values(key)))
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
-        row = self._read().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-                                   (key_hash,)).fetchone()
-        return _key(row) if row else None
+        row = self._read().execute(FIND_KEY, (key_hash,)).fetchone()
+        return key_record(row) if row else None
 
     async def list_keys(self) -> list[KeyRecord]:
-        rows = self._read().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
-        return [_key(r) for r in rows]
+        rows = self._read().execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+        return [key_record(r) for r in rows]
 
     async def has_keys(self) -> bool:
         return self._read().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
@@ -678,31 +676,10 @@ class SQLiteStore(SQLiteConversations):
             "UPDATE api_keys SET hash = ?, rotated_at = ? WHERE id = ? AND revoked_at IS NULL",
             (key_hash, now, key_id)).rowcount == 1)
 
-    async def set_key_limits(self, key_id: str, requests_per_minute: int | None) -> bool:
-        return await self._write(lambda conn: conn.execute(
-            "UPDATE api_keys SET requests_per_minute = ? WHERE id = ? AND revoked_at IS NULL",
-            (requests_per_minute, key_id)).rowcount == 1)
-
-    async def count_request(self, key_id: str, minute: int) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM key_usage WHERE key_id = ? AND minute < ?", (key_id, minute))
-            return conn.execute("INSERT INTO key_usage (key_id, minute, requests) VALUES (?, ?, 1) "
-                                "ON CONFLICT (key_id, minute) DO UPDATE SET requests = requests + 1 "
-                                "RETURNING requests", (key_id, minute)).fetchone()[0]
-
-        return await self._write(op)
-
     async def add_secret(self, name: str, value: bytes) -> bool:
         return await self._write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?,?,?)",
             (name, value, int(time.time()))).rowcount == 1)
-
-
-_KEY_COLUMNS = "id, name, owner, hash, created_at, project, rotated_at, revoked_at, requests_per_minute"
-
-
-def _key(row: Sequence[Any]) -> KeyRecord:
-    return KeyRecord(*row)
 
 
 def _probe(conn: sqlite3.Connection) -> None:
