@@ -231,7 +231,9 @@ def test_prometheus_scrapes_the_request_count(observed, script, tmp_path: Path) 
             result = got.get("data", {}).get("result", [])
             return result and float(result[0]["value"][1])
 
-        assert wait_for(scraped, timeout=30, interval=0.2) == 3
+        # Prometheus starts its storage and web server before its first scrape: seconds on a quiet
+        # machine, more on a loaded one. The wait ends as soon as the count is there.
+        assert wait_for(scraped, timeout=120, interval=0.2) == 3
         targets = httpx.get(f"http://127.0.0.1:{web}/api/v1/targets").json()["data"]["activeTargets"]
         assert targets[0]["health"] == "up"
     finally:
