@@ -18,7 +18,7 @@ import pg
 import pytest
 
 from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
-from responsa.store import FileRecord, KeyRecord, ResponseRecord, Store, row_json
+from responsa.store import FileRecord, KeyRecord, ResponseQuery, ResponseRecord, Store, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -609,3 +609,60 @@ async def test_an_ephemeral_response_is_read_by_id_only_and_its_expiry_follows_s
     assert await store.get_response("resp_eph", "alice") is None
     assert await store.purge_expired(int(time.time())) >= 1
     assert await store.get_record("resp_plain", "alice") is not None
+
+
+# ---- listing responses (GET /responses, the console) ---------------------------------------------
+
+
+async def test_list_responses(store: Store) -> None:
+    for n in range(5):
+        r = record(f"resp_{n}", created=NOW + n, status="completed" if n % 2 else "failed")
+        r.body["model"] = "m-odd" if n % 2 else "m-even"
+        r.body["metadata"] = {"n": str(n), "team": "red" if n < 3 else "blue"}
+        await store.save_response(r, [msg(f"o{n}", f"answer <{n}> 50%_done", "assistant")],
+                                  [msg(f"i{n}", f'question "{n}"')])
+    await store.save_response(record("resp_bob", "bob", created=NOW + 9), [msg("ob", "answer bob", "assistant")])
+    await expired(store, "resp_old")
+    eph = record("resp_eph", created=NOW + 8)
+    eph.ephemeral = True
+    await store.save_response(eph, [])
+
+    async def ids(owner: str | None = "alice", **kw: Any) -> tuple[list[str], bool]:
+        page = await store.list_responses(ResponseQuery(owner=owner, **kw))
+        return [r.response["id"] for r in page.responses], page.has_more
+
+    assert await ids() == (["resp_4", "resp_3", "resp_2", "resp_1", "resp_0"], False)
+    assert await ids(limit=2) == (["resp_4", "resp_3"], True)
+    assert await ids(limit=2, after="resp_3") == (["resp_2", "resp_1"], True)
+    assert await ids(limit=2, before="resp_1") == (["resp_3", "resp_2"], True)  # the page just before
+    assert await ids(limit=2, before="resp_3") == (["resp_4"], False)
+    assert await ids(after="resp_4", before="resp_1") == (["resp_3", "resp_2"], False)
+    assert await ids(order="asc", limit=3) == (["resp_0", "resp_1", "resp_2"], True)
+    assert await ids(order="asc", after="resp_2") == (["resp_3", "resp_4"], False)
+    assert await ids(order="asc", before="resp_2", limit=1) == (["resp_1"], True)
+    assert await ids(status="failed") == (["resp_4", "resp_2", "resp_0"], False)
+    assert await ids(model="m-odd") == (["resp_3", "resp_1"], False)
+    assert await ids(metadata=(("team", "red"),)) == (["resp_2", "resp_1", "resp_0"], False)
+    assert await ids(metadata=(("team", "red"), ("n", "1"))) == (["resp_1"], False)
+    assert await ids(metadata=(("status", "completed"),)) == ([], False)  # a body field is not metadata
+    assert await ids(created_after=NOW + 1, created_before=NOW + 4) == (["resp_3", "resp_2"], False)
+    assert await ids(text="ANSWER <3>") == (["resp_3"], False)  # output text, any case
+    assert await ids(text='question "2"') == (["resp_2"], False)  # input text, quotes as written
+    assert await ids(text="50%_done", limit=1) == (["resp_4"], True)  # wildcards taken literally
+    assert await ids(text="0%x") == ([], False)
+    assert await ids(text="answer bob") == ([], False)  # another owner's
+    assert await ids(after="resp_bob") == ([], False)  # another owner's cursor
+    assert await ids(after="resp_unknown") == ([], False)
+    assert await ids("bob") == (["resp_bob"], False)
+    assert await ids(None, limit=2) == (["resp_bob", "resp_4"], True)  # the admin key: every owner's
+    assert await ids(None, after="resp_bob", limit=1) == (["resp_4"], True)
+    page = await store.list_responses(ResponseQuery(owner=None, limit=1))
+    assert page.responses[0].owner == "bob"
+    first = (await store.list_responses(ResponseQuery(owner="alice", limit=1))).responses[0]
+    assert first.owner == "alice" and first.response == await store.get_response("resp_4", "alice")
+    assert await store.response_owner("resp_3") == "alice"
+    assert await store.response_owner("resp_bob") == "bob"
+    assert await store.response_owner("resp_old") is None
+    assert await store.response_owner("resp_eph") is None
+    assert await store.response_owner("resp_\x00") is None
+    assert await ids(after="resp_\x00") == ([], False)

@@ -74,6 +74,41 @@ class ItemPage:
     has_more: bool
 
 
+@dataclass(frozen=True)
+class ResponseQuery:
+    """Which stored responses a listing (`GET /responses`, the console) wants, newest first by default.
+
+    `after` / `before` are response ids: the page that follows, or immediately precedes, that
+    response in `order`. `text` matches the stored JSON of the response's input and output items
+    (a plain substring scan, no index: its cost grows with the responses it looks through)."""
+
+    owner: str | None  # None: every owner's (the admin key)
+    limit: int = 20
+    order: str = "desc"
+    after: str | None = None
+    before: str | None = None
+    model: str | None = None
+    status: str | None = None
+    created_after: int | None = None  # Unix seconds, exclusive
+    created_before: int | None = None  # Unix seconds, exclusive
+    metadata: tuple[tuple[str, str], ...] = ()
+    text: str | None = None
+
+
+@dataclass
+class ListedResponse:
+    """One response of a listing: its Response object (with `output`) and its owner."""
+
+    owner: str
+    response: dict
+
+
+@dataclass
+class ResponsePage:
+    responses: list[ListedResponse]
+    has_more: bool
+
+
 @dataclass
 class ConversationRecord:
     id: str
@@ -204,6 +239,15 @@ class Store(Protocol):
     async def list_input_items(self, response_id: str, owner: str, *, after: str | None, before: str | None,
                                limit: int, order: str) -> ItemPage | None:
         """A page of a response's input items; None if the response is not the caller's (or ephemeral)."""
+        ...
+
+    async def list_responses(self, query: ResponseQuery) -> ResponsePage:
+        """A page of live stored responses (never ephemeral ones) matching `query`; an unknown or
+        foreign cursor gives an empty page."""
+        ...
+
+    async def response_owner(self, response_id: str) -> str | None:
+        """The owner of a live stored response (for the admin key, which reads every owner's)."""
         ...
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:

@@ -23,8 +23,10 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json, rows_json
+from . import (ChainLink, FileRecord, ItemPage, KeyRecord, ListedResponse, ResponsePage, ResponseQuery,
+               ResponseRecord, RunClaim, row_json, rows_json)
 from . import postgres_conversations as conversations
+from .listing import listing_sql
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
 from .schema import LATEST, POSTGRES
@@ -384,6 +386,26 @@ class PostgresStore(PostgresConversations):
             rows = await conn.fetch(f"SELECT data FROM items WHERE {' AND '.join(where)} "
                                     f"ORDER BY position {'ASC' if asc else 'DESC'} LIMIT ${len(args)}", *args)
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
+
+    async def list_responses(self, query: ResponseQuery) -> ResponsePage:
+        cursors = (query.after, query.before, query.status, query.model, query.text,
+                   *(v for pair in query.metadata for v in pair))
+        if query.owner is not None and not may_exist(query.owner) or not all(map(may_exist, filter(None, cursors))):
+            return ResponsePage([], False)  # nothing stored holds U+0000
+        sql, args, reverse = listing_sql(query, int(time.time()), postgres=True)
+        rows = await self._fetch(sql, *args)
+        page = rows[:query.limit]
+        if reverse:
+            page.reverse()
+        listed = [ListedResponse(r[1], {**orjson.loads(r[2]), "output": [orjson.loads(d) for d in r[3] or ()]})
+                  for r in page]
+        return ResponsePage(listed, len(rows) > query.limit)
+
+    async def response_owner(self, response_id: str) -> str | None:
+        if not may_exist(response_id):
+            return None
+        return await self._fetchval("SELECT owner FROM responses WHERE id = $1 AND expires_at > $2 AND NOT ephemeral",
+                                    response_id, int(time.time()))
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
         item_ids = [i for i in item_ids if may_exist(i)]

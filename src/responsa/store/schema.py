@@ -109,6 +109,12 @@ SQLITE: list[str] = [
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
+    # 5: listing responses newest first (GET /responses, the console): per owner, and every
+    # owner's for the admin key
+    """
+    CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
+    CREATE INDEX responses_created ON responses (created_at, id);
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -208,6 +214,12 @@ POSTGRES: list[str] = [
         PRIMARY KEY (conversation_id, position)
     );
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
+    """,
+    # 5: listing responses newest first (GET /responses, the console): per owner, and every
+    # owner's for the admin key
+    """
+    CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
+    CREATE INDEX responses_created ON responses (created_at, id);
     """,
 ]
 
