@@ -157,6 +157,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
            "key is refused.", parse_api_key, repeatable=True, metavar="KEY"),
+    Option("admin_key", "A key that reads every owner's responses (GET /responses lists them all; the console "
+           "shows and cancels them); with other keys it is a key like them.", parse_api_key, metavar="KEY"),
+    Option("console", "Serve the web console at /console: true or false (default: true on a loopback --host, "
+           "false elsewhere).", parse_bool, metavar="BOOL"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
            "private, loopback and link-local addresses.", parse_bool, flag_only=True),
     Option("allow_private_address", "Let server-side fetches reach this private address or CIDR network only "
@@ -233,6 +237,8 @@ class Settings:
     embedded_queue: int = 16
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
+    admin_key: str | None = None
+    console: bool | None = None  # None: on when the host is a loopback one
     allow_private_network: bool = False
     allow_private_address: tuple[str, ...] = ()
     mcp_timeout: int = 60
@@ -262,6 +268,10 @@ class Settings:
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
     default_route: Route | None = None
+
+    @property
+    def console_on(self) -> bool:
+        return self.is_loopback_host if self.console is None else self.console
 
     @property
     def is_loopback_host(self) -> bool:
@@ -433,6 +443,8 @@ def check(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without an API key: pass --api-key (or "
             "RESPONSA_API_KEY), or listen on a loopback host such as 127.0.0.1"
         )
+    if settings.admin_key is not None and settings.admin_key in settings.api_key:
+        raise ConfigError("--admin-key must differ from every --api-key")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:

@@ -25,7 +25,7 @@ from .reasoning import ReasoningVault
 from .router import Router
 from .run import DeferredWrites, InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
-from .store import Store
+from .store import ResponseQuery, Store
 
 ACCEPT_GRACE = 2.0  # seconds a stream waits for the engine to accept before starting anyway
 
@@ -153,6 +153,19 @@ class ResponsesService:
         else:
             self.vault.strip_output(response)
         return response
+
+    async def list_responses(self, query: ResponseQuery) -> dict:
+        """A page of stored responses as the API's list object (`GET /responses`)."""
+        page = await self.store.list_responses(query)
+        data = [listed.response for listed in page.responses]
+        for response in data:
+            self.vault.strip_output(response)
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+
+    async def owner_of(self, rid: str) -> str | None:
+        """Who owns a stored response (for the admin key, which reads every owner's)."""
+        return await self.store.response_owner(rid)
 
     async def follow(self, rid: str, owner: str, after: int | None) -> Feed:
         """A background response's stored events after `after`, then live ones until it ends."""

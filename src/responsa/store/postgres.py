@@ -23,8 +23,19 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import (ChainLink, FileRecord, ItemPage, KeyRecord, ListedResponse, ResponsePage, ResponseQuery,
-               ResponseRecord, RunClaim, row_json, rows_json)
+from . import (
+    ChainLink,
+    FileRecord,
+    ItemPage,
+    KeyRecord,
+    ListedResponse,
+    ResponsePage,
+    ResponseQuery,
+    ResponseRecord,
+    RunClaim,
+    row_json,
+    rows_json,
+)
 from . import postgres_conversations as conversations
 from .listing import listing_sql
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
@@ -390,7 +401,7 @@ class PostgresStore(PostgresConversations):
     async def list_responses(self, query: ResponseQuery) -> ResponsePage:
         cursors = (query.after, query.before, query.status, query.model, query.text,
                    *(v for pair in query.metadata for v in pair))
-        if query.owner is not None and not may_exist(query.owner) or not all(map(may_exist, filter(None, cursors))):
+        if (query.owner is not None and not may_exist(query.owner)) or not all(map(may_exist, filter(None, cursors))):
             return ResponsePage([], False)  # nothing stored holds U+0000
         sql, args, reverse = listing_sql(query, int(time.time()), postgres=True)
         rows = await self._fetch(sql, *args)

@@ -29,8 +29,18 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import (ChainLink, FileRecord, ItemPage, KeyRecord, ListedResponse, ResponsePage, ResponseQuery,
-               ResponseRecord, RunClaim, rows_json)
+from . import (
+    ChainLink,
+    FileRecord,
+    ItemPage,
+    KeyRecord,
+    ListedResponse,
+    ResponsePage,
+    ResponseQuery,
+    ResponseRecord,
+    RunClaim,
+    rows_json,
+)
 from . import sqlite_conversations as conversations
 from .listing import listing_sql
 from .processes import DeleteCounter, Peers, WriterLock
