@@ -666,3 +666,7 @@ async def test_list_responses(store: Store) -> None:
     assert await store.response_owner("resp_eph") is None
     assert await store.response_owner("resp_\x00") is None
     assert await ids(after="resp_\x00") == ([], False)
+    await store.save_response(record("resp_next", created=NOW + 20, prev="resp_2"), [])
+    await store.save_response(record("resp_fork", created=NOW + 21, prev="resp_2"), [])
+    assert await ids(previous_response_id="resp_2") == (["resp_fork", "resp_next"], False)
+    assert await ids("bob", previous_response_id="resp_2") == ([], False)

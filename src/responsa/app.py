@@ -256,6 +256,10 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
     api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
+    if settings.console_on:
+        from .console import Console  # Jinja2 is loaded only when the console is on
+
+        routes.extend(Console(service, conversations, auth, store).routes())
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
     app = Starlette(

@@ -93,6 +93,7 @@ class ResponseQuery:
     created_before: int | None = None  # Unix seconds, exclusive
     metadata: tuple[tuple[str, str], ...] = ()
     text: str | None = None
+    previous_response_id: str | None = None  # the responses that continue this one (a chain's next links)
 
 
 @dataclass

@@ -39,6 +39,8 @@ def listing_sql(query: ResponseQuery, now: int, *, postgres: bool) -> tuple[str,
         where.append(f"r.owner = {arg(query.owner)}")
     if query.status is not None:
         where.append(f"r.status = {arg(query.status)}")
+    if query.previous_response_id is not None:
+        where.append(f"r.previous_response_id = {arg(query.previous_response_id)}")
     if query.created_after is not None:
         where.append(f"r.created_at > {arg(query.created_after)}")
     if query.created_before is not None:

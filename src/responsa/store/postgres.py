@@ -399,7 +399,7 @@ class PostgresStore(PostgresConversations):
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
 
     async def list_responses(self, query: ResponseQuery) -> ResponsePage:
-        cursors = (query.after, query.before, query.status, query.model, query.text,
+        cursors = (query.after, query.before, query.status, query.model, query.text, query.previous_response_id,
                    *(v for pair in query.metadata for v in pair))
         if (query.owner is not None and not may_exist(query.owner)) or not all(map(may_exist, filter(None, cursors))):
             return ResponsePage([], False)  # nothing stored holds U+0000

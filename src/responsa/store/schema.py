@@ -110,10 +110,11 @@ SQLITE: list[str] = [
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
     # 5: listing responses newest first (GET /responses, the console): per owner, and every
-    # owner's for the admin key
+    # owner's for the admin key; the responses continuing one (the console's chain view)
     """
     CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
     CREATE INDEX responses_created ON responses (created_at, id);
+    CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
     """,
 ]
 
@@ -216,10 +217,11 @@ POSTGRES: list[str] = [
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
     # 5: listing responses newest first (GET /responses, the console): per owner, and every
-    # owner's for the admin key
+    # owner's for the admin key; the responses continuing one (the console's chain view)
     """
     CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
     CREATE INDEX responses_created ON responses (created_at, id);
+    CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
     """,
 ]
 
