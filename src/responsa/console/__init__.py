@@ -35,7 +35,7 @@ SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # (no-referrer would make browsers send `Origin: null` on our forms)
     "cache-control": "no-store",
     "x-frame-options": "DENY",
 }
@@ -64,7 +64,7 @@ class Console:
         self.sessions = Sessions(store)
 
     def routes(self) -> list[BaseRoute]:
-        return [Mount("/console", routes=[
+        return [Route("/console", self.home, methods=["GET"]), Mount("/console", routes=[
             Route("/", self.home, methods=["GET"]),
             Route("/signin", self.signin_page, methods=["GET"]),
             Route("/signin", self.signin, methods=["POST"]),
