@@ -670,3 +670,26 @@ async def test_list_responses(store: Store) -> None:
     await store.save_response(record("resp_fork", created=NOW + 21, prev="resp_2"), [])
     assert await ids(previous_response_id="resp_2") == (["resp_fork", "resp_next"], False)
     assert await ids("bob", previous_response_id="resp_2") == ([], False)
+
+
+async def test_text_search_looks_through_a_bounded_window(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from responsa.store import listing
+
+    monkeypatch.setattr(listing, "SEARCH_WINDOW", 3)
+    for n in range(8):
+        await store.save_response(record(f"resp_{n}", created=NOW + n),
+                                  [msg(f"o{n}", "needle" if n in (6, 1) else "hay", "assistant")])
+
+    async def search(**kw: Any) -> tuple[list[str], bool, str | None]:
+        page = await store.list_responses(ResponseQuery(owner="alice", text="needle", **kw))
+        return [r.response["id"] for r in page.responses], page.has_more, page.resume
+
+    # Newest first, three at a time: 7 6 5 | 4 3 2 | 1 0
+    assert await search() == (["resp_6"], True, "resp_5")
+    assert await search(after="resp_5") == ([], True, "resp_2")
+    assert await search(after="resp_2") == (["resp_1"], False, None)
+    assert await search(limit=1) == (["resp_6"], True, "resp_5")
+    assert await search(order="asc", limit=5) == (["resp_1"], True, "resp_2")
+    assert await search(before="resp_0", limit=5) == (["resp_1"], True, "resp_3")  # backwards from the oldest
+    assert await search(before="resp_3") == (["resp_6"], True, "resp_6")  # resp_7 is still to look at
+    assert await search(before="resp_6") == ([], False, None)

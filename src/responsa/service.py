@@ -168,6 +168,9 @@ class ResponsesService:
             self.vault.strip_output(response)
         listing = {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                    "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+        if page.resume is not None:  # a text search that looked through all it may: go on from there
+            backwards = query.before is not None and query.after is None
+            listing["first_id" if backwards else "last_id"] = page.resume
         return listing, {listed.response["id"]: listed.owner for listed in page.responses}
 
     async def owner_of(self, rid: str) -> str | None:

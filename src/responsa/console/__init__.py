@@ -27,6 +27,7 @@ from ..errors import APIError, InvalidRequest, NotFound, Unauthorized
 from ..events import TERMINAL
 from ..service import ResponsesService
 from ..store import ResponseQuery, Store
+from ..store.listing import SEARCH_WINDOW
 from .render import templates
 from .session import COOKIE, LIFETIME, Session, Sessions, csrf_ok
 
@@ -164,8 +165,9 @@ class Console:
             "newer": "?" + urlencode({**params, "before": page["first_id"]}) if newer else None,
             "older": "?" + urlencode({**params, "after": page["last_id"]}) if older else None,
         }
+        window = bool(query.text) and page["has_more"] and len(page["data"]) < query.limit
         return self.page("responses.html", viewer=viewer, page=page, filters=request.query_params, links=links,
-                         owners=owners)
+                         owners=owners, window=SEARCH_WINDOW if window else None)
 
     async def response(self, request: Request) -> Response:
         viewer = await self.viewer(request)

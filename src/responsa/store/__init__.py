@@ -80,7 +80,8 @@ class ResponseQuery:
 
     `after` / `before` are response ids: the page that follows, or immediately precedes, that
     response in `order`. `text` matches the stored JSON of the response's input and output items
-    (a plain substring scan, no index: its cost grows with the responses it looks through)."""
+    (a plain substring scan, no index: one page looks through a bounded number of responses, see
+    listing.py)."""
 
     owner: str | None  # None: every owner's (the admin key)
     limit: int = 20
@@ -108,6 +109,9 @@ class ListedResponse:
 class ResponsePage:
     responses: list[ListedResponse]
     has_more: bool
+    # A text search that looked through all it may before the page was full: the last response it
+    # looked through, where the next page (in the reading direction) goes on from.
+    resume: str | None = None
 
 
 @dataclass

@@ -403,14 +403,17 @@ class PostgresStore(PostgresConversations):
                    *(v for pair in query.metadata for v in pair))
         if (query.owner is not None and not may_exist(query.owner)) or not all(map(may_exist, filter(None, cursors))):
             return ResponsePage([], False)  # nothing stored holds U+0000
-        sql, args, reverse = listing_sql(query, int(time.time()), postgres=True)
-        rows = await self._fetch(sql, *args)
+        listing = listing_sql(query, int(time.time()), postgres=True)
+        rows = await self._fetch(listing.sql, *listing.args)
         page = rows[:query.limit]
-        if reverse:
+        if listing.reverse:
             page.reverse()
+        resume = None
+        if listing.edge is not None and len(rows) <= query.limit:
+            resume = await self._fetchval(listing.edge[0], *listing.edge[1])
         listed = [ListedResponse(r[1], {**orjson.loads(r[2]), "output": [orjson.loads(d) for d in r[3] or ()]})
                   for r in page]
-        return ResponsePage(listed, len(rows) > query.limit)
+        return ResponsePage(listed, len(rows) > query.limit or resume is not None, resume)
 
     async def response_owner(self, response_id: str) -> str | None:
         if not may_exist(response_id):

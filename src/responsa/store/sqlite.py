@@ -516,18 +516,22 @@ class SQLiteStore(SQLiteConversations):
 
     async def list_responses(self, query: ResponseQuery) -> ResponsePage:
         conn = self._read()
-        sql, args, reverse = listing_sql(query, int(time.time()), postgres=False)
-        rows = conn.execute(sql, args).fetchall()
+        listing = listing_sql(query, int(time.time()), postgres=False)
+        rows = conn.execute(listing.sql, listing.args).fetchall()
         page = rows[:query.limit]
-        if reverse:
+        if listing.reverse:
             page.reverse()
+        resume = None
+        if listing.edge is not None and len(rows) <= query.limit:
+            edge = conn.execute(*listing.edge).fetchone()
+            resume = edge[0] if edge else None
         listed = {r[0]: ListedResponse(r[1], {**orjson.loads(r[2]), "output": []}) for r in page}
         if listed:
             marks = ",".join("?" * len(listed))
             for rid, data in conn.execute(f"SELECT response_id, data FROM items WHERE kind=1 AND response_id IN "
                                           f"({marks}) ORDER BY response_id, position", list(listed)):
                 listed[rid].response["output"].append(orjson.loads(data))
-        return ResponsePage(list(listed.values()), len(rows) > query.limit)
+        return ResponsePage(list(listed.values()), len(rows) > query.limit or resume is not None, resume)
 
     async def response_owner(self, response_id: str) -> str | None:
         row = self._read().execute("SELECT owner FROM responses WHERE id=? AND expires_at>? AND ephemeral=0",
