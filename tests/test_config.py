@@ -124,7 +124,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "embedded_queue": ("5", 5, 5),
     "embedded_threads": ("3", 3, 3),
     "api_key": ("a-key, b-key", ["a-key", "b-key"], ("a-key", "b-key")),
-    "admin_key": ("the-admin-key", "the-admin-key", "the-admin-key"),
+    "admin_key": ("adm1,adm2", ["adm1", "adm2"], ("adm1", "adm2")),
     "console": ("false", False, False),
     "allow_private_network": ("yes", True, True),
     "allow_private_address": ("10.0.0.0/8, 127.0.0.2", ["10.0.0.0/8", "127.0.0.2"], ("10.0.0.0/8", "127.0.0.2/32")),
@@ -230,7 +230,7 @@ def test_console_is_on_by_default_on_loopback_only() -> None:
 
 
 def test_the_admin_key_differs_from_the_api_keys() -> None:
-    with pytest.raises(ConfigError, match="--admin-key must differ"):
+    with pytest.raises(ConfigError, match="an --admin-key must not also be an --api-key"):
         load(env={"RESPONSA_API_KEY": "a,b", "RESPONSA_ADMIN_KEY": "b"})
     with pytest.raises(ConfigError, match="--admin-key"):
         load(env={"RESPONSA_ADMIN_KEY": " "})

@@ -201,7 +201,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     service = ResponsesService(store, router, settings, preparer=preparer, jobs=jobs, live=live, deferred=deferred,
                                vault=vault, media=media, instance=instance)
     drain = Drain(live, jobs, store)
-    auth = Auth(settings.api_key, KeyRing(store), admin_key=settings.admin_key)
+    auth = Auth(settings.api_key, KeyRing(store), admin_keys=settings.admin_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)

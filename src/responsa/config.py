@@ -157,8 +157,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
            "key is refused.", parse_api_key, repeatable=True, metavar="KEY"),
-    Option("admin_key", "A key that reads every owner's responses (GET /responses lists them all; the console "
-           "shows and cancels them); with other keys it is a key like them.", parse_api_key, metavar="KEY"),
+    Option("admin_key", "Key for the admin views: GET /responses lists every owner's responses with it, and the "
+           "console shows and cancels any of them. It is no API key for anything else. Repeat for several "
+           "(RESPONSA_ADMIN_KEY takes a comma-separated list). Off unless set.", parse_api_key,
+           repeatable=True, metavar="KEY"),
     Option("console", "Serve the web console at /console: true or false (default: true on a loopback --host, "
            "false elsewhere).", parse_bool, metavar="BOOL"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
@@ -237,7 +239,7 @@ class Settings:
     embedded_queue: int = 16
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
-    admin_key: str | None = None
+    admin_key: tuple[str, ...] = ()
     console: bool | None = None  # None: on when the host is a loopback one
     allow_private_network: bool = False
     allow_private_address: tuple[str, ...] = ()
@@ -443,8 +445,8 @@ def check(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without an API key: pass --api-key (or "
             "RESPONSA_API_KEY), or listen on a loopback host such as 127.0.0.1"
         )
-    if settings.admin_key is not None and settings.admin_key in settings.api_key:
-        raise ConfigError("--admin-key must differ from every --api-key")
+    if set(settings.admin_key) & set(settings.api_key):
+        raise ConfigError("an --admin-key must not also be an --api-key")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:

@@ -61,30 +61,33 @@ class Auth:
     """API keys -> owners: the `--api-key` keys, then those of the store (`responsa keys`).
     Without either, every caller is the one local owner."""
 
-    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None, admin_key: str | None = None) -> None:
+    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None, admin_keys: Iterable[str] = ()) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
         self.names = {k: key_name(owner) for k, owner in self.owners.items()}
         self.ring = ring
-        self.admin_key = admin_key
+        self.admin_keys = [k.encode() for k in admin_keys]
 
     def is_admin(self, key: str | None) -> bool:
-        return key is not None and self.admin_key is not None and hmac.compare_digest(key.encode(),
-                                                                                       self.admin_key.encode())
+        """Whether `key` is an `--admin-key` (which reads every owner's responses, and is no API key)."""
+        if key is None or not self.admin_keys:
+            return False
+        sent = key.encode()
+        return any([hmac.compare_digest(sent, admin) for admin in self.admin_keys])
 
     async def __call__(self, request: HTTPConnection) -> str:
         """The caller's owner id, from a request's or a WebSocket handshake's headers."""
         return await self.owner(request_key(request))
 
     async def reader(self, request: HTTPConnection) -> str | None:
-        """Whose responses a listing shows: the caller's, or every owner's (None) for the admin key."""
+        """Whose responses a listing shows: the caller's, or every owner's (None) for an admin key."""
         key = request_key(request)
-        return None if self.is_admin(key) else await self.owner(key)
+        if self.is_admin(key):
+            note_key("admin")
+            return None
+        return await self.owner(key)
 
     async def owner(self, key: str | None) -> str:
         """The owner id of a key (the one local owner when the server has no keys)."""
-        if key is not None and self.is_admin(key):
-            note_key("admin")
-            return owner_for_key(key)
         if not self.owners and (self.ring is None or not await self.ring.in_use()):
             return ANONYMOUS
         if key is None:

@@ -27,7 +27,7 @@ def like_pattern(text: str) -> str:
     return "%" + inner.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
 
 
-SEARCH_WINDOW = 5000  # responses one text-search page looks through at most (a substring scan: bounded)
+SEARCH_WINDOW = 2000  # responses one text-search page looks through at most (a substring scan: bounded)
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,19 @@ def listing_sql(query: ResponseQuery, now: int, *, postgres: bool) -> Listing:
         sql = f"SELECT r.id, r.owner, r.body{output} FROM responses r WHERE {where} {order} " \
               f"LIMIT {built.arg(query.limit + 1)}"
         return Listing(sql, built.args, reverse)
-    scanned = f"SELECT r.id FROM responses r WHERE {where} {order} LIMIT {built.arg(SEARCH_WINDOW)}"
+    scanned = f"SELECT r.id, r.created_at FROM responses r WHERE {where} {order} LIMIT {built.arg(SEARCH_WINDOW)}"
     data = "convert_from(i.data, 'UTF8') ILIKE" if postgres else "CAST(i.data AS TEXT) LIKE"
+    # PostgreSQL is told the order of the work: first the window, then each of its responses checked
+    # by its own items (OFFSET 0 keeps the check from becoming a join with every item stored).
     found = (f"EXISTS (SELECT 1 FROM items i WHERE i.response_id = r.id "
-             f"AND {data} {built.arg(like_pattern(query.text))} ESCAPE '!')")
-    sql = (f"SELECT r.id, r.owner, r.body{output} FROM responses r WHERE r.id IN ({scanned}) AND {found} {order} "
-           f"LIMIT {built.arg(query.limit + 1)}")
+             f"AND {data} {built.arg(like_pattern(query.text))} ESCAPE '!'{' OFFSET 0' if postgres else ''})")
+    if postgres:
+        sql = (f"WITH scanned AS MATERIALIZED ({scanned}) SELECT r.id, r.owner, r.body{output} FROM scanned s "
+               f"JOIN responses r ON r.id = s.id WHERE {found} ORDER BY s.created_at {direction}, s.id {direction} "
+               f"LIMIT {built.arg(query.limit + 1)}")
+    else:
+        sql = (f"SELECT r.id, r.owner, r.body FROM responses r WHERE r.id IN (SELECT id FROM ({scanned})) "
+               f"AND {found} {order} LIMIT {built.arg(query.limit + 1)}")
     edge = _Builder(postgres)
     edge_where = edge.filters(query, now, descending)
     edge_sql = f"SELECT r.id FROM responses r WHERE {edge_where} {order} LIMIT 1 OFFSET {edge.arg(SEARCH_WINDOW - 1)}"
