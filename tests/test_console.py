@@ -1,6 +1,7 @@
 """The web console (/console) in a real browser: Debian's Chromium driven by Playwright, as in
-test_computer_use.py (never `playwright install`). The screenshots in docs/console.md are
-written by this run into docs/images/."""
+test_computer_use.py (never `playwright install`). The screenshots in docs/console.md are taken
+by this run: into docs/images/ with RESPONSA_SCREENSHOTS=1, else into the test's temp dir (so
+that an ordinary run leaves the work tree as it was)."""
 
 from __future__ import annotations
 
@@ -69,12 +70,18 @@ def api(server: ServerProcess, key: str) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
 
 
-def shot(tab: Any, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(IMAGES / name))
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return IMAGES if os.environ.get("RESPONSA_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("screenshots")
 
 
-def test_find_open_and_follow_a_chain(console: ServerProcess, browser: Any, script) -> None:
+def shot(tab: Any, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(folder / name))
+    assert (folder / name).stat().st_size > 10_000
+
+
+def test_find_open_and_follow_a_chain(console: ServerProcess, browser: Any, script, images: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     client = api(console, KEY_A)
     script.add({"content": f"The capital of France is Paris ({tag})."})
@@ -85,7 +92,7 @@ def test_find_open_and_follow_a_chain(console: ServerProcess, browser: Any, scri
     script.add({"content": "Unrelated."})
     client.responses.create(model="m", input="Something else")
     tab = signed_in(browser, console, KEY_A)
-    shot(tab, "console-responses.png")
+    shot(tab, images, "console-responses.png")
     # Find the first by its answer's text, then open it.
     tab.fill("input[name=search]", f"Paris ({tag})")
     tab.click("form.filters button[type=submit]")
@@ -98,7 +105,7 @@ def test_find_open_and_follow_a_chain(console: ServerProcess, browser: Any, scri
     assert f"What is the capital of France? ({tag})" in tab.locator("#input").inner_text()
     assert tab.locator("a.next").inner_text() == second.id  # the chain forward, from the first
     assert "topic=geography" in tab.inner_text("dl.facts")
-    shot(tab, "console-response.png")
+    shot(tab, images, "console-response.png")
     # Its chain: both responses, oldest first, from either end.
     tab.click("#chain-link")
     links = tab.locator("section.chain-link h2 a")
@@ -108,7 +115,7 @@ def test_find_open_and_follow_a_chain(console: ServerProcess, browser: Any, scri
     tab.click("#chain-link")
     assert links.all_inner_texts() == [first.id, second.id]
     assert "About two million people" in tab.locator("section.chain-link.here").inner_text()
-    shot(tab, "console-chain.png")
+    shot(tab, images, "console-chain.png")
     tab.context.close()
 
 
@@ -122,7 +129,7 @@ def test_reading_works_without_javascript(console: ServerProcess, browser: Any, 
     tab.context.close()
 
 
-def test_watch_a_background_run_and_cancel_it(console: ServerProcess, browser: Any, script) -> None:
+def test_watch_a_background_run_and_cancel_it(console: ServerProcess, browser: Any, script, images: Path) -> None:
     script.add({"content": " ".join(f"w{i}" for i in range(600)), "delay": 0.03})
     client = api(console, KEY_A)
     run = client.responses.create(model="m", input="Count slowly.", background=True)
@@ -132,7 +139,7 @@ def test_watch_a_background_run_and_cancel_it(console: ServerProcess, browser: A
     # The words arrive in the page as the run stores its events.
     expect(tab.locator("#live-text")).to_contain_text("w20 ")
     assert tab.locator("#live-events tr").count() > 20
-    shot(tab, "console-live.png")
+    shot(tab, images, "console-live.png")
     tab.click("#cancel")
     tab.wait_for_url(re.compile(run.id + "$"))
     expect(tab.locator("#status")).to_have_text("cancelled")
@@ -145,7 +152,7 @@ def test_watch_a_background_run_and_cancel_it(console: ServerProcess, browser: A
     types = tab.locator("#events tbody td.mono").all_inner_texts()
     assert types[0] == "response.created" and "response.output_text.delta" in types
     assert "response.completed" not in types  # a cancelled stream just ends (there is no response.cancelled)
-    shot(tab, "console-events.png")
+    shot(tab, images, "console-events.png")
     tab.context.close()
 
 
