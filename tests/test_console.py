@@ -280,6 +280,15 @@ def test_conversations_and_files(console: ServerProcess, script) -> None:
     assert page.status_code == 200
     assert "Hello &lt;there&gt;" in page.text and "General Kenobi." in page.text and "project=demo" in page.text
     assert session(console, KEY_B).get(f"/console/conversations/{conversation.id}").status_code == 404
+    assert f'href="/console/conversations/{conversation.id}"' in web.get("/console/conversations").text
+    assert conversation.id not in session(console, KEY_B).get("/console/conversations").text
+    # An admin key lists every owner's conversations and opens them from there.
+    admin = session(console, ADMIN)
+    listed = admin.get("/console/conversations").text
+    opened = re.search(f'href="(/console/conversations/{conversation.id}[^"]*)"', listed)
+    assert opened is not None
+    assert "General Kenobi." in admin.get(opened.group(1).replace("&amp;", "&")).text
+    assert admin.get(f"/console/conversations/{conversation.id}").status_code == 404  # no owner named
     files = web.get("/console/files").text
     assert uploaded.id in files and "notes.txt" in files
     assert uploaded.id not in session(console, KEY_B).get("/console/files").text

@@ -14,7 +14,7 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -278,21 +278,27 @@ class Console:
             return self.to_signin()
         cid = (request.query_params.get("id") or "").strip()
         if cid:
-            return RedirectResponse("/console/conversations/" + cid, status_code=303)
-        return self.page("conversations.html", viewer=viewer)
+            return RedirectResponse("/console/conversations/" + quote(cid, safe=""), status_code=303)
+        after = request.query_params.get("after") or None
+        found, more = await self.store.list_conversations(None if viewer.admin else viewer.owner, after=after,
+                                                          limit=50)
+        return self.page("conversations.html", viewer=viewer, conversations=found, more=more)
 
     async def conversation(self, request: Request) -> Response:
         viewer = await self.viewer(request)
         if viewer is None:
             return self.to_signin()
         cid = request.path_params["conversation_id"]
+        # An admin key opens any owner's conversation from its list, which names the owner.
+        owner = request.query_params.get("owner") or viewer.owner if viewer.admin else viewer.owner
         try:
-            conversation = await self.conversations.retrieve(cid, viewer.owner)
-            items = await self.conversations.list_items(cid, viewer.owner, after=request.query_params.get("after"),
+            conversation = await self.conversations.retrieve(cid, owner)
+            items = await self.conversations.list_items(cid, owner, after=request.query_params.get("after") or None,
                                                         limit=MAX_ITEMS, order="asc", include=())
         except APIError as e:
             return self.error_page(viewer, e)
-        return self.page("conversation.html", viewer=viewer, c=conversation, items=items)
+        return self.page("conversation.html", viewer=viewer, c=conversation, items=items,
+                         c_owner=owner if viewer.admin else None)
 
     async def files(self, request: Request) -> Response:
         viewer = await self.viewer(request)

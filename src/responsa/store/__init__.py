@@ -308,6 +308,12 @@ class Store(Protocol):
 
     async def get_conversation(self, conversation_id: str, owner: str) -> ConversationRecord | None: ...
 
+    async def list_conversations(self, owner: str | None, *, after: str | None,
+                                 limit: int) -> tuple[list[ConversationRecord], bool]:
+        """A page of live conversations, newest first (`after` a conversation id; `owner` None:
+        every owner's). An unknown or foreign cursor gives an empty page."""
+        ...
+
     async def update_conversation(self, conversation_id: str, owner: str, metadata: dict[str, str],
                                   expires_at: int) -> ConversationRecord | None:
         """Replace the metadata (and push the expiry out to at least `expires_at`)."""

@@ -110,11 +110,13 @@ SQLITE: list[str] = [
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
     # 5: listing responses newest first (GET /responses, the console): per owner, and every
-    # owner's for the admin key; the responses continuing one (the console's chain view)
+    # owner's for the admin key; the responses continuing one (the console's chain view); a key's
+    # conversations newest first (the console)
     """
     CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
     CREATE INDEX responses_created ON responses (created_at, id);
     CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
+    CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
     """,
 ]
 
@@ -217,11 +219,13 @@ POSTGRES: list[str] = [
     CREATE UNIQUE INDEX conversation_items_by_id ON conversation_items (conversation_id, item_id);
     """,
     # 5: listing responses newest first (GET /responses, the console): per owner, and every
-    # owner's for the admin key; the responses continuing one (the console's chain view)
+    # owner's for the admin key; the responses continuing one (the console's chain view); a key's
+    # conversations newest first (the console)
     """
     CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
     CREATE INDEX responses_created ON responses (created_at, id);
     CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
+    CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
     """,
 ]
 
