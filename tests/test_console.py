@@ -215,7 +215,7 @@ def session(server: ServerProcess, key: str) -> httpx.Client:
     assert answer.status_code == 303 and answer.headers["location"] == "/console/responses"
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
-    assert key not in answer.headers["set-cookie"]
+    assert not key or key not in answer.headers["set-cookie"]
     return client
 
 
@@ -314,6 +314,46 @@ def test_filters_and_paging(console: ServerProcess, script) -> None:
     assert web.get("/console/responses", params={"meta": "novalue"}).status_code == 400
     assert web.get("/console/responses", params={"status": "completed", "until": "2000-01-01"}).text.count(
         'class="mono" href="/console/responses/') == 0
+
+
+def test_keyless_sign_in_and_store_keys_until_revoked(engine: ScriptedEngine, tmp_path: Path, script) -> None:
+    from test_keys import create, keys
+
+    server = ServerProcess(tmp_path / "data", "--upstream-base-url", engine.base_url).start()
+    try:
+        # A server without keys: every caller is the one local owner, signed in with an empty key.
+        script.add({"content": "local answer"})
+        made = api(server, "unused").responses.create(model="m", input="x", store=True, background=False)
+        keyless = session(server, "")
+        assert made.id in keyless.get("/console/responses").text
+        store = ["--data-dir", str(server.data_dir)]
+        secret, key_id = create(store, "console")
+        create(store, "another")  # (with none left in use, the server would be keyless again)
+        # Once the store has keys, the keyless session is over; the new key signs in (and owns nothing yet).
+        wait_for(lambda: keyless.get("/console/responses").status_code == 303, timeout=10)
+        mine = session(server, secret)
+        assert made.id not in mine.get("/console/responses").text
+        keys("revoke", key_id, *store)
+        wait_for(lambda: mine.get("/console/responses").status_code == 303, timeout=10)
+    finally:
+        server.stop()
+
+
+def test_a_broken_chain_and_an_unstored_background_run(console: ServerProcess, script) -> None:
+    client = api(console, KEY_A)
+    script.add({"content": "one"}, {"content": "two"})
+    first = client.responses.create(model="m", input="x")
+    second = client.responses.create(model="m", input="y", previous_response_id=first.id)
+    client.responses.delete(first.id)
+    web = session(console, KEY_A)
+    chain = web.get(f"/console/responses/{second.id}/chain").text
+    assert "no longer stored" in chain and second.id in chain
+    script.add({"content": "unstored"})
+    run = client.responses.create(model="m", input="x", background=True, store=False)
+    wait_for(lambda: client.responses.retrieve(run.id).status == "completed", timeout=10)
+    page = web.get(f"/console/responses/{run.id}")
+    assert page.status_code == 200 and "No stored input." in page.text and "unstored" in page.text
+    assert web.get("/console/responses/resp_unknown").status_code == 404
 
 
 def test_console_is_off_unless_on_loopback_or_asked(engine: ScriptedEngine, tmp_path: Path) -> None:
