@@ -7,9 +7,9 @@ is unreachable (CI makes that a failure).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import re
 import threading
 import time
 from collections.abc import Iterator
