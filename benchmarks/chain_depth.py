@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fixed_engine import serve_fixed
+from fixed_engine import serve_fixed, wait_http
 
 HERE = Path(__file__).resolve().parent
 NGINX_TEMPLATE = Path(os.environ.get("BENCH_NGINX_TEMPLATE",
@@ -67,18 +67,6 @@ def start_engine(workdir: Path) -> tuple[str, object]:
     return f"http://127.0.0.1:{server.server_address[1]}/v1", server
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 class Client:

@@ -1,8 +1,10 @@
-"""A Chat Completions engine in a thread of the benchmark that answers every POST with one fixed body."""
+"""What the benchmarks share: a fixed Chat Completions engine in a thread, and waiting for a server."""
 
 from __future__ import annotations
 
 import threading
+import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -26,3 +28,18 @@ def serve_fixed(body: bytes) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    """Until `url` answers 200 (a server just started); exits the benchmark after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.05)

@@ -28,9 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from fixed_engine import wait_http
 
 # The answer, streamed a word a chunk (17 content chunks; usage reports 20 completion tokens).
 WORDS = ("Hello! I am a fixed benchmark reply served by nginx, here to measure gateway overhead "
@@ -99,18 +99,6 @@ http {{
 """
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not answer")
-        time.sleep(0.1)
 
 
 def wrk(url: str, body: dict, conns: int, duration: int, workdir: Path) -> tuple[float, float]:

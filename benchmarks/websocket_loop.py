@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fixed_engine import wait_http
 from websockets.sync.client import connect
 
 KEY = "bench"
@@ -70,18 +71,6 @@ def serve_engine(port: int, turns: int) -> None:
                 loop="uvloop", http="httptools")
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def output_of(call: dict, n: int) -> dict:

@@ -151,6 +151,9 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "images_base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
     "images_api_key": ("ik", "ik", "ik"),
     "images_model": ("dall-e-3", "dall-e-3", "dall-e-3"),
+    "web_search_provider": ("brave", "brave", "brave"),
+    "web_search_url": ("http://127.0.0.1:8888", "http://127.0.0.1:8888", "http://127.0.0.1:8888"),
+    "web_search_api_key": ("wk", "wk", "wk"),
 }
 
 
@@ -158,6 +161,14 @@ def test_every_option_has_a_sample() -> None:
     assert set(SAMPLES) | {"config"} == {o.name for o in OPTIONS}
     for name, (_, _, parsed) in SAMPLES.items():
         assert parsed != Settings.__dataclass_fields__[name].default, name
+
+
+# Options a sample needs beside it to make a valid configuration (the web search options go together).
+COMPANIONS: dict[str, dict[str, str]] = {
+    "web_search_provider": {"web_search_api_key": "wk"},
+    "web_search_url": {"web_search_provider": "searxng"},
+    "web_search_api_key": {"web_search_provider": "brave"},
+}
 
 
 def _sample(name: str, value: Any, gguf: Path) -> Any:
@@ -174,7 +185,8 @@ def test_each_option_from_the_environment(name: str, tmp_path: Path) -> None:
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
     text, _, parsed = SAMPLES[name]
-    settings = load(env={f"RESPONSA_{name.upper()}": _sample(name, text, gguf)})
+    companions = {f"RESPONSA_{k.upper()}": v for k, v in COMPANIONS.get(name, {}).items()}
+    settings = load(env={f"RESPONSA_{name.upper()}": _sample(name, text, gguf), **companions})
     assert getattr(settings, name) == _sample(name, parsed, gguf)
 
 
@@ -184,7 +196,8 @@ def test_each_option_from_the_config_file(name: str, tmp_path: Path, write_confi
     gguf.write_bytes(b"GGUF")
     _, value, parsed = SAMPLES[name]
     # JSON strings, numbers, booleans and arrays of strings are valid TOML too
-    path = write_config(f"[server]\n{name} = {json.dumps(_sample(name, value, gguf))}\n")
+    companions = "".join(f"{k} = {json.dumps(v)}\n" for k, v in COMPANIONS.get(name, {}).items())
+    path = write_config(f"[server]\n{name} = {json.dumps(_sample(name, value, gguf))}\n{companions}")
     settings = load(config=path)
     assert getattr(settings, name) == _sample(name, parsed, gguf)
     assert settings.config == path
@@ -406,6 +419,16 @@ BAD_SETTINGS: list[tuple[dict[str, Any], dict[str, str], str]] = [
      "default, in --data-dir)"),
     ({"upstream_base_url": "127.0.0.1:8000/v1"}, {}, "--upstream-base-url must be an http(s) URL"),
     ({"images_base_url": "ftp://images"}, {}, "--images-base-url must be an http(s) URL"),
+    ({"web_search_provider": "google"}, {}, "command line: invalid value for --web-search-provider: 'google' is "
+     "not a web search provider (use searxng or brave)"),
+    ({"web_search_provider": "searxng"}, {}, "--web-search-provider searxng needs --web-search-url, the SearXNG "
+     "instance's address"),
+    ({"web_search_provider": "brave"}, {}, "--web-search-provider brave needs --web-search-api-key (or "
+     "RESPONSA_WEB_SEARCH_API_KEY), a Brave Search API subscription token"),
+    ({"web_search_url": "http://127.0.0.1:8888"}, {}, "--web-search-url and --web-search-api-key need "
+     "--web-search-provider (searxng or brave)"),
+    ({"web_search_provider": "searxng", "web_search_url": "searx.local"}, {}, "--web-search-url must be an "
+     "http(s) URL"),
     ({"model_file": ["model.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got 'model.gguf'"),
     ({"model_file": ["=x.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got '=x.gguf'"),
     ({"model_file": ["m=/no/such/file.gguf"]}, {}, "--model-file m: no such file /no/such/file.gguf"),

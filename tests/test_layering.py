@@ -42,10 +42,11 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # The loop, and the tool kinds it runs through the Tool protocol (app.py registers them
     # with tools.py, so nothing below imports one).
     # Compaction and token counts run in a loop (through RunSpec's hook) and beside it.
-    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens"})),
+    ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens",
+                        "websearch", "hosted_calls"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
-    ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher"})),
+    ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages"})),
     ("engines and storage", frozenset({"backends", "store"})),
     ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
                           "netguard", "replay", "shapes"})),
@@ -63,7 +64,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
     "asyncpg": frozenset({"store"}),
     "sqlite3": frozenset({"store"}),
-    "aiohttp": frozenset({"backends", "fetcher", "images_api"}),
+    "aiohttp": frozenset({"backends", "fetcher", "images_api", "searchproviders"}),
     "httptools": frozenset({"backends"}),  # backends/http.py: the engines' lean HTTP/1.1 client
     "llama_cpp": frozenset({"backends.embedded", "backends.gguf"}),
     "numpy": frozenset({"backends.embedded"}),
@@ -72,6 +73,7 @@ ROOMS: dict[str, frozenset[str]] = {
     "cryptography": frozenset({"reasoning", "console.session"}),  # encrypted reasoning; console sign-in cookies
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
     "prometheus_client": frozenset({"metrics"}),
+    "lxml": frozenset({"webpages"}),  # the text of the pages the web_search tool opens
 }
 EVERYWHERE = frozenset({"orjson"})  # a JSON codec is no room's business
 

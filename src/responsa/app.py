@@ -42,10 +42,12 @@ from .prepare import Preparer
 from .reasoning import ReasoningVault
 from .router import Router
 from .run import DeferredWrites, LiveRuns
+from .searchproviders import search_provider
 from .service import ResponsesService
 from .store import open_store
-from .tools import ToolKind, register_tool_kinds
+from .tools import ToolKind, register_tool_kinds, unregister_tool_kinds
 from .toolsearch import ToolSearchKind
+from .websearch import WebSearchKind
 from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
@@ -177,6 +179,11 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
 
         metrics = Metrics()
     kinds: list[ToolKind] = [ImageGenerationKind(), ComputerKind()]
+    searcher = search_provider(settings)  # None: web_search tools stay accepted and ignored
+    if searcher is not None:
+        kinds.append(WebSearchKind(searcher))
+    else:
+        unregister_tool_kinds(*WebSearchKind.types)
     register_tool_kinds(MCPKind(observe=metrics.mcp if metrics else None),
                         *(metrics.tool_kind(k) if metrics else k for k in kinds), NamespaceKind(), ToolSearchKind())
     os.makedirs(settings.data_dir, exist_ok=True)
@@ -245,6 +252,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
             await service.shutdown()
             await deferred.close()
             await fetcher.aclose()
+            if searcher is not None:
+                await searcher.aclose()
             await router.aclose()
             await store.close()
             if access is not None:

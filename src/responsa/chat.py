@@ -87,6 +87,40 @@ def loaded_function_names(tools: Any) -> list[str]:
     return names
 
 
+# The functions the web_search tool offers the model (websearch.py), one per web_search_call action.
+WEB_SEARCH_FUNCTIONS = {"search": "web_search", "open_page": "open_page", "find_in_page": "find_in_page"}
+
+
+def web_search_function(action: dict) -> tuple[str, str]:
+    """The function call a `web_search_call` item's action stands for: its name and JSON arguments."""
+    kind = action.get("type")
+    if kind == "open_page":
+        return "open_page", json.dumps({"url": action.get("url") or ""})
+    if kind == "find_in_page":
+        return "find_in_page", json.dumps({"url": action.get("url") or "", "pattern": action.get("pattern") or ""})
+    query, queries = action.get("query"), action.get("queries")
+    if not query and isinstance(queries, list):
+        query = "; ".join(q for q in queries if isinstance(q, str))
+    return "web_search", json.dumps({"query": query or ""})
+
+
+def web_search_summary(item: dict) -> str:
+    """What a `web_search_call` tells a later turn, once what it found is no longer at hand."""
+    action = item.get("action") or {}
+    _, arguments = web_search_function(action)
+    failed = item.get("status") == "failed"
+    kind = action.get("type")
+    if kind == "open_page":
+        return f"Could not open {action.get('url')}." if failed else f"Opened {action.get('url')}."
+    if kind == "find_in_page":
+        return f"Looked for {json.dumps(action.get('pattern'))} in {action.get('url')}."
+    query = json.loads(arguments)["query"]
+    if failed:
+        return f"The web search for {json.dumps(query)} failed."
+    urls = [str(s["url"]) for s in action.get("sources") or () if isinstance(s, dict) and s.get("url")]
+    return f"Searched the web for {json.dumps(query)}." + (f" Sources: {', '.join(urls)}" if urls else "")
+
+
 def text_of(content: Any) -> str:
     """The text of a content list (or string), parts joined by newlines."""
     if isinstance(content, str):
@@ -134,7 +168,7 @@ class _Renderer:
     """Turns items into messages one by one; its state can be saved and resumed (see
     `to_messages`' prefix cache)."""
 
-    __slots__ = ("answered", "approvals", "media", "options", "out", "pending_reasoning")
+    __slots__ = ("answered", "approvals", "hosted_outputs", "media", "options", "out", "pending_reasoning")
 
     def __init__(self, options: ChatOptions) -> None:
         self.options = options
@@ -147,6 +181,9 @@ class _Renderer:
         # MCP approvals pair requests with later items: indexed on the first request seen.
         self.approvals: dict[str, dict] | None = None
         self.answered: set[str | None] = set()
+        # What hosted calls found (model-only `hosted_call_output` notes, see hosted_calls.py), by
+        # item id, until their item is rendered.
+        self.hosted_outputs: dict[str, str] = {}
 
     def flush_media(self) -> None:
         if self.media:
@@ -267,6 +304,12 @@ class _Renderer:
                 detail = f": {error.get('message')}" if isinstance(error, dict) and error.get("message") else "."
                 tool_result(call_id, "The image was generated and shown to the user." if item.get("result")
                             else f"Image generation {item.get('status', 'failed')}{detail}")
+            elif kind == "hosted_call_output":
+                self.hosted_outputs[item["id"]] = item["output"]
+            elif kind == "web_search_call" and isinstance(item.get("action"), dict):
+                name, arguments = web_search_function(item["action"])
+                tool_call(item["id"], name, arguments)
+                tool_result(item["id"], self.hosted_outputs.pop(item["id"], None) or web_search_summary(item))
             elif kind == "computer_call":
                 # As the computer tool's function takes them (computer.py): one action, or a batch.
                 args = {"action": item["action"]} if item.get("action") else {"actions": item.get("actions") or []}

@@ -90,6 +90,12 @@ def parse_port(text: str | int) -> int:
     return port
 
 
+def parse_web_search_provider(text: str) -> str:
+    if text not in ("searxng", "brave"):
+        raise ValueError(f"{text!r} is not a web search provider (use searxng or brave)")
+    return text
+
+
 def parse_stream_dialect(text: str) -> str:
     if text not in ("openai", "open-responses"):
         raise ValueError(f"{text!r} is not a stream dialect (use openai or open-responses)")
@@ -216,6 +222,13 @@ OPTIONS: tuple[Option, ...] = (
            "is the upstream engine).", metavar="KEY"),
     Option("images_model", "Image model used when neither the tool's `model` nor the "
            "x-ms-oai-image-generation-deployment header names one.", metavar="NAME"),
+    Option("web_search_provider", "Run the web_search tool with this provider: `searxng` (a SearXNG instance's "
+           "JSON API, at --web-search-url) or `brave` (the Brave Search API, with --web-search-api-key). Unset: "
+           "web_search tools are accepted and ignored.", parse_web_search_provider, metavar="PROVIDER"),
+    Option("web_search_url", "The provider's address: the SearXNG instance (for example http://127.0.0.1:8888); "
+           "for brave, default https://api.search.brave.com.", metavar="URL"),
+    Option("web_search_api_key", "The provider's key: Brave's subscription token (for SearXNG, sent as a bearer "
+           "token if set).", metavar="KEY"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -266,6 +279,9 @@ class Settings:
     images_base_url: str | None = None
     images_api_key: str | None = None
     images_model: str = "gpt-image-1.5"
+    web_search_provider: str | None = None
+    web_search_url: str | None = None
+    web_search_api_key: str | None = None
     config: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
@@ -474,6 +490,20 @@ def check(settings: Settings) -> None:
         raise ConfigError("--upstream-base-url must be an http(s) URL")
     if settings.images_base_url and not settings.images_base_url.startswith(("http://", "https://")):
         raise ConfigError("--images-base-url must be an http(s) URL")
+    _check_web_search(settings)
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")
+
+
+def _check_web_search(settings: Settings) -> None:
+    provider, url = settings.web_search_provider, settings.web_search_url
+    if provider is None and (url or settings.web_search_api_key):
+        raise ConfigError("--web-search-url and --web-search-api-key need --web-search-provider (searxng or brave)")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("--web-search-url must be an http(s) URL")
+    if provider == "searxng" and not url:
+        raise ConfigError("--web-search-provider searxng needs --web-search-url, the SearXNG instance's address")
+    if provider == "brave" and not settings.web_search_api_key:
+        raise ConfigError("--web-search-provider brave needs --web-search-api-key (or RESPONSA_WEB_SEARCH_API_KEY), "
+                          "a Brave Search API subscription token")

@@ -362,8 +362,8 @@ class Jobs:
             still_open = []
         run = ResponseRun(store=self.store, request=None, owner=claim.owner, record=record,
                           response=cast(ResponseObject, response),  # stored as this server built it
-                          input_items=None, spec=None, first_sequence_number=next_seq)
-        run.unstored_window = self.preparer.settings.unstored_background_window
+                          input_items=None, spec=None, first_sequence_number=next_seq,
+                          unstored_window=self.preparer.settings.unstored_background_window)
 
         async def persist(batch: list[Event]) -> None:
             await self.store.append_events(claim.id, [(e["sequence_number"], orjson.dumps(e)) for e in batch])

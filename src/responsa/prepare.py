@@ -116,7 +116,8 @@ class Preparer:
         ctx = ToolContext(events=None, history=[*history, *input_items],  # type: ignore[arg-type]
                           request_headers=req.headers, input_start=len(history),
                           load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
-                          accepts_images=target.backend.accepts_images(target.model), history_types=known_types)
+                          accepts_images=target.backend.accepts_images(target.model), history_types=known_types,
+                          include=req.include)
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
         prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None
@@ -133,8 +134,8 @@ class Preparer:
             AutoCompaction(self.vault, owner, req.compact_threshold or None))
         await spec.toolset.validate(ctx)  # e.g. an MCP server on a private address: a 400, nothing stored
         run = ResponseRun(store=self.store, request=req, owner=owner, response=response, record=record,
-                          input_items=input_items, spec=spec, dialect=self.settings.stream_dialect)
-        run.unstored_window = self.settings.unstored_background_window
+                          input_items=input_items, spec=spec, dialect=self.settings.stream_dialect,
+                          unstored_window=self.settings.unstored_background_window)
         if "reasoning.encrypted_content" in req.include:
             self.vault.seal_done_items(run.events, owner)
         if context is not None:

@@ -34,7 +34,6 @@ log = logging.getLogger("responsa.run")
 IN_PROGRESS_AFTER = 0.1  # seconds a stored stream runs before its in-progress record is written
 INTERRUPTED = ("server_error", "The background run was interrupted: the server running it stopped before it "
                                "finished. Start it again.")
-UNSTORED_WINDOW = 600  # seconds; Settings.unstored_background_window
 STREAM_INTERRUPTED = ("server_error", "The response was interrupted: the server producing it was stopped (a restart "
                                       "or deploy) before it finished. Start it again.")
 OPEN_STATUSES = frozenset({"in_progress", "calling", "generating", "searching", "interpreting"})
@@ -67,7 +66,7 @@ class ResponseRun:
 
     def __init__(self, *, store: Store, request: CreateRequest | None, owner: str, response: ResponseObject,
                  record: ResponseRecord, input_items: list[dict] | None, spec: RunSpec | None,
-                 dialect: str = "openai", first_sequence_number: int = 0) -> None:
+                 unstored_window: int, dialect: str = "openai", first_sequence_number: int = 0) -> None:
         self.store = store
         self.request = request
         self.owner = owner
@@ -93,7 +92,7 @@ class ResponseRun:
         self.retry_writes: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None
         self.deferred: DeferredWrites | None = None  # where a stream's refused final write goes
         # An ephemeral (background, store=false) response is kept this long after it ends.
-        self.unstored_window = UNSTORED_WINDOW
+        self.unstored_window = unstored_window
 
     @property
     def id(self) -> str:
@@ -176,14 +175,13 @@ class ResponseRun:
             # A stream cut at shutdown also ends failed, and its client hears so. Events already
             # numbered go out before the end: dropping them left a gap in the stored stream.
             cause = Interrupted()
+        close_items(events)  # before the terminal event, whose snapshot shows them
         if not events.done or isinstance(cause, Interrupted):
-            close_items(events)
             self._end(cause)
-        close_items(events)
         try:
-            if self.deleted:
-                pass
-            elif self.mode is Mode.BACKGROUND or self.mode is Mode.RECOVERED:
+            if self.deleted:  # deleted by its owner while it ran: nothing more is stored
+                return
+            if self.mode is Mode.BACKGROUND or self.mode is Mode.RECOVERED:
                 await self._store_with_events()
             else:
                 await self._store_direct(cause)

@@ -10,9 +10,9 @@ and the loop continues with their output.
 A function or custom tool with `defer_loading` is offered only once a tool search loaded it
 (toolsearch.py); `namespace` tools (namespaces.py) offer their members under flattened names.
 
-Tool types the server cannot run (hosted web search, file search, code interpreter, ...)
-are accepted and echoed so that clients like Codex keep working, but are not offered to
-the model; `ignored_tool_types` names them for a warning header.
+Tool types the server cannot run (file search, code interpreter, web search without a
+configured provider, ...) are accepted and echoed so that clients like Codex keep working,
+but are not offered to the model; `ignored_tool_types` names them for a warning header.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The most entries `tools` (and `tool_choice.tools`) may hold: the hosted API's bound.
 MAX_TOOLS = 128
 
-# Tool types accepted and echoed but not offered to the model (see docs/unsupported.md).
+# Tool types accepted and echoed but not offered to the model while no kind runs them (docs/unsupported.md).
 IGNORED_TYPES = frozenset({
     "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
     "file_search", "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
@@ -83,6 +83,8 @@ class ToolContext:
     # The item types `history` holds, when known without looking at every item (a conversation's
     # are kept as it grows): what scans for a rare type may skip. None: not known.
     history_types: frozenset[str] | set[str] | None = None
+    # The request's `include` (the web_search tool adds its sources when asked to).
+    include: tuple[str, ...] = ()
 
     @property
     def guard(self) -> Guard:
@@ -331,6 +333,12 @@ def register_tool_kinds(*kinds: ToolKind) -> None:
             _KINDS[tool_type] = kind
 
 
+def unregister_tool_kinds(*types: str) -> None:
+    """Forget the kinds of these types (one in IGNORED_TYPES is then accepted and ignored again)."""
+    for tool_type in types:
+        _KINDS.pop(tool_type, None)
+
+
 register_tool_kinds(FunctionKind(), CustomKind())
 
 
@@ -397,16 +405,19 @@ def public_tools(entries: list[dict]) -> list[dict]:
 
 
 def ignored_tool_types(entries: list[dict]) -> list[str]:
-    return sorted({e["type"] for e in entries if e["type"] in IGNORED_TYPES})
+    return sorted({e["type"] for e in entries if e["type"] in IGNORED_TYPES and e["type"] not in _KINDS})
 
 
-# tool_choice names the computer tool by any of these, whichever type the tools entry has.
+# tool_choice names the computer (or web search) tool by any of its types, whatever the entry's.
 COMPUTER_TYPES = frozenset({"computer", "computer_use_preview", "computer_use"})
+WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
+                              "web_search_preview_2025_03_11"})
 
 
 def same_tool_type(chosen: Any, tool_type: Any) -> bool:
     """Whether a tool_choice / allowed_tools `type` designates a tool entry of `tool_type`."""
-    return chosen == tool_type or (chosen in COMPUTER_TYPES and tool_type in COMPUTER_TYPES)
+    return chosen == tool_type or any(chosen in family and tool_type in family
+                                      for family in (COMPUTER_TYPES, WEB_SEARCH_TYPES))
 
 
 def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
@@ -451,7 +462,7 @@ def check_tool_choice(value: Any, tools: list[dict]) -> str | dict:
     if not any(same_tool_type(kind, t["type"]) for t in tools):
         raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param="tool_choice",
                              code="invalid_value")
-    if kind in IGNORED_TYPES:
+    if kind in IGNORED_TYPES and kind not in _KINDS:
         raise InvalidRequest(f"Tool choice '{kind}' forces a tool this server does not run.",
                              param="tool_choice", code="unsupported_value")
     return {"type": kind}
