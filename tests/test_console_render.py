@@ -28,7 +28,7 @@ def test_pretty_shows_json_arguments_as_json() -> None:
 
 def test_templates_escape_what_they_show() -> None:
     item = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "<script>x</script>"}]}
-    html = templates.get_template("items.html").module.item(item)  # type: ignore[attr-defined]
+    html = templates().get_template("items.html").module.item(item)  # type: ignore[attr-defined]
     assert "<script>x" not in str(html) and "&lt;script&gt;x&lt;/script&gt;" in str(html)
 
 

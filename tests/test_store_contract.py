@@ -672,6 +672,19 @@ async def test_list_responses(store: Store) -> None:
     assert await ids("bob", previous_response_id="resp_2") == ([], False)
 
 
+async def test_list_responses_beside_bodies_holding_nul_escapes(store: Store) -> None:
+    # A stored body may hold the JSON escape of U+0000 (PostgreSQL's JSON refuses it anywhere in a
+    # document); the escape of a backslash followed by "u0000" too. Filters on the body still work.
+    r = record("resp_nul", created=NOW)
+    r.body.update({"model": "m", "instructions": "a\x00b \\u0000 c", "metadata": {"k": "v"}})
+    await store.save_response(r, [msg("o_nul", "nul \x00 inside", "assistant")])
+    page = await store.list_responses(ResponseQuery(owner="alice", model="m", metadata=(("k", "v"),)))
+    assert [x.response["id"] for x in page.responses] == ["resp_nul"]
+    assert page.responses[0].response["instructions"] == "a\x00b \\u0000 c"
+    page = await store.list_responses(ResponseQuery(owner="alice", text="nul"))
+    assert [x.response["id"] for x in page.responses] == ["resp_nul"]
+
+
 async def test_text_search_looks_through_a_bounded_window(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from responsa.store import listing
 

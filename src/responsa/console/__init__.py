@@ -85,7 +85,7 @@ class Console:
     # ---- rendering and sign-in ------------------------------------------------------------------
 
     def page(self, name: str, http_status: int = 200, **context: Any) -> Response:
-        html = templates.get_template(name).render(**context)
+        html = templates().get_template(name).render(**context)
         return HTMLResponse(html, status_code=http_status, headers=SECURITY_HEADERS)
 
     def error_page(self, viewer: Viewer | None, error: APIError) -> Response:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from jinja2 import ChainableUndefined, Environment, PackageLoader
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 SECRET_KEYS = frozenset({"headers", "authorization", "api_key", "server_api_key"})
 PREVIEW = 160  # characters of a response's text on the list page
@@ -68,7 +71,13 @@ def duration(response: dict) -> str:
     return ""
 
 
-templates = Environment(loader=PackageLoader("responsa.console", "templates"), autoescape=True,
-                        undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
-templates.filters.update(when=when, pretty=pretty, image_src=image_src, link=link, preview=preview,
-                         duration=duration, scrub=scrub)
+@functools.cache
+def templates() -> Environment:
+    """The templates, loaded by the console's first page (Jinja2 stays out of servers that show none)."""
+    from jinja2 import ChainableUndefined, Environment, PackageLoader
+
+    env = Environment(loader=PackageLoader("responsa.console", "templates"), autoescape=True,
+                      undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=when, pretty=pretty, image_src=image_src, link=link, preview=preview,
+                       duration=duration, scrub=scrub)
+    return env

@@ -13,12 +13,14 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..store import Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 COOKIE = "responsa_console"
 SECRET_NAME = "console-session-1"
@@ -40,6 +42,9 @@ class Sessions:
         self._aead: AESGCM | None = None
 
     async def _cipher(self) -> AESGCM:
+        # The AES library is loaded by the first sign-in, not by every server that starts.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         if self._aead is None:
             stored = await self.store.get_secrets(SECRET_NAME)
             if SECRET_NAME not in stored:
@@ -59,6 +64,8 @@ class Sessions:
         """The session a cookie value holds; None if absent, forged, damaged or expired."""
         if not value or len(value) > 8192:
             return None
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             plain = (await self._cipher()).decrypt(raw[:12], raw[12:], COOKIE.encode())

@@ -55,7 +55,10 @@ class _Builder:
     def filters(self, query: ResponseQuery, now: int, descending: bool) -> str:
         """The WHERE clause of every filter but the text search, the cursors included."""
         arg = self.arg
-        body = "convert_from(r.body, 'UTF8')::jsonb" if self.postgres else "CAST(r.body AS TEXT)"
+        # PostgreSQL's JSON refuses the escape of U+0000 anywhere in a document: each becomes U+FFFD
+        # (the same length, still an escape; where it was an escaped backslash's tail, still valid).
+        body = r"replace(convert_from(r.body, 'UTF8'), '\u0000', '\ufffd')::jsonb" if self.postgres \
+            else "CAST(r.body AS TEXT)"
         where = [f"r.expires_at > {arg(now)}", "NOT r.ephemeral" if self.postgres else "r.ephemeral = 0"]
         if query.owner is not None:
             where.append(f"r.owner = {arg(query.owner)}")
