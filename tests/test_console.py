@@ -264,6 +264,19 @@ def test_cancel_needs_the_csrf_token(console: ServerProcess, script) -> None:
     assert httpx.get(f"{console.url}/console/responses/{run.id}/events.json").status_code == 401
 
 
+def test_the_admin_key_cancels_another_owners_run(console: ServerProcess, script) -> None:
+    script.add({"content": " ".join(f"w{i}" for i in range(600)), "delay": 0.03})
+    run = api(console, KEY_B).responses.create(model="m", input="x", background=True)
+    admin = session(console, ADMIN)
+    page = admin.get(f"/console/responses/{run.id}")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token is not None and 'id="cancel"' in page.text
+    assert admin.post(f"/console/responses/{run.id}/cancel", data={"csrf": token.group(1)}).status_code == 303
+    assert api(console, KEY_B).responses.retrieve(run.id).status == "cancelled"
+    events = admin.get(f"/console/responses/{run.id}/events.json").json()
+    assert events["status"] == "cancelled" and events["events"][0]["type"] == "response.created"
+
+
 def test_conversations_and_files(console: ServerProcess, script) -> None:
     client = api(console, KEY_A)
     conversation = client.conversations.create(items=[{"type": "message", "role": "user", "content": "Hello <there>"}],
