@@ -124,6 +124,8 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "embedded_queue": ("5", 5, 5),
     "embedded_threads": ("3", 3, 3),
     "api_key": ("a-key, b-key", ["a-key", "b-key"], ("a-key", "b-key")),
+    "admin_key": ("adm1,adm2", ["adm1", "adm2"], ("adm1", "adm2")),
+    "console": ("false", False, False),
     "allow_private_network": ("yes", True, True),
     "allow_private_address": ("10.0.0.0/8, 127.0.0.2", ["10.0.0.0/8", "127.0.0.2"], ("10.0.0.0/8", "127.0.0.2/32")),
     "mcp_timeout": ("5m", "5m", 300),
@@ -145,7 +147,6 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "metrics_host": ("0.0.0.0", "0.0.0.0", "0.0.0.0"),
     "drain_timeout": ("1m", "1m", 60),
     "traces": ("on", True, True),
-    "admin_key": ("adm1,adm2", ["adm1", "adm2"], ("adm1", "adm2")),
     "usage_flush_interval": ("30s", "30s", 30),
     "limit_minute": ("5s", 5, 5),
     "limit_day": ("1h", "1h", 3600),
@@ -236,6 +237,18 @@ def test_defaults() -> None:
     assert settings.backends == () and settings.routes == {} and settings.default_route is None
     home = load(env={}).data_dir
     assert home == os.path.join(os.path.expanduser("~"), ".local", "share", "responsa")
+
+
+def test_console_is_on_by_default_on_loopback_only() -> None:
+    assert load(env={}).console_on is True
+    assert load(env={"RESPONSA_HOST": "0.0.0.0", "RESPONSA_API_KEY": "k"}).console_on is False
+    assert load(env={"RESPONSA_HOST": "0.0.0.0", "RESPONSA_API_KEY": "k", "RESPONSA_CONSOLE": "true"}).console_on
+    assert load(env={"RESPONSA_CONSOLE": "off"}).console_on is False
+
+
+def test_the_admin_key_differs_from_the_api_keys() -> None:
+    with pytest.raises(ConfigError, match="an --admin-key must not also be an --api-key"):
+        load(env={"RESPONSA_API_KEY": "a,b", "RESPONSA_ADMIN_KEY": "b"})
 
 
 # ---- precedence --------------------------------------------------------------------------------

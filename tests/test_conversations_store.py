@@ -248,3 +248,25 @@ async def test_load_is_one_round_trip_on_postgres(conv_pg_url: str, anyio_backen
     finally:
         await s.delete_conversation("conv_rt", "alice")
         await s.close()
+
+
+async def test_list_conversations(store: Store) -> None:
+    now = int(time.time())
+    for n in range(4):
+        await store.create_conversation(ConversationRecord(f"conv_{n}", "alice", now + n, now + 3600, {}), [])
+    await store.create_conversation(ConversationRecord("conv_bob", "bob", now + 9, now + 3600, {}), [])
+    await store.create_conversation(ConversationRecord("conv_old", "alice", now - 100, now - 1, {}), [])
+
+    async def ids(owner: str | None = "alice", **kw: object) -> tuple[list[str], bool]:
+        args: dict = {"after": None, "limit": 20, **kw}
+        found, more = await store.list_conversations(owner, **args)
+        return [c.id for c in found], more
+
+    assert await ids() == (["conv_3", "conv_2", "conv_1", "conv_0"], False)
+    assert await ids(limit=2) == (["conv_3", "conv_2"], True)
+    assert await ids(after="conv_2") == (["conv_1", "conv_0"], False)
+    assert await ids(after="conv_bob") == ([], False)  # another owner's cursor
+    assert await ids(after="conv_\x00") == ([], False)
+    assert await ids("bob") == (["conv_bob"], False)
+    assert await ids(None, limit=2) == (["conv_bob", "conv_3"], True)
+    assert await ids(None, after="conv_bob", limit=1) == (["conv_3"], True)

@@ -28,8 +28,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("app", frozenset({"app"})),  # the composition root names every concrete part
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
     ("operations", frozenset({"metrics", "observed", "drain", "tracing"})),
-    # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes
-    ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints", "admin"})),
+    # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes; the admin endpoints;
+    # the web console (a client of the same service calls)
+    ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints", "admin",
+                             "console"})),
     # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
     # count its tokens without a response (context).
     # Usage and the limits of keys, counted around each response (quotas, usage).
@@ -58,7 +60,8 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
-    "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints", "admin"}),
+    "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints", "admin",
+                            "console"}),
     "uvicorn": frozenset({"cli", "httpserver", "workers", "transport"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
@@ -68,9 +71,9 @@ ROOMS: dict[str, frozenset[str]] = {
     "httptools": frozenset({"backends"}),  # backends/http.py: the engines' lean HTTP/1.1 client
     "llama_cpp": frozenset({"backends.embedded", "backends.gguf"}),
     "numpy": frozenset({"backends.embedded"}),
-    "jinja2": frozenset({"backends.gguf"}),  # chat templates of GGUF files
+    "jinja2": frozenset({"backends.gguf", "console.render"}),  # chat templates of GGUF files; console pages
     "pypdf": frozenset({"media"}),
-    "cryptography": frozenset({"reasoning"}),
+    "cryptography": frozenset({"reasoning", "console.session"}),  # encrypted reasoning; console sign-in cookies
     "jsonschema": frozenset({"arguments"}),  # strict functions' arguments checked against their schema
     "prometheus_client": frozenset({"metrics"}),
     "lxml": frozenset({"webpages"}),  # the text of the pages the web_search tool opens

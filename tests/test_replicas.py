@@ -7,6 +7,7 @@ is unreachable (CI makes that a failure).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -327,3 +328,28 @@ def _completed(client: OpenAI, rid: str) -> Any:
     except (openai.NotFoundError, openai.InternalServerError):
         return None
     return got if got.status == "completed" else None
+
+
+def test_the_console_on_b_follows_and_cancels_a_run_on_a(pair, script) -> None:
+    """The console's live page reads the events the run stores: it follows a run wherever it runs."""
+    a, b = pair
+    script.add({"content": SLOW, "delay": 0.05})
+    r = sdk(a).responses.create(model="m", input="write a lot", background=True)
+    web = httpx.Client(base_url=b.url)
+    assert web.post("/console/signin", data={"key": KEY_A}).status_code == 303
+    seen: list[dict] = []
+
+    def more() -> bool:
+        after = seen[-1]["sequence_number"] if seen else -1
+        body = web.get(f"/console/responses/{r.id}/events.json", params={"after": after}).json()
+        seen.extend(body["events"])
+        return sum(ev["type"] == "response.output_text.delta" for ev in seen) >= 3
+
+    wait_for(more, timeout=20)
+    assert [ev["sequence_number"] for ev in seen] == list(range(len(seen)))  # each once, in order
+    page = web.get(f"/console/responses/{r.id}").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token is not None and 'id="live"' in page
+    assert web.post(f"/console/responses/{r.id}/cancel", data={"csrf": token.group(1)}).status_code == 303
+    assert sdk(a).responses.retrieve(r.id).status == "cancelled"
+    assert 'id="live"' not in web.get(f"/console/responses/{r.id}").text

@@ -18,7 +18,7 @@ import pg
 import pytest
 
 from responsa.errors import InvalidRequest, NotFound, ServiceUnavailable
-from responsa.store import FileRecord, KeyRecord, Limits, ResponseRecord, Store, UsageRow, row_json
+from responsa.store import FileRecord, KeyRecord, Limits, ResponseQuery, ResponseRecord, Store, UsageRow, row_json
 from responsa.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -639,3 +639,100 @@ async def test_an_ephemeral_response_is_read_by_id_only_and_its_expiry_follows_s
     assert await store.get_response("resp_eph", "alice") is None
     assert await store.purge_expired(int(time.time())) >= 1
     assert await store.get_record("resp_plain", "alice") is not None
+
+
+# ---- listing responses (GET /responses, the console) ---------------------------------------------
+
+
+async def test_list_responses(store: Store) -> None:
+    for n in range(5):
+        r = record(f"resp_{n}", created=NOW + n, status="completed" if n % 2 else "failed")
+        r.body["model"] = "m-odd" if n % 2 else "m-even"
+        r.body["metadata"] = {"n": str(n), "team": "red" if n < 3 else "blue"}
+        await store.save_response(r, [msg(f"o{n}", f"answer <{n}> 50%_done", "assistant")],
+                                  [msg(f"i{n}", f'question "{n}"')])
+    await store.save_response(record("resp_bob", "bob", created=NOW + 9), [msg("ob", "answer bob", "assistant")])
+    await expired(store, "resp_old")
+    eph = record("resp_eph", created=NOW + 8)
+    eph.ephemeral = True
+    await store.save_response(eph, [])
+
+    async def ids(owner: str | None = "alice", **kw: Any) -> tuple[list[str], bool]:
+        page = await store.list_responses(ResponseQuery(owner=owner, **kw))
+        return [r.response["id"] for r in page.responses], page.has_more
+
+    assert await ids() == (["resp_4", "resp_3", "resp_2", "resp_1", "resp_0"], False)
+    assert await ids(limit=2) == (["resp_4", "resp_3"], True)
+    assert await ids(limit=2, after="resp_3") == (["resp_2", "resp_1"], True)
+    assert await ids(limit=2, before="resp_1") == (["resp_3", "resp_2"], True)  # the page just before
+    assert await ids(limit=2, before="resp_3") == (["resp_4"], False)
+    assert await ids(after="resp_4", before="resp_1") == (["resp_3", "resp_2"], False)
+    assert await ids(order="asc", limit=3) == (["resp_0", "resp_1", "resp_2"], True)
+    assert await ids(order="asc", after="resp_2") == (["resp_3", "resp_4"], False)
+    assert await ids(order="asc", before="resp_2", limit=1) == (["resp_1"], True)
+    assert await ids(status="failed") == (["resp_4", "resp_2", "resp_0"], False)
+    assert await ids(model="m-odd") == (["resp_3", "resp_1"], False)
+    assert await ids(metadata=(("team", "red"),)) == (["resp_2", "resp_1", "resp_0"], False)
+    assert await ids(metadata=(("team", "red"), ("n", "1"))) == (["resp_1"], False)
+    assert await ids(metadata=(("status", "completed"),)) == ([], False)  # a body field is not metadata
+    assert await ids(created_after=NOW + 1, created_before=NOW + 4) == (["resp_3", "resp_2"], False)
+    assert await ids(text="ANSWER <3>") == (["resp_3"], False)  # output text, any case
+    assert await ids(text='question "2"') == (["resp_2"], False)  # input text, quotes as written
+    assert await ids(text="50%_done", limit=1) == (["resp_4"], True)  # wildcards taken literally
+    assert await ids(text="0%x") == ([], False)
+    assert await ids(text="answer bob") == ([], False)  # another owner's
+    assert await ids(after="resp_bob") == ([], False)  # another owner's cursor
+    assert await ids(after="resp_unknown") == ([], False)
+    assert await ids("bob") == (["resp_bob"], False)
+    assert await ids(None, limit=2) == (["resp_bob", "resp_4"], True)  # the admin key: every owner's
+    assert await ids(None, after="resp_bob", limit=1) == (["resp_4"], True)
+    page = await store.list_responses(ResponseQuery(owner=None, limit=1))
+    assert page.responses[0].owner == "bob"
+    first = (await store.list_responses(ResponseQuery(owner="alice", limit=1))).responses[0]
+    assert first.owner == "alice" and first.response == await store.get_response("resp_4", "alice")
+    assert await store.response_owner("resp_3") == "alice"
+    assert await store.response_owner("resp_bob") == "bob"
+    assert await store.response_owner("resp_old") is None
+    assert await store.response_owner("resp_eph") is None
+    assert await store.response_owner("resp_\x00") is None
+    assert await ids(after="resp_\x00") == ([], False)
+    await store.save_response(record("resp_next", created=NOW + 20, prev="resp_2"), [])
+    await store.save_response(record("resp_fork", created=NOW + 21, prev="resp_2"), [])
+    assert await ids(previous_response_id="resp_2") == (["resp_fork", "resp_next"], False)
+    assert await ids("bob", previous_response_id="resp_2") == ([], False)
+
+
+async def test_list_responses_beside_bodies_holding_nul_escapes(store: Store) -> None:
+    # A stored body may hold the JSON escape of U+0000 (PostgreSQL's JSON refuses it anywhere in a
+    # document); the escape of a backslash followed by "u0000" too. Filters on the body still work.
+    r = record("resp_nul", created=NOW)
+    r.body.update({"model": "m", "instructions": "a\x00b \\u0000 c", "metadata": {"k": "v"}})
+    await store.save_response(r, [msg("o_nul", "nul \x00 inside", "assistant")])
+    page = await store.list_responses(ResponseQuery(owner="alice", model="m", metadata=(("k", "v"),)))
+    assert [x.response["id"] for x in page.responses] == ["resp_nul"]
+    assert page.responses[0].response["instructions"] == "a\x00b \\u0000 c"
+    page = await store.list_responses(ResponseQuery(owner="alice", text="nul"))
+    assert [x.response["id"] for x in page.responses] == ["resp_nul"]
+
+
+async def test_text_search_looks_through_a_bounded_window(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from responsa.store import listing
+
+    monkeypatch.setattr(listing, "SEARCH_WINDOW", 3)
+    for n in range(8):
+        await store.save_response(record(f"resp_{n}", created=NOW + n),
+                                  [msg(f"o{n}", "needle" if n in (6, 1) else "hay", "assistant")])
+
+    async def search(**kw: Any) -> tuple[list[str], bool, str | None]:
+        page = await store.list_responses(ResponseQuery(owner="alice", text="needle", **kw))
+        return [r.response["id"] for r in page.responses], page.has_more, page.resume
+
+    # Newest first, three at a time: 7 6 5 | 4 3 2 | 1 0
+    assert await search() == (["resp_6"], True, "resp_5")
+    assert await search(after="resp_5") == ([], True, "resp_2")
+    assert await search(after="resp_2") == (["resp_1"], False, None)
+    assert await search(limit=1) == (["resp_6"], True, "resp_5")
+    assert await search(order="asc", limit=5) == (["resp_1"], True, "resp_2")
+    assert await search(before="resp_0", limit=5) == (["resp_1"], True, "resp_3")  # backwards from the oldest
+    assert await search(before="resp_3") == (["resp_6"], True, "resp_6")  # resp_7 is still to look at
+    assert await search(before="resp_6") == ([], False, None)

@@ -7,15 +7,13 @@ store within their --usage-flush-interval.
 
 from __future__ import annotations
 
-import hmac
 import re
-from collections.abc import Iterable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .endpoints import JSONResponse
+from .endpoints import Auth, JSONResponse, request_key
 from .errors import InvalidRequest, PermissionDenied, Unauthorized
 from .store import Store
 from .usage import UsageMeter, today
@@ -24,24 +22,22 @@ DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class AdminEndpoints:
-    def __init__(self, store: Store, meter: UsageMeter, admin_keys: Iterable[str]) -> None:
+    def __init__(self, store: Store, meter: UsageMeter, auth: Auth) -> None:
         self.store = store
         self.meter = meter
-        self.keys = [k.encode() for k in admin_keys]
+        self.auth = auth
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/admin/usage", self.usage, methods=["GET"])]
 
     def check(self, request: Request) -> None:
-        auth = request.headers.get("authorization") or ""
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key")
+        key = request_key(request)
         if not key:
             raise Unauthorized("The admin endpoints need an admin key: 'Authorization: Bearer ADMIN_KEY'.",
                                code="missing_api_key")
-        if not self.keys:
+        if not self.auth.admin_keys:
             raise PermissionDenied("The admin endpoints are off: the server has no --admin-key.")
-        given = key.encode()
-        if not any(hmac.compare_digest(given, k) for k in self.keys):
+        if not self.auth.is_admin(key):
             raise PermissionDenied("This key is not an admin key (--admin-key).")
 
     async def usage(self, request: Request) -> Response:

@@ -231,7 +231,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     quotas = Quotas(store, minute=settings.limit_minute, day=settings.limit_day, lease_seconds=settings.lease_duration)
     meter = UsageMeter(store, settings.usage_flush_interval)
     service.accounting = Accounting(meter, quotas)
-    auth = Auth(settings.api_key, KeyRing(store), quotas)
+    auth = Auth(settings.api_key, KeyRing(store), quotas, admin_keys=settings.admin_key)
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
@@ -293,8 +293,12 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
     api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes(),
-           *AdminEndpoints(store, meter, settings.admin_key).routes()]
+           *AdminEndpoints(store, meter, auth).routes()]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
+    if settings.console_on:
+        from .console import Console  # Jinja2 is loaded only when the console is on
+
+        routes.extend(Console(service, conversations, auth, store).routes())
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
     app = Starlette(

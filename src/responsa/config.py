@@ -163,6 +163,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", "A key clients must send as `Authorization: Bearer KEY` or `api-key: KEY` (repeatable; "
            "RESPONSA_API_KEY takes a comma-separated list). Each key owns what it creates. An empty or blank "
            "key is refused.", parse_api_key, repeatable=True, metavar="KEY"),
+    Option("admin_key", "Key for the admin views and endpoints: GET /responses lists every owner's responses with "
+           "it, the console shows and cancels any of them, and GET /v1/admin/usage reads usage (other keys get "
+           "403 there). It is no API key for anything else. Repeat for several (RESPONSA_ADMIN_KEY takes a "
+           "comma-separated list). Off unless set.", parse_api_key, repeatable=True, metavar="KEY"),
+    Option("console", "Serve the web console at /console: true or false (default: true on a loopback --host, "
+           "false elsewhere).", parse_bool, metavar="BOOL"),
     Option("allow_private_network", "Let server-side fetches (MCP servers, image and file URLs) reach "
            "private, loopback and link-local addresses.", parse_bool, flag_only=True),
     Option("allow_private_address", "Let server-side fetches reach this private address or CIDR network only "
@@ -205,9 +211,6 @@ OPTIONS: tuple[Option, ...] = (
            "standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...). Default: on when "
            "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (and OTEL_SDK_DISABLED is "
            "not true), else off.", parse_bool),
-    Option("admin_key", "Key for the admin endpoints (GET /v1/admin/usage); other keys get 403. Repeat for "
-           "several (RESPONSA_ADMIN_KEY takes a comma-separated list). Off unless set.", parse_api_key,
-           repeatable=True, metavar="KEY"),
     Option("usage_flush_interval", "How often each server adds the usage it counted to the store (usage per "
            "key, model and day).", parse_duration, metavar="DURATION"),
     Option("limit_minute", "The window of per-minute key limits (requests and tokens per minute); shorten it "
@@ -259,6 +262,8 @@ class Settings:
     embedded_queue: int = 16
     embedded_threads: int = 0
     api_key: tuple[str, ...] = ()
+    admin_key: tuple[str, ...] = ()
+    console: bool | None = None  # None: on when the host is a loopback one
     allow_private_network: bool = False
     allow_private_address: tuple[str, ...] = ()
     mcp_timeout: int = 60
@@ -279,7 +284,6 @@ class Settings:
     metrics_port: int | None = None
     metrics_host: str | None = None
     traces: bool = False  # unless set, decided by the OTEL_* variables (load_settings)
-    admin_key: tuple[str, ...] = ()
     usage_flush_interval: int = 5
     limit_minute: int = 60
     limit_day: int = DAY
@@ -296,6 +300,10 @@ class Settings:
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
     default_route: Route | None = None
+
+    @property
+    def console_on(self) -> bool:
+        return self.is_loopback_host if self.console is None else self.console
 
     @property
     def is_loopback_host(self) -> bool:
@@ -473,6 +481,8 @@ def check(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without an API key: pass --api-key (or "
             "RESPONSA_API_KEY), or listen on a loopback host such as 127.0.0.1"
         )
+    if set(settings.admin_key) & set(settings.api_key):
+        raise ConfigError("an --admin-key must not also be an --api-key")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
     if settings.retention < 60:
@@ -494,8 +504,6 @@ def check(settings: Settings) -> None:
         raise ConfigError("--metrics-port must differ from --port: metrics are served apart from the API")
     if settings.usage_flush_interval < 1 or settings.limit_minute < 1 or settings.limit_day < 1:
         raise ConfigError("--usage-flush-interval, --limit-minute and --limit-day must be at least 1 second")
-    if set(settings.admin_key) & set(settings.api_key):
-        raise ConfigError("an --admin-key must not also be an --api-key")
     if settings.lease_duration < 2:
         raise ConfigError("--lease-duration must be at least 2 seconds")
     if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://")):

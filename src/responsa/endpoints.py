@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
 from .quotas import Quotas
 from .service import ResponsesService
+from .store import ResponseQuery
 from .tools import ignored_tool_types
 
 T = TypeVar("T")
@@ -60,22 +62,37 @@ class Auth:
     """API keys -> owners: the `--api-key` keys, then those of the store (`responsa keys`).
     Without either, every caller is the one local owner."""
 
-    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None, quotas: Quotas | None = None) -> None:
+    def __init__(self, keys: Iterable[str], ring: KeyRing | None = None, quotas: Quotas | None = None,
+                 admin_keys: Iterable[str] = ()) -> None:
         self.owners = {k: owner_for_key(k) for k in keys}
         self.names = {k: key_name(owner) for k, owner in self.owners.items()}
         self.ring = ring
         self.quotas = quotas  # the limits of store keys
+        self.admin_keys = [k.encode() for k in admin_keys]
+
+    def is_admin(self, key: str | None) -> bool:
+        """Whether `key` is an `--admin-key` (which reads every owner's responses, and is no API key)."""
+        if key is None or not self.admin_keys:
+            return False
+        sent = key.encode()
+        return any([hmac.compare_digest(sent, admin) for admin in self.admin_keys])
 
     async def __call__(self, request: HTTPConnection) -> str:
         """The caller's owner id, from a request's or a WebSocket handshake's headers."""
+        return await self.owner(request_key(request))
+
+    async def reader(self, request: HTTPConnection) -> str | None:
+        """Whose responses a listing shows: the caller's, or every owner's (None) for an admin key."""
+        key = request_key(request)
+        if self.is_admin(key):
+            note_key("admin")
+            return None
+        return await self.owner(key)
+
+    async def owner(self, key: str | None) -> str:
+        """The owner id of a key (the one local owner when the server has no keys)."""
         if not self.owners and (self.ring is None or not await self.ring.in_use()):
             return ANONYMOUS
-        headers = request.headers
-        key = headers.get("api-key")
-        if key is None:
-            auth = headers.get("authorization")
-            if auth is not None and auth[:7].lower() == "bearer ":
-                key = auth[7:].strip()
         if key is None:
             raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or "
                                "'api-key: KEY'.", code="missing_api_key")
@@ -90,6 +107,17 @@ class Auth:
         if self.quotas is not None:
             await self.quotas.admit(found)
         return found.owner
+
+
+def request_key(request: HTTPConnection) -> str | None:
+    """The API key a request sends (`api-key`, or `Authorization: Bearer`)."""
+    headers = request.headers
+    key = headers.get("api-key")
+    if key is None:
+        auth = headers.get("authorization")
+        if auth is not None and auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    return key
 
 
 async def read_json(request: Request, limit: int, *, empty: Any = None) -> Any:
@@ -169,6 +197,46 @@ def query_int(request: Request, name: str, lo: int, hi: int = c.MAX_STORED_INT,
         raise InvalidRequest(f"Invalid value for '{name}': expected an integer between {lo} and {hi}, got {number}.",
                              param=name, code="invalid_value")
     return number
+
+
+STATUSES = ("queued", "in_progress", "completed", "incomplete", "failed", "cancelled")
+MAX_FILTER = 512  # characters of a listing's text, model or metadata filter
+
+
+def listing_query(request: Request, owner: str | None, default_limit: int = 20) -> ResponseQuery:
+    """A response listing's query parameters: limit, order, after, before, model, status,
+    created_after, created_before, metadata[KEY]=VALUE, search. Empty values count as absent
+    (the console's filter form sends every field)."""
+    params = request.query_params
+
+    def text(name: str) -> str | None:
+        value = params.get(name) or None
+        if value is not None and len(value) > MAX_FILTER:
+            raise InvalidRequest(f"Invalid '{name}': at most {MAX_FILTER} characters.", param=name,
+                                 code="string_above_max_length")
+        return value
+
+    order = params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise c.bad_value("order", order, ("asc", "desc"))
+    status = text("status")
+    if status is not None and status not in STATUSES:
+        raise c.bad_value("status", status, STATUSES)
+    metadata = []
+    for name, value in params.multi_items():
+        if name.startswith("metadata[") and name.endswith("]") and value:
+            metadata.append((name[9:-1], value))
+            text(name)
+    if len(metadata) > 16:
+        raise InvalidRequest("Invalid 'metadata': at most 16 filters.", param="metadata", code="invalid_value")
+    limit = query_int(request, "limit", lo=1, hi=100, default=default_limit)
+    assert limit is not None
+    return ResponseQuery(owner=owner, limit=limit, order=order, after=text("after"), before=text("before"),
+                         model=text("model"), status=status, metadata=tuple(metadata), text=text("search"),
+                         created_after=query_int(request, "created_after", lo=0) if params.get("created_after")
+                         else None,
+                         created_before=query_int(request, "created_before", lo=0) if params.get("created_before")
+                         else None)
 
 
 class EventStream(Response):
@@ -255,6 +323,7 @@ class Endpoints:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/responses", self.create_response, methods=["POST"]),
+            Route("/responses", self.list_responses, methods=["GET"]),
             Route("/responses/compact", self.compact, methods=["POST"]),
             Route("/responses/input_tokens", self.input_tokens, methods=["POST"]),
             Route("/responses/{response_id}", self.get_response, methods=["GET"]),
@@ -283,6 +352,12 @@ class Endpoints:
         if isinstance(result, Feed):
             return self.sse(result, extra)
         return JSONResponse(result, headers=extra)
+
+    async def list_responses(self, request: Request) -> Response:
+        """`GET /responses`, an extension: the caller's stored responses, newest first (every owner's
+        for the admin key), in the list shape of the API's other listings."""
+        owner = await self.auth.reader(request)
+        return JSONResponse(await self.service.list_responses(listing_query(request, owner)))
 
     async def compact(self, request: Request) -> Response:
         owner = await self.auth(request)

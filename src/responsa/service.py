@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+import orjson
+
 from .config import Settings
 from .errors import APIError, InvalidRequest, not_found
 from .events import TERMINAL
@@ -25,7 +27,7 @@ from .reasoning import ReasoningVault
 from .router import Router
 from .run import DeferredWrites, InProgressRecord, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
-from .store import Store
+from .store import ResponseQuery, Store
 from .usage import Accounting
 
 ACCEPT_GRACE = 2.0  # seconds a stream waits for the engine to accept before starting anyway
@@ -169,6 +171,36 @@ class ResponsesService:
         else:
             self.vault.strip_output(response)
         return response
+
+    async def list_responses(self, query: ResponseQuery) -> dict:
+        """A page of stored responses as the API's list object (`GET /responses`)."""
+        return (await self.list_with_owners(query))[0]
+
+    async def list_with_owners(self, query: ResponseQuery) -> tuple[dict, dict[str, str]]:
+        """The list object, and the owner of each response on it (for the admin key's console)."""
+        page = await self.store.list_responses(query)
+        data = [listed.response for listed in page.responses]
+        for response in data:
+            self.vault.strip_output(response)
+        listing = {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                   "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+        if page.resume is not None:  # a text search that looked through all it may: go on from there
+            backwards = query.before is not None and query.after is None
+            listing["first_id" if backwards else "last_id"] = page.resume
+        return listing, {listed.response["id"]: listed.owner for listed in page.responses}
+
+    async def owner_of(self, rid: str) -> str | None:
+        """Who owns a stored response (for the admin key, which reads every owner's)."""
+        return await self.store.response_owner(rid)
+
+    async def stored_events(self, rid: str, owner: str, after: int = -1) -> tuple[str, list[dict]]:
+        """A response's status and the stream events stored for it after `after` (a background
+        run's; other responses keep none), as every replica reads them."""
+        record = await self.store.get_record(rid, owner)
+        if record is None:
+            raise not_found("Response", rid)
+        events = await self.store.load_events(rid, after) if record.background else []
+        return record.status, [orjson.loads(data) for _seq, data in events]
 
     async def follow(self, rid: str, owner: str, after: int | None) -> Feed:
         """A background response's stored events after `after`, then live ones until it ends."""

@@ -74,6 +74,46 @@ class ItemPage:
     has_more: bool
 
 
+@dataclass(frozen=True)
+class ResponseQuery:
+    """Which stored responses a listing (`GET /responses`, the console) wants, newest first by default.
+
+    `after` / `before` are response ids: the page that follows, or immediately precedes, that
+    response in `order`. `text` matches the stored JSON of the response's input and output items
+    (a plain substring scan, no index: one page looks through a bounded number of responses, see
+    listing.py)."""
+
+    owner: str | None  # None: every owner's (the admin key)
+    limit: int = 20
+    order: str = "desc"
+    after: str | None = None
+    before: str | None = None
+    model: str | None = None
+    status: str | None = None
+    created_after: int | None = None  # Unix seconds, exclusive
+    created_before: int | None = None  # Unix seconds, exclusive
+    metadata: tuple[tuple[str, str], ...] = ()
+    text: str | None = None
+    previous_response_id: str | None = None  # the responses that continue this one (a chain's next links)
+
+
+@dataclass
+class ListedResponse:
+    """One response of a listing: its Response object (with `output`) and its owner."""
+
+    owner: str
+    response: dict
+
+
+@dataclass
+class ResponsePage:
+    responses: list[ListedResponse]
+    has_more: bool
+    # A text search that looked through all it may before the page was full: the last response it
+    # looked through, where the next page (in the reading direction) goes on from.
+    resume: str | None = None
+
+
 @dataclass
 class ConversationRecord:
     id: str
@@ -261,6 +301,15 @@ class Store(Protocol):
         """A page of a response's input items; None if the response is not the caller's (or ephemeral)."""
         ...
 
+    async def list_responses(self, query: ResponseQuery) -> ResponsePage:
+        """A page of live stored responses (never ephemeral ones) matching `query`; an unknown or
+        foreign cursor gives an empty page."""
+        ...
+
+    async def response_owner(self, response_id: str) -> str | None:
+        """The owner of a live stored response (for the admin key, which reads every owner's)."""
+        ...
+
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
         """The caller's stored items by id (input or output of any live response that is not
         ephemeral; newest wins)."""
@@ -313,6 +362,12 @@ class Store(Protocol):
     async def create_conversation(self, record: ConversationRecord, items: Sequence[dict]) -> None: ...
 
     async def get_conversation(self, conversation_id: str, owner: str) -> ConversationRecord | None: ...
+
+    async def list_conversations(self, owner: str | None, *, after: str | None,
+                                 limit: int) -> tuple[list[ConversationRecord], bool]:
+        """A page of live conversations, newest first (`after` a conversation id; `owner` None:
+        every owner's). An unknown or foreign cursor gives an empty page."""
+        ...
 
     async def update_conversation(self, conversation_id: str, owner: str, metadata: dict[str, str],
                                   expires_at: int) -> ConversationRecord | None:

@@ -23,8 +23,21 @@ import orjson
 
 from ..checks import may_exist
 from ..errors import ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, row_json, rows_json
+from . import (
+    ChainLink,
+    FileRecord,
+    ItemPage,
+    KeyRecord,
+    ListedResponse,
+    ResponsePage,
+    ResponseQuery,
+    ResponseRecord,
+    RunClaim,
+    row_json,
+    rows_json,
+)
 from . import postgres_conversations as conversations
+from .listing import listing_sql
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
 from .postgres_quotas import FIND_KEY, KEY_COLUMNS, PostgresQuotas, key_record, key_values
@@ -384,6 +397,29 @@ class PostgresStore(PostgresConversations, PostgresQuotas):
             rows = await conn.fetch(f"SELECT data FROM items WHERE {' AND '.join(where)} "
                                     f"ORDER BY position {'ASC' if asc else 'DESC'} LIMIT ${len(args)}", *args)
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
+
+    async def list_responses(self, query: ResponseQuery) -> ResponsePage:
+        cursors = (query.after, query.before, query.status, query.model, query.text, query.previous_response_id,
+                   *(v for pair in query.metadata for v in pair))
+        if (query.owner is not None and not may_exist(query.owner)) or not all(map(may_exist, filter(None, cursors))):
+            return ResponsePage([], False)  # nothing stored holds U+0000
+        listing = listing_sql(query, int(time.time()), postgres=True)
+        rows = await self._fetch(listing.sql, *listing.args)
+        page = rows[:query.limit]
+        if listing.reverse:
+            page.reverse()
+        resume = None
+        if listing.edge is not None and len(rows) <= query.limit:
+            resume = await self._fetchval(listing.edge[0], *listing.edge[1])
+        listed = [ListedResponse(r[1], {**orjson.loads(r[2]), "output": [orjson.loads(d) for d in r[3] or ()]})
+                  for r in page]
+        return ResponsePage(listed, len(rows) > query.limit or resume is not None, resume)
+
+    async def response_owner(self, response_id: str) -> str | None:
+        if not may_exist(response_id):
+            return None
+        return await self._fetchval("SELECT owner FROM responses WHERE id = $1 AND expires_at > $2 AND NOT ephemeral",
+                                    response_id, int(time.time()))
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
         item_ids = [i for i in item_ids if may_exist(i)]

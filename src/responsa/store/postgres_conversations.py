@@ -69,6 +69,25 @@ class PostgresConversations:
                                    "AND expires_at > $3", conversation_id, owner, int(time.time()))
         return _record(row) if row else None
 
+    async def list_conversations(self: _Statements, owner: str | None, *, after: str | None,
+                                 limit: int) -> tuple[list[ConversationRecord], bool]:
+        if (owner is not None and not may_exist(owner)) or (after is not None and not may_exist(after)):
+            return [], False
+        where = ["expires_at > $1"]
+        args: list[Any] = [int(time.time())]
+        if owner is not None:
+            args.append(owner)
+            where.append(f"owner = ${len(args)}")
+        if after is not None:
+            args.append(after)
+            n = len(args)
+            scope = " AND owner = $2" if owner is not None else ""
+            where.append(f"(created_at, id) < ((SELECT created_at FROM conversations WHERE id = ${n}{scope}), ${n})")
+        args.append(limit + 1)
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
+                                 f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}", *args)
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
     async def update_conversation(self: _Statements, conversation_id: str, owner: str, metadata: dict[str, str],
                                   expires_at: int) -> ConversationRecord | None:
         if not may_exist(conversation_id):

@@ -144,6 +144,15 @@ SQLITE: list[str] = [
         PRIMARY KEY (day, key, project, model)
     ) WITHOUT ROWID;
     """,
+    # 6: listing responses newest first (GET /responses, the console): per owner, and every
+    # owner's for the admin key; the responses continuing one (the console's chain view); a key's
+    # conversations newest first (the console)
+    """
+    CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
+    CREATE INDEX responses_created ON responses (created_at, id);
+    CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
+    CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -275,6 +284,15 @@ POSTGRES: list[str] = [
         errors BIGINT NOT NULL,
         PRIMARY KEY (day, key, project, model)
     );
+    """,
+    # 6: listing responses newest first (GET /responses, the console): per owner, and every
+    # owner's for the admin key; the responses continuing one (the console's chain view); a key's
+    # conversations newest first (the console)
+    """
+    CREATE INDEX responses_owner_created ON responses (owner, created_at, id);
+    CREATE INDEX responses_created ON responses (created_at, id);
+    CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
+    CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
     """,
 ]
 

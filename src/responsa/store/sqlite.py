@@ -29,8 +29,20 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import NotFound, ServiceUnavailable
-from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunClaim, rows_json
+from . import (
+    ChainLink,
+    FileRecord,
+    ItemPage,
+    KeyRecord,
+    ListedResponse,
+    ResponsePage,
+    ResponseQuery,
+    ResponseRecord,
+    RunClaim,
+    rows_json,
+)
 from . import sqlite_conversations as conversations
+from .listing import listing_sql
 from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
@@ -502,6 +514,30 @@ class SQLiteStore(SQLiteConversations, SQLiteQuotas):
         rows = conn.execute(f"SELECT data FROM items WHERE {' AND '.join(where)} ORDER BY position {direction} "
                             "LIMIT ?", (*args, limit + 1)).fetchall()
         return ItemPage([orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit)
+
+    async def list_responses(self, query: ResponseQuery) -> ResponsePage:
+        conn = self._read()
+        listing = listing_sql(query, int(time.time()), postgres=False)
+        rows = conn.execute(listing.sql, listing.args).fetchall()
+        page = rows[:query.limit]
+        if listing.reverse:
+            page.reverse()
+        resume = None
+        if listing.edge is not None and len(rows) <= query.limit:
+            edge = conn.execute(*listing.edge).fetchone()
+            resume = edge[0] if edge else None
+        listed = {r[0]: ListedResponse(r[1], {**orjson.loads(r[2]), "output": []}) for r in page}
+        if listed:
+            marks = ",".join("?" * len(listed))
+            for rid, data in conn.execute(f"SELECT response_id, data FROM items WHERE kind=1 AND response_id IN "
+                                          f"({marks}) ORDER BY response_id, position", list(listed)):
+                listed[rid].response["output"].append(orjson.loads(data))
+        return ResponsePage(list(listed.values()), len(rows) > query.limit or resume is not None, resume)
+
+    async def response_owner(self, response_id: str) -> str | None:
+        row = self._read().execute("SELECT owner FROM responses WHERE id=? AND expires_at>? AND ephemeral=0",
+                                   (response_id, int(time.time()))).fetchone()
+        return row[0] if row else None
 
     async def find_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, dict]:
         if not item_ids:

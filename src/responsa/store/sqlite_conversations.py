@@ -64,6 +64,22 @@ class SQLiteConversations:
                                    (conversation_id, owner, int(time.time()))).fetchone()
         return _record(row) if row else None
 
+    async def list_conversations(self: _Connections, owner: str | None, *, after: str | None,
+                                 limit: int) -> tuple[list[ConversationRecord], bool]:
+        where = ["expires_at>?"]
+        args: list[Any] = [int(time.time())]
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
+        if after is not None:
+            scope = " AND owner=?" if owner is not None else ""
+            where.append(f"(created_at, id) < ((SELECT created_at FROM conversations WHERE id=?{scope}), ?)")
+            args += [after, owner, after] if owner is not None else [after, after]
+        rows = self._read().execute(
+            f"SELECT {_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
     async def update_conversation(self: _Connections, conversation_id: str, owner: str, metadata: dict[str, str],
                                   expires_at: int) -> ConversationRecord | None:
         def op(conn: sqlite3.Connection) -> ConversationRecord | None:
