@@ -46,6 +46,7 @@ from .service import ResponsesService
 from .store import open_store
 from .tools import ToolKind, register_tool_kinds
 from .toolsearch import ToolSearchKind
+from .vectors.service import VectorStores
 from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
+    vectors = VectorStores(store, settings, instance=instance, take_all=settings.database_url is None and alone)
     conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
     access = AccessLog(settings.log_format) if settings.access_log and access_log.isEnabledFor(logging.INFO) \
@@ -229,6 +231,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         await vault.start()
         await router.start()
         await jobs.start()
+        vectors.start()
         if metrics_server is not None:
             await metrics_server.start()
         # What start-up created lives as long as the process: keep it out of GC passes.
@@ -242,6 +245,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         finally:
             await drain.close()
             await jobs.stop()
+            await vectors.stop()
             await service.shutdown()
             await deferred.close()
             await fetcher.aclose()
@@ -254,7 +258,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
 
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
-    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes()]
+    api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes(),
+           *vectors.routes(auth, settings.max_body_size)]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))

@@ -210,6 +210,11 @@ OPTIONS: tuple[Option, ...] = (
            "is the upstream engine).", metavar="KEY"),
     Option("images_model", "Image model used when neither the tool's `model` nor the "
            "x-ms-oai-image-generation-deployment header names one.", metavar="NAME"),
+    Option("embeddings_base_url", "OpenAI-compatible /embeddings API for file_search (vLLM, llama.cpp, Ollama, "
+           "TEI, OpenAI). Default: the embedded all-MiniLM-L6-v2 when installed, else full-text search only.",
+           metavar="URL"),
+    Option("embeddings_api_key", "API key for --embeddings-base-url.", metavar="KEY"),
+    Option("embeddings_model", "Embedding model name sent to --embeddings-base-url.", metavar="NAME"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -258,6 +263,9 @@ class Settings:
     images_base_url: str | None = None
     images_api_key: str | None = None
     images_model: str = "gpt-image-1.5"
+    embeddings_base_url: str | None = None
+    embeddings_api_key: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
     config: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
@@ -460,6 +468,8 @@ def check(settings: Settings) -> None:
         raise ConfigError("--upstream-base-url must be an http(s) URL")
     if settings.images_base_url and not settings.images_base_url.startswith(("http://", "https://")):
         raise ConfigError("--images-base-url must be an http(s) URL")
+    if settings.embeddings_base_url and not settings.embeddings_base_url.startswith(("http://", "https://")):
+        raise ConfigError("--embeddings-base-url must be an http(s) URL")
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")

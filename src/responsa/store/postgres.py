@@ -27,6 +27,7 @@ from . import ChainLink, FileRecord, ItemPage, KeyRecord, ResponseRecord, RunCla
 from . import postgres_conversations as conversations
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
+from .postgres_vectors import PostgresVectors
 from .schema import LATEST, POSTGRES
 from .sqlite import TERMINAL, _chain_from_rows
 
@@ -55,7 +56,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-class PostgresStore(PostgresConversations):
+class PostgresStore(PostgresVectors, PostgresConversations):
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
     def __init__(self, url: str, pool_size: int = 10, *,

@@ -34,6 +34,7 @@ from . import sqlite_conversations as conversations
 from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
+from .sqlite_vectors import SQLiteVectors
 from .wal import WalKeeper
 
 log = logging.getLogger("responsa.store")
@@ -95,7 +96,7 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SQLiteStore(SQLiteConversations):
+class SQLiteStore(SQLiteVectors, SQLiteConversations):
     """The embedded default store (one file in the data dir)."""
 
     def __init__(self, path: str, *, shared: bool = False, guest: bool = False) -> None:

@@ -1,0 +1,214 @@
+"""Hybrid search over vector stores: the store's full-text index and dense vectors, fused by rank.
+
+Each query asks both halves for their best `CANDIDATES` chunks among the files that pass the
+`filters` (comparison and compound filters on file attributes), then reciprocal rank fusion
+weighs them (`ranking_options.hybrid_search`: embedding_weight and text_weight, 1 and 1 by
+default). A result's `score` is its fused score over the most a chunk can get (first in every
+list), so it lies in 0..1 and `score_threshold` applies to it.
+
+Dense vectors are compared in this process: a store's matrix is read once and kept until the
+store's version changes (a file added or removed), so a query costs one matrix product.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import checks as c
+from ..errors import InvalidRequest
+from ..store.vector_records import VectorFileRecord, VectorIndex
+from .embed import Embedder
+
+CANDIDATES = 50  # chunks each half proposes per query
+RRF_K = 60
+MAX_TERMS = 32
+COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
+WORD = re.compile(r"\w+")
+STOPWORDS = frozenset(
+    "a an and are as at be by do does for from how i in is it of on or that the this to was what when where "
+    "which who why with you".split())
+
+
+@dataclass
+class Hit:
+    vector_store_id: str
+    file_id: str
+    filename: str
+    attributes: dict[str, Any]
+    score: float
+    text: str
+
+    def wire(self) -> dict:
+        return {"file_id": self.file_id, "filename": self.filename, "score": round(self.score, 6),
+                "attributes": self.attributes, "content": [{"type": "text", "text": self.text}]}
+
+
+# ---- filters -------------------------------------------------------------------------------
+
+def check_filter(value: Any, param: str, depth: int = 0) -> dict:
+    if not isinstance(value, dict):
+        raise c.wrong_type(param, "an object", value)
+    kind = value.get("type")
+    if kind in ("and", "or"):
+        if depth > 8:
+            raise InvalidRequest(f"Invalid '{param}': filters nest too deeply.", param=param, code="invalid_value")
+        filters = c.array(value, "filters", f"{param}.filters", required=True) or []
+        return {"type": kind, "filters": [check_filter(f, f"{param}.filters[{i}]", depth + 1)
+                                          for i, f in enumerate(filters)]}
+    if kind not in COMPARISONS:
+        raise c.bad_value(f"{param}.type", kind, (*COMPARISONS, "and", "or"))
+    key = c.string(value, "key", f"{param}.key", required=True, allow_empty=False)
+    if "value" not in value:
+        raise c.missing(f"{param}.value")
+    target = value["value"]
+    if kind in ("in", "nin"):
+        if not isinstance(target, list) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                                   for v in target):
+            raise c.wrong_type(f"{param}.value", "an array of strings or numbers", target)
+    elif not isinstance(target, (str, int, float, bool)):
+        raise c.wrong_type(f"{param}.value", "a string, number or boolean", target)
+    return {"type": kind, "key": key, "value": target}
+
+
+def matches(f: dict, attributes: dict[str, Any]) -> bool:
+    kind = f["type"]
+    if kind == "and":
+        return all(matches(g, attributes) for g in f["filters"])
+    if kind == "or":
+        return any(matches(g, attributes) for g in f["filters"])
+    value, target = attributes.get(f["key"]), f["value"]
+    if kind == "in":
+        return value in target
+    if kind == "nin":
+        return value not in target
+    if kind == "eq":
+        return value == target and isinstance(value, bool) == isinstance(target, bool)
+    if kind == "ne":
+        return not (value == target and isinstance(value, bool) == isinstance(target, bool))
+    if isinstance(value, bool) or isinstance(target, bool):
+        return False
+    a: Any = value
+    b: Any = target
+    if isinstance(a, str) != isinstance(b, str) or not isinstance(a, (int, float, str)):
+        return False
+    return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[kind]
+
+
+def check_ranking(value: Any, param: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise c.wrong_type(param, "an object", value)
+    out: dict[str, Any] = {}
+    ranker = c.choice(value, "ranker", f"{param}.ranker", ("none", "auto", "default-2024-11-15"))
+    if ranker:
+        out["ranker"] = ranker
+    threshold = c.number(value, "score_threshold", f"{param}.score_threshold", 0, 1)
+    if threshold is not None:
+        out["score_threshold"] = threshold
+    hybrid = c.mapping(value, "hybrid_search", f"{param}.hybrid_search")
+    if hybrid is not None:
+        out["hybrid_search"] = {
+            "embedding_weight": c.number(hybrid, "embedding_weight", f"{param}.hybrid_search.embedding_weight",
+                                         0, 1e6) if "embedding_weight" in hybrid else 1.0,
+            "text_weight": c.number(hybrid, "text_weight", f"{param}.hybrid_search.text_weight", 0, 1e6)
+            if "text_weight" in hybrid else 1.0}
+    return out
+
+
+def terms(query: str) -> list[str]:
+    words = [w.lower() for w in WORD.findall(query)]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(kept))[:MAX_TERMS]
+
+
+# ---- search --------------------------------------------------------------------------------
+
+class Searcher:
+    def __init__(self, index: VectorIndex, embedder: Embedder | None) -> None:
+        self.index = index
+        self.embedder = embedder
+        # store id -> (version, chunk ids, their file ids, the matrix of their vectors)
+        self._matrices: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    async def search(self, owner: str, store_ids: Sequence[str], queries: Sequence[str], *, max_results: int,
+                     filters: dict | None = None, ranking: dict | None = None, mode: str = "hybrid") -> list[Hit]:
+        ranking = ranking or {}
+        files = {(f.vector_store_id, f.file_id): f for f in await self.index.searchable_files(store_ids, owner)
+                 if filters is None or matches(filters, f.attributes)}
+        queries = [q for q in queries if q.strip()]
+        if not files or not queries:
+            return []
+        allowed = sorted({fid for _, fid in files}) if filters is not None else None
+        weights = ranking.get("hybrid_search") or {}
+        text_weight = float(weights.get("text_weight", 1.0)) if mode != "dense" else 0.0
+        dense_weight = float(weights.get("embedding_weight", 1.0)) if mode != "text" else 0.0
+        if self.embedder is None:
+            dense_weight = 0.0
+        fused: dict[int, float] = {}
+        vectors = await self.embedder.embed(list(queries)) if dense_weight and self.embedder else None
+        for n, query in enumerate(queries):
+            if text_weight:
+                ranked = await self.index.text_search(store_ids, terms(query), allowed, CANDIDATES)
+                for rank, chunk_id in enumerate(ranked):
+                    fused[chunk_id] = fused.get(chunk_id, 0.0) + text_weight / (RRF_K + rank + 1)
+            if vectors is not None:
+                for rank, chunk_id in enumerate(await self._dense(store_ids, vectors[n], allowed)):
+                    fused[chunk_id] = fused.get(chunk_id, 0.0) + dense_weight / (RRF_K + rank + 1)
+        best = (text_weight + dense_weight) * len(queries) / (RRF_K + 1)
+        threshold = float(ranking.get("score_threshold") or 0.0)
+        top = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = [(cid, s / best) for cid, s in top if best and s / best >= threshold][:max_results]
+        rows = {r.id: r for r in await self.index.chunks([cid for cid, _ in top])}
+        hits = []
+        for cid, score in top:
+            row = rows.get(cid)
+            record: VectorFileRecord | None = files.get((row.vector_store_id, row.file_id)) if row else None
+            if row is None or record is None:
+                continue  # removed meanwhile
+            hits.append(Hit(row.vector_store_id, row.file_id, record.filename, record.attributes, score, row.text))
+        return hits
+
+    async def _dense(self, store_ids: Sequence[str], query: np.ndarray, allowed: list[str] | None) -> list[int]:
+        versions = await self.index.vector_store_versions(store_ids)
+        ids_parts, score_parts = [], []
+        for store_id in store_ids:
+            cached = self._matrices.get(store_id)
+            if cached is None or cached[0] != versions.get(store_id):
+                got = await self.index.embeddings(store_id)
+                dims = {len(v) for v in got.vectors}
+                if len(dims) > 1 or (dims and dims != {query.shape[0] * 4}):
+                    # Vectors of another embedder (the configuration changed): keep those that fit.
+                    keep = [i for i, v in enumerate(got.vectors) if len(v) == query.shape[0] * 4]
+                    got.ids = [got.ids[i] for i in keep]
+                    got.file_ids = [got.file_ids[i] for i in keep]
+                    got.vectors = [got.vectors[i] for i in keep]
+                matrix = (np.frombuffer(b"".join(got.vectors), dtype=np.float32).reshape(len(got.ids), -1)
+                          if got.ids else np.zeros((0, query.shape[0]), np.float32))
+                cached = (got.version, np.array(got.ids, dtype=np.int64), np.array(got.file_ids, dtype=object),
+                          matrix)
+                self._matrices[store_id] = cached
+            _, ids, file_ids, matrix = cached
+            if not len(ids):
+                continue
+            scores = matrix @ query
+            if allowed is not None:
+                scores = np.where(np.isin(file_ids, allowed), scores, -np.inf)
+            ids_parts.append(ids)
+            score_parts.append(scores)
+        if not ids_parts:
+            return []
+        ids = np.concatenate(ids_parts)
+        scores = np.concatenate(score_parts)
+        count = min(CANDIDATES, len(ids))
+        top = np.argpartition(-scores, count - 1)[:count]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [int(ids[i]) for i in top if np.isfinite(scores[i])]
+
+    def forget(self, store_id: str) -> None:
+        self._matrices.pop(store_id, None)

@@ -1,0 +1,47 @@
+"""The vector-store parts a server runs, built from its settings: the embedder, the ingestion
+worker, the searcher and the API routes (app.py composes them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from ..store import Store
+from ..store.vector_records import VectorIndex
+from .embed import make_embedder
+from .ingest import Ingester
+from .search import Searcher
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from ..config import Settings
+    from ..endpoints import Auth
+
+
+class VectorStores:
+    def __init__(self, store: Store, settings: Settings, *, instance: str, take_all: bool) -> None:
+        self.store = store
+        self.index = cast(VectorIndex, store)  # both stores implement it (store/*_vectors.py)
+        self.embedder = make_embedder(settings)
+        self.ingester = Ingester(self.index, self._load_file, self.embedder, instance, take_all=take_all,
+                                 lease_seconds=max(10, settings.lease_duration))
+        self.searcher = Searcher(self.index, self.embedder)
+
+    async def _load_file(self, file_id: str, owner: str) -> tuple[bytes, str, str] | None:
+        record = await self.store.get_file(file_id, owner)
+        data = await self.store.file_content(file_id, owner) if record is not None else None
+        if record is None or data is None:
+            return None
+        return data, record.mime_type, record.filename
+
+    def routes(self, auth: Auth, max_body_size: int) -> list[BaseRoute]:
+        from .api import VectorStoreEndpoints
+
+        return VectorStoreEndpoints(self.index, self.store, auth, self.ingester, self.searcher,
+                                    max_body_size=max_body_size).routes()
+
+    def start(self) -> None:
+        self.ingester.start()
+
+    async def stop(self) -> None:
+        await self.ingester.stop()
