@@ -149,6 +149,9 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "images_base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
     "images_api_key": ("ik", "ik", "ik"),
     "images_model": ("dall-e-3", "dall-e-3", "dall-e-3"),
+    "embeddings_base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
+    "embeddings_api_key": ("ek", "ek", "ek"),
+    "embeddings_model": ("bge-small", "bge-small", "bge-small"),
 }
 
 
@@ -392,6 +395,7 @@ BAD_SETTINGS: list[tuple[dict[str, Any], dict[str, str], str]] = [
      "default, in --data-dir)"),
     ({"upstream_base_url": "127.0.0.1:8000/v1"}, {}, "--upstream-base-url must be an http(s) URL"),
     ({"images_base_url": "ftp://images"}, {}, "--images-base-url must be an http(s) URL"),
+    ({"embeddings_base_url": "ftp://e"}, {}, "--embeddings-base-url must be an http(s) URL"),
     ({"model_file": ["model.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got 'model.gguf'"),
     ({"model_file": ["=x.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got '=x.gguf'"),
     ({"model_file": ["m=/no/such/file.gguf"]}, {}, "--model-file m: no such file /no/such/file.gguf"),

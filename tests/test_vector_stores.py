@@ -7,9 +7,9 @@ progress. One test runs the embedded all-MiniLM-L6-v2 instead, with no engine.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 
@@ -56,8 +56,7 @@ class Embeddings(ThreadServer):
             body = await request.json()
             self.requests += 1
             self.seen.set()
-            while not self.gate.is_set():
-                time.sleep(0.01)
+            await asyncio.to_thread(self.gate.wait)
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return JSONResponse({"object": "list", "model": body["model"], "data": [
                 {"object": "embedding", "index": i, "embedding": hashed(t)} for i, t in enumerate(texts)]})

@@ -47,6 +47,7 @@ from .store import open_store
 from .tools import ToolKind, register_tool_kinds
 from .toolsearch import ToolSearchKind
 from .vectors.service import VectorStores
+from .vectors.tool import FileSearchKind
 from .websocket import ResponsesSocket
 
 if TYPE_CHECKING:
@@ -207,6 +208,8 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
     vectors = VectorStores(store, settings, instance=instance, take_all=settings.database_url is None and alone)
+    search_kind = FileSearchKind(vectors)
+    register_tool_kinds(metrics.tool_kind(search_kind) if metrics else search_kind)
     conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
     access = AccessLog(settings.log_format) if settings.access_log and access_log.isEnabledFor(logging.INFO) \

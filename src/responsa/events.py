@@ -59,6 +59,9 @@ class ResponseEvents:
         # Called with each item just before its `response.output_item.done` (the reasoning
         # vault adds `encrypted_content` there).
         self.item_done_hooks: list[Callable[[dict], None]] = []
+        # Called with an assistant message's whole text as it ends: the annotations to add to it
+        # (a hosted tool's citations), each announced by `response.output_text.annotation.added`.
+        self.annotators: list[Callable[[str], list[dict]]] = []
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -221,6 +224,11 @@ class ResponseEvents:
         part = item["content"][0]
         if part["type"] == "output_text":
             part["text"] = text
+            for annotate in self.annotators:
+                for annotation in annotate(text):
+                    part["annotations"].append(annotation)
+                    self.item_event("response.output_text.annotation.added", index, content_index=0,
+                                    annotation_index=len(part["annotations"]) - 1, annotation=dict(annotation))
             self.item_event("response.output_text.done", index, content_index=0, text=text, logprobs=[])
         else:
             part["refusal"] = text
