@@ -36,17 +36,17 @@ DOCS = {
 }
 
 
-def hashed(text: str) -> list[float]:
-    v = np.zeros(DIM, dtype=np.float32)
+def hashed(text: str, dim: int = DIM) -> list[float]:
+    v = np.zeros(dim, dtype=np.float32)
     for word in re.findall(r"\w+", text.lower()):
-        v[zlib.crc32(word.encode()) % DIM] += 1.0
+        v[zlib.crc32(word.encode()) % dim] += 1.0
     return v.tolist()
 
 
 class Embeddings(ThreadServer):
     """An OpenAI-compatible /v1/embeddings; `gate` cleared holds every request until it is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int = DIM) -> None:
         self.gate = threading.Event()
         self.gate.set()
         self.seen = threading.Event()
@@ -59,7 +59,7 @@ class Embeddings(ThreadServer):
             await asyncio.to_thread(self.gate.wait)
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return JSONResponse({"object": "list", "model": body["model"], "data": [
-                {"object": "embedding", "index": i, "embedding": hashed(t)} for i, t in enumerate(texts)]})
+                {"object": "embedding", "index": i, "embedding": hashed(t, dim)} for i, t in enumerate(texts)]})
 
         super().__init__(Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])]))
 
