@@ -224,6 +224,23 @@ class PostgresVectors:
             "UPDATE vector_store_files SET lease_until=$1 WHERE vector_store_id=$2 AND file_id=$3 "
             "AND lease_owner=$4 AND status='in_progress'", lease_until, store_id, file_id, instance)) == 1
 
+    async def add_vector_chunks(self: _Statements, store_id: str, file_id: str, instance: str, start: int,
+                                chunks: Sequence[tuple[str, bytes | None]]) -> bool:
+        async with _transaction(self) as conn:
+            held = await conn.fetchval("SELECT 1 FROM vector_store_files WHERE vector_store_id=$1 AND file_id=$2 "
+                                       "AND lease_owner=$3 AND status='in_progress' FOR UPDATE",
+                                       store_id, file_id, instance)
+            if held is None:
+                return False
+            if start == 0:
+                await conn.execute("DELETE FROM vector_chunks WHERE vector_store_id=$1 AND file_id=$2",
+                                   store_id, file_id)
+            if chunks:
+                await conn.copy_records_to_table(
+                    "vector_chunks", columns=["vector_store_id", "file_id", "position", "text", "embedding"],
+                    records=[(store_id, file_id, start + n, text, vec) for n, (text, vec) in enumerate(chunks)])
+            return True
+
     async def finish_vector_file(self: _Statements, store_id: str, file_id: str, instance: str, *, status: str,
                                  last_error: dict | None, usage_bytes: int,
                                  chunks: Sequence[tuple[str, bytes | None]]) -> bool:
@@ -234,6 +251,9 @@ class PostgresVectors:
                     "AND status='in_progress'", status, orjson.dumps(last_error) if last_error else None,
                     usage_bytes, store_id, file_id, instance)) != 1:
                 return False
+            if status != "completed":  # what an earlier batch stored goes
+                await conn.execute("DELETE FROM vector_chunks WHERE vector_store_id=$1 AND file_id=$2",
+                                   store_id, file_id)
             if chunks:
                 await conn.copy_records_to_table(
                     "vector_chunks", columns=["vector_store_id", "file_id", "position", "text", "embedding"],

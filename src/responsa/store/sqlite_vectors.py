@@ -224,6 +224,25 @@ class SQLiteVectors:
             "UPDATE vector_store_files SET lease_until=? WHERE vector_store_id=? AND file_id=? AND lease_owner=? "
             "AND status='in_progress'", (lease_until, store_id, file_id, instance)).rowcount == 1)
 
+    async def add_vector_chunks(self: _Connections, store_id: str, file_id: str, instance: str, start: int,
+                                chunks: Sequence[tuple[str, bytes | None]]) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            if conn.execute("SELECT 1 FROM vector_store_files WHERE vector_store_id=? AND file_id=? "
+                            "AND lease_owner=? AND status='in_progress'",
+                            (store_id, file_id, instance)).fetchone() is None:
+                return False
+            if start == 0:
+                _drop_chunks(conn, "vector_store_id=? AND file_id=?", (store_id, file_id))
+            first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM vector_chunks").fetchone()[0]
+            conn.executemany("INSERT INTO vector_chunks (id, vector_store_id, file_id, position, text, embedding) "
+                             "VALUES (?,?,?,?,?,?)", [(first + n, store_id, file_id, start + n, text, vec)
+                                                      for n, (text, vec) in enumerate(chunks)])
+            conn.execute("INSERT INTO vector_chunks_fts(rowid, text) SELECT id, text FROM vector_chunks "
+                         "WHERE id >= ?", (first,))
+            return True
+
+        return await self._write(op)
+
     async def finish_vector_file(self: _Connections, store_id: str, file_id: str, instance: str, *, status: str,
                                  last_error: dict | None, usage_bytes: int,
                                  chunks: Sequence[tuple[str, bytes | None]]) -> bool:
@@ -235,6 +254,8 @@ class SQLiteVectors:
                     (status, orjson.dumps(last_error) if last_error else None, usage_bytes, store_id, file_id,
                      instance)).rowcount != 1:
                 return False
+            if status != "completed":  # what an earlier batch stored goes
+                _drop_chunks(conn, "vector_store_id=? AND file_id=?", (store_id, file_id))
             first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM vector_chunks").fetchone()[0]
             conn.executemany("INSERT INTO vector_chunks (id, vector_store_id, file_id, position, text, embedding) "
                              "VALUES (?,?,?,?,?,?)",

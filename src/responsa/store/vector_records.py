@@ -159,6 +159,11 @@ class VectorIndex(Protocol):
 
     async def renew_vector_file(self, store_id: str, file_id: str, instance: str, lease_until: int) -> bool: ...
 
+    async def add_vector_chunks(self, store_id: str, file_id: str, instance: str, start: int,
+                                chunks: Sequence[tuple[str, bytes | None]]) -> bool:
+        """Store some of a file's chunks (at positions from `start`) while this instance holds it;
+        at `start` 0, any chunks an earlier attempt left are removed first."""
+
     async def finish_vector_file(self, store_id: str, file_id: str, instance: str, *, status: str,
                                  last_error: dict | None, usage_bytes: int,
                                  chunks: Sequence[tuple[str, bytes | None]]) -> bool:

@@ -83,19 +83,21 @@ class Ingester:
 
     async def _ingest(self, record: VectorFileRecord) -> None:
         try:
-            chunks = await self._chunks(record)
+            usage = await self._index(record)
         except IngestError as e:
-            await self._finish(record, "failed", e.last_error(), [])
+            await self._finish(record, "failed", e.last_error(), 0)
             return
         except _Lost:
             return
         except Exception as e:
             log.exception("vector ingestion of %s failed", record.file_id)
-            await self._finish(record, "failed", {"code": "server_error", "message": f"Ingestion failed: {e}"}, [])
+            await self._finish(record, "failed", {"code": "server_error", "message": f"Ingestion failed: {e}"}, 0)
             return
-        await self._finish(record, "completed", None, chunks)
+        await self._finish(record, "completed", None, usage)
 
-    async def _chunks(self, record: VectorFileRecord) -> list[tuple[str, bytes | None]]:
+    async def _index(self, record: VectorFileRecord) -> int:
+        """Chunk, embed and store a file's chunks, a batch per write (so that no write holds the
+        database long); returns the bytes they take."""
         loaded = await self.load_file(record.file_id, record.owner)
         if loaded is None:
             raise IngestError("invalid_file", f"The file '{record.file_id}' no longer exists.")
@@ -106,26 +108,30 @@ class Ingester:
         if len(texts) > MAX_CHUNKS:
             raise IngestError("invalid_file", f"The file '{filename}' makes {len(texts)} chunks, more than the "
                                               f"limit of {MAX_CHUNKS}.")
-        if self.embedder is None:
-            return [(t, None) for t in texts]
-        vectors: list[bytes | None] = []
+        usage = 0
         for start in range(0, len(texts), EMBED_BATCH):
-            try:
-                matrix = await self.embedder.embed(texts[start:start + EMBED_BATCH])
-            except EmbeddingError as e:
-                raise IngestError("server_error", f"Embedding failed: {e}") from None
-            vectors.extend(row.tobytes() for row in matrix)
-            if not await self._renew(record):
+            part = texts[start:start + EMBED_BATCH]
+            vectors: list[bytes | None] = [None] * len(part)
+            if self.embedder is not None:
+                try:
+                    matrix = await self.embedder.embed(part)
+                except EmbeddingError as e:
+                    raise IngestError("server_error", f"Embedding failed: {e}") from None
+                vectors = [row.tobytes() for row in matrix]
+            rows = list(zip(part, vectors, strict=True))
+            usage += sum(len(t.encode()) + (len(v) if v else 0) for t, v in rows)
+            if not await self.index.add_vector_chunks(record.vector_store_id, record.file_id, self.instance, start,
+                                                      rows):
                 raise _Lost()  # deleted, cancelled, or taken over meanwhile
-        return list(zip(texts, vectors, strict=True))
+            if not await self._renew(record):
+                raise _Lost()
+        return usage
 
-    async def _finish(self, record: VectorFileRecord, status: str, error: dict | None,
-                      chunks: list[tuple[str, bytes | None]]) -> None:
-        size = sum(len(t.encode()) + (len(v) if v else 0) for t, v in chunks)
+    async def _finish(self, record: VectorFileRecord, status: str, error: dict | None, usage: int) -> None:
         try:
             done = await self.index.finish_vector_file(record.vector_store_id, record.file_id, self.instance,
-                                                       status=status, last_error=error, usage_bytes=size,
-                                                       chunks=chunks)
+                                                       status=status, last_error=error, usage_bytes=usage,
+                                                       chunks=[])
         except Exception:
             log.exception("vector ingestion: storing %s failed", record.file_id)
             return
