@@ -10,11 +10,13 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from test_store_contract import make_store, pg_url, store  # noqa: F401 (fixtures)
+import test_store_contract as contract
 
 from responsa.store.vector_records import FileBatchRecord, VectorFileRecord, VectorIndex, VectorStoreRecord
 
 pytestmark = pytest.mark.anyio
+# The store contract's fixtures: each test runs on SQLite and on PostgreSQL.
+pg_url, make_store, store = contract.pg_url, contract.make_store, contract.store
 NOW = int(time.time())
 
 
