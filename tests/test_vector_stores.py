@@ -398,3 +398,15 @@ def test_embedded_minilm_finds_meaning(tmp_path_factory: pytest.TempPathFactory)
         assert hits[0].file_id == ids["money.txt"]
     finally:
         server.stop()
+
+
+def test_every_prefix_serves_the_api(server: ServerProcess, corpus: tuple[str, dict[str, str]]) -> None:
+    import httpx
+
+    store_id, _ = corpus
+    for prefix in ("/v1", "/openai/v1", "/openai"):
+        r = httpx.get(f"{server.url}{prefix}/vector_stores/{store_id}", headers={"authorization": f"Bearer {KEY_A}"})
+        assert r.status_code == 200 and r.json()["id"] == store_id, prefix
+        r = httpx.post(f"{server.url}{prefix}/vector_stores/{store_id}/search", json={"query": "tides"},
+                       headers={"authorization": f"Bearer {KEY_A}"})
+        assert r.status_code == 200 and r.json()["object"] == "vector_store.search_results.page", prefix
