@@ -270,9 +270,11 @@ class PostgresVectors:
 
     # ---- search ---------------------------------------------------------------------------------
 
-    async def searchable_files(self: _Statements, store_ids: Sequence[str], owner: str) -> list[VectorFileRecord]:
+    async def searchable_files(self: _Statements, store_ids: Sequence[str], owner: str,
+                               file_ids: Sequence[str] | None = None) -> list[VectorFileRecord]:
         rows = await self._fetch(f"SELECT {_FILE} FROM vector_store_files WHERE owner=$1 AND status='completed' "
-                                 "AND vector_store_id = ANY($2)", owner, list(store_ids))
+                                 "AND vector_store_id = ANY($2) AND ($3::text[] IS NULL OR file_id = ANY($3))",
+                                 owner, list(store_ids), list(file_ids) if file_ids is not None else None)
         return [_file(r) for r in rows]
 
     async def text_search(self: _Statements, store_ids: Sequence[str], terms: Sequence[str],

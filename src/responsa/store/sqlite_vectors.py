@@ -278,10 +278,12 @@ class SQLiteVectors:
 
     # ---- search ---------------------------------------------------------------------------------
 
-    async def searchable_files(self: _Connections, store_ids: Sequence[str], owner: str) -> list[VectorFileRecord]:
+    async def searchable_files(self: _Connections, store_ids: Sequence[str], owner: str,
+                               file_ids: Sequence[str] | None = None) -> list[VectorFileRecord]:
+        only = "" if file_ids is None else f" AND file_id IN ({_marks(file_ids)})"
         rows = self._read().execute(
             f"SELECT {_FILE} FROM vector_store_files WHERE owner=? AND status='completed' "
-            f"AND vector_store_id IN ({_marks(store_ids)})", (owner, *store_ids)).fetchall()
+            f"AND vector_store_id IN ({_marks(store_ids)}){only}", (owner, *store_ids, *(file_ids or ()))).fetchall()
         return [_file(r) for r in rows]
 
     async def text_search(self: _Connections, store_ids: Sequence[str], terms: Sequence[str],

@@ -171,7 +171,9 @@ class VectorIndex(Protocol):
 
     async def vector_file_chunks(self, store_id: str, file_id: str, owner: str) -> list[str] | None: ...
 
-    async def searchable_files(self, store_ids: Sequence[str], owner: str) -> list[VectorFileRecord]: ...
+    async def searchable_files(self, store_ids: Sequence[str], owner: str,
+                               file_ids: Sequence[str] | None = None) -> list[VectorFileRecord]:
+        """The completed files of these stores (only those of `file_ids`, when given)."""
 
     async def text_search(self, store_ids: Sequence[str], terms: Sequence[str], file_ids: Sequence[str] | None,
                           limit: int) -> list[int]:

@@ -139,12 +139,17 @@ class Searcher:
     async def search(self, owner: str, store_ids: Sequence[str], queries: Sequence[str], *, max_results: int,
                      filters: dict | None = None, ranking: dict | None = None, mode: str = "hybrid") -> list[Hit]:
         ranking = ranking or {}
-        files = {(f.vector_store_id, f.file_id): f for f in await self.index.searchable_files(store_ids, owner)
-                 if filters is None or matches(filters, f.attributes)}
         queries = [q for q in queries if q.strip()]
-        if not files or not queries:
+        if not queries:
             return []
-        allowed = sorted({fid for _, fid in files}) if filters is not None else None
+        files: dict[tuple[str, str], VectorFileRecord] | None = None
+        allowed = None
+        if filters is not None:  # the files that pass, before either half ranks
+            files = {(f.vector_store_id, f.file_id): f for f in await self.index.searchable_files(store_ids, owner)
+                     if matches(filters, f.attributes)}
+            if not files:
+                return []
+            allowed = sorted({fid for _, fid in files})
         weights = ranking.get("hybrid_search") or {}
         text_weight = float(weights.get("text_weight", 1.0)) if mode != "dense" else 0.0
         dense_weight = float(weights.get("embedding_weight", 1.0)) if mode != "text" else 0.0
@@ -162,16 +167,22 @@ class Searcher:
                     fused[chunk_id] = fused.get(chunk_id, 0.0) + dense_weight / (RRF_K + rank + 1)
         best = (text_weight + dense_weight) * len(queries) / (RRF_K + 1)
         threshold = float(ranking.get("score_threshold") or 0.0)
-        top = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
-        top = [(cid, s / best) for cid, s in top if best and s / best >= threshold][:max_results]
-        rows = {r.id: r for r in await self.index.chunks([cid for cid, _ in top])}
+        ranked_all = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = [(cid, s / best) for cid, s in ranked_all if best and s / best >= threshold]
+        rows = {r.id: r for r in await self.index.chunks([cid for cid, _ in top[:max_results * 2 + 10]])}
+        if files is None:  # the files of the best chunks, completed ones only (not one still being ingested)
+            wanted = sorted({r.file_id for r in rows.values()})
+            files = {(f.vector_store_id, f.file_id): f
+                     for f in await self.index.searchable_files(store_ids, owner, wanted)} if wanted else {}
         hits = []
         for cid, score in top:
             row = rows.get(cid)
-            record: VectorFileRecord | None = files.get((row.vector_store_id, row.file_id)) if row else None
+            record = files.get((row.vector_store_id, row.file_id)) if row else None
             if row is None or record is None:
-                continue  # removed meanwhile
+                continue  # a file removed, or still in progress
             hits.append(Hit(row.vector_store_id, row.file_id, record.filename, record.attributes, score, row.text))
+            if len(hits) == max_results:
+                break
         return hits
 
     async def _dense(self, store_ids: Sequence[str], query: np.ndarray, allowed: list[str] | None) -> list[int]:
