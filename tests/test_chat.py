@@ -396,6 +396,22 @@ def test_items_that_carry_nothing_for_the_model_are_left_out() -> None:
     assert to_messages(items) == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
 
 
+def test_a_file_search_call_reaches_a_later_turn_with_its_stored_results() -> None:
+    call = {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["refund policy"],
+            "results": [{"file_id": "file-1", "filename": "policy.md", "score": 0.9, "text": "30 days."}]}
+    messages = to_messages([msg("user", "q"), call, msg("assistant", "30 days [1]")])
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "file_search",
+                                                        "arguments": '{"queries": ["refund policy"]}'}
+    result = messages[2]
+    assert result["role"] == "tool" and result["tool_call_id"] == messages[1]["tool_calls"][0]["id"]
+    assert "policy.md (file file-1):\n30 days." in result["content"]
+    # Without `include`, the results were not stored: the model is told so, not given nothing.
+    unstored = to_messages([msg("user", "q"), {**call, "results": None}])[2]["content"]
+    assert unstored == 'Searched the user\'s files for ["refund policy"] (what was found is not kept).'
+    failed = to_messages([msg("user", "q"), {**call, "status": "failed"}])[2]["content"]
+    assert "failed" in failed
+
+
 def test_mcp_function_names_keep_simple_names_readable() -> None:
     assert mcp_function_name("docs", "search") == "mcp__docs__search"
     long = mcp_function_name("s", "t" * 80)

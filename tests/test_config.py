@@ -158,6 +158,9 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "web_search_provider": ("brave", "brave", "brave"),
     "web_search_url": ("http://127.0.0.1:8888", "http://127.0.0.1:8888", "http://127.0.0.1:8888"),
     "web_search_api_key": ("wk", "wk", "wk"),
+    "embeddings_base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
+    "embeddings_api_key": ("ek", "ek", "ek"),
+    "embeddings_model": ("bge-small", "bge-small", "bge-small"),
 }
 
 
@@ -433,6 +436,7 @@ BAD_SETTINGS: list[tuple[dict[str, Any], dict[str, str], str]] = [
      "--web-search-provider (searxng or brave)"),
     ({"web_search_provider": "searxng", "web_search_url": "searx.local"}, {}, "--web-search-url must be an "
      "http(s) URL"),
+    ({"embeddings_base_url": "ftp://e"}, {}, "--embeddings-base-url must be an http(s) URL"),
     ({"model_file": ["model.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got 'model.gguf'"),
     ({"model_file": ["=x.gguf"]}, {}, "--model-file wants NAME=PATH.gguf, got '=x.gguf'"),
     ({"model_file": ["m=/no/such/file.gguf"]}, {}, "--model-file m: no such file /no/such/file.gguf"),

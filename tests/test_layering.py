@@ -29,9 +29,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # Operations around the edge: metrics wrap what the root builds, the drain stops the process.
     ("operations", frozenset({"metrics", "observed", "drain", "tracing"})),
     # HTTP/WebSocket glue, the keys it checks; the Conversations API's routes; the admin endpoints;
-    # the web console (a client of the same service calls)
+    # the web console (a client of the same service calls); the Vector Stores API's routes
+    # (vectors.api) and what composes them (vectors.service).
     ("endpoints", frozenset({"endpoints", "files", "keys", "websocket", "conversation_endpoints", "admin",
-                             "console"})),
+                             "console", "vectors.api", "vectors.service"})),
     # The use cases: consume runs plainly, as streams or as jobs (service); compact a context or
     # count its tokens without a response (context).
     # Usage and the limits of keys, counted around each response (quotas, usage).
@@ -45,10 +46,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # with tools.py, so nothing below imports one).
     # Compaction and token counts run in a loop (through RunSpec's hook) and beside it.
     ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens",
-                        "websearch", "hosted_calls"})),
+                        "websearch", "hosted_calls", "vectors.tool"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
     ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
-    ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages"})),
+    # ... and file_search's vector stores: ingestion, embedders, hybrid search (vectors/*).
+    ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages",
+                            "vectors"})),
     ("engines and storage", frozenset({"backends", "store"})),
     ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
                           "netguard", "replay", "shapes", "tracecontext"})),
@@ -61,16 +64,18 @@ LOOP_MAY_IMPORT = frozenset({"arguments", "backends", "tools", "events", "errors
 # Third-party (and database driver) top-level modules -> the modules allowed to import them.
 ROOMS: dict[str, frozenset[str]] = {
     "starlette": frozenset({"app", "endpoints", "files", "websocket", "conversation_endpoints", "admin",
-                            "console"}),
+                            "console", "vectors.api", "vectors.service"}),
     "uvicorn": frozenset({"cli", "httpserver", "workers", "transport"}),  # runs the app
     "mcp": frozenset({"mcp"}),
     "httpx2": frozenset({"mcp"}),  # the MCP SDK's own HTTP client: its transports are built on it
     "asyncpg": frozenset({"store"}),
     "sqlite3": frozenset({"store"}),
-    "aiohttp": frozenset({"backends", "fetcher", "images_api", "searchproviders"}),
+    "aiohttp": frozenset({"backends", "fetcher", "images_api", "searchproviders", "vectors.embed"}),
     "httptools": frozenset({"backends"}),  # backends/http.py: the engines' lean HTTP/1.1 client
     "llama_cpp": frozenset({"backends.embedded", "backends.gguf"}),
-    "numpy": frozenset({"backends.embedded"}),
+    "numpy": frozenset({"backends.embedded", "vectors"}),  # vectors: chunk vectors, the embedded embedder
+    "tokenizers": frozenset({"vectors.minilm"}),
+    "safetensors": frozenset({"vectors.minilm"}),
     "jinja2": frozenset({"backends.gguf", "console.render"}),  # chat templates of GGUF files; console pages
     "pypdf": frozenset({"media"}),
     "cryptography": frozenset({"reasoning", "console.session"}),  # encrypted reasoning; console sign-in cookies

@@ -50,6 +50,8 @@ from .store import open_store
 from .tools import ToolKind, register_tool_kinds, unregister_tool_kinds
 from .toolsearch import ToolSearchKind
 from .usage import Accounting, UsageMeter
+from .vectors.service import VectorStores
+from .vectors.tool import FileSearchKind
 from .websearch import WebSearchKind
 from .websocket import ResponsesSocket
 
@@ -235,6 +237,9 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     endpoints = Endpoints(service, auth, max_body_size=settings.max_body_size,
                           keepalive_interval=settings.keepalive_interval, context=ContextService(preparer, vault))
     files = FilesEndpoints(store, auth, max_file_size=settings.max_file_size)
+    vectors = VectorStores(store, settings, instance=instance, take_all=settings.database_url is None and alone)
+    search_kind = FileSearchKind(vectors)
+    register_tool_kinds(metrics.tool_kind(search_kind) if metrics else search_kind)
     conversation_routes = ConversationEndpoints(conversations, auth, max_body_size=settings.max_body_size)
 
     access = AccessLog(settings.log_format) if settings.access_log and access_log.isEnabledFor(logging.INFO) \
@@ -261,6 +266,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         await jobs.start()
         quotas.start()
         meter.start()
+        vectors.start()
         if metrics_server is not None:
             await metrics_server.start()
         # What start-up created lives as long as the process: keep it out of GC passes.
@@ -274,6 +280,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
         finally:
             await drain.close()
             await jobs.stop()
+            await vectors.stop()
             await service.shutdown()
             await quotas.close()
             await meter.close()
@@ -293,7 +300,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     # No trailing-slash redirects (Starlette's default, at every level): their Location is built
     # from the Host header, an open redirect for caches that forward it. Such paths are 404s.
     api = [*endpoints.routes(), *files.routes(), *socket.routes(), *conversation_routes.routes(),
-           *AdminEndpoints(store, meter, auth).routes()]
+           *AdminEndpoints(store, meter, auth).routes(), *vectors.routes(auth, settings.max_body_size)]
     routes: list[Any] = [Mount(prefix, app=Routes(routes=api, redirect_slashes=False)) for prefix in PREFIXES]
     if settings.console_on:
         from .console import Console  # Jinja2 is loaded only when the console is on

@@ -121,6 +121,24 @@ def web_search_summary(item: dict) -> str:
     return f"Searched the web for {json.dumps(query)}." + (f" Sources: {', '.join(urls)}" if urls else "")
 
 
+def file_search_summary(item: dict) -> str:
+    """What a `file_search_call` tells a later turn: its results when the response included them."""
+    queries = json.dumps(item.get("queries") or [])
+    if item.get("status") == "failed":
+        return f"The search of the user's files for {queries} failed."
+    if item.get("results") is None:
+        return f"Searched the user's files for {queries} (what was found is not kept)."
+    results = [r for r in item["results"] if isinstance(r, dict)]
+    if not results:
+        return f"Searched the user's files for {queries}: nothing was found."
+    return f"Searched the user's files for {queries}. Results:\n\n" + "\n\n".join(
+        f"{r.get('filename')} (file {r.get('file_id')}):\n{str(r.get('text') or '')[:FILE_RESULT_CHARS]}"
+        for r in results)
+
+
+FILE_RESULT_CHARS = 4000  # of each stored file_search result a later turn's model reads
+
+
 def text_of(content: Any) -> str:
     """The text of a content list (or string), parts joined by newlines."""
     if isinstance(content, str):
@@ -310,6 +328,9 @@ class _Renderer:
                 name, arguments = web_search_function(item["action"])
                 tool_call(item["id"], name, arguments)
                 tool_result(item["id"], self.hosted_outputs.pop(item["id"], None) or web_search_summary(item))
+            elif kind == "file_search_call" and isinstance(item.get("queries"), list):
+                tool_call(item["id"], "file_search", json.dumps({"queries": item.get("queries") or []}))
+                tool_result(item["id"], self.hosted_outputs.pop(item["id"], None) or file_search_summary(item))
             elif kind == "computer_call":
                 # As the computer tool's function takes them (computer.py): one action, or a batch.
                 args = {"action": item["action"]} if item.get("action") else {"actions": item.get("actions") or []}

@@ -239,6 +239,11 @@ OPTIONS: tuple[Option, ...] = (
            "for brave, default https://api.search.brave.com.", metavar="URL"),
     Option("web_search_api_key", "The provider's key: Brave's subscription token (for SearXNG, sent as a bearer "
            "token if set).", metavar="KEY"),
+    Option("embeddings_base_url", "OpenAI-compatible /embeddings API for file_search (vLLM, llama.cpp, Ollama, "
+           "TEI, OpenAI). Default: the embedded all-MiniLM-L6-v2 when installed, else full-text search only.",
+           metavar="URL"),
+    Option("embeddings_api_key", "API key for --embeddings-base-url.", metavar="KEY"),
+    Option("embeddings_model", "Embedding model name sent to --embeddings-base-url.", metavar="NAME"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -296,6 +301,9 @@ class Settings:
     web_search_provider: str | None = None
     web_search_url: str | None = None
     web_search_api_key: str | None = None
+    embeddings_base_url: str | None = None
+    embeddings_api_key: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
     config: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)
@@ -513,6 +521,8 @@ def check(settings: Settings) -> None:
     if settings.images_base_url and not settings.images_base_url.startswith(("http://", "https://")):
         raise ConfigError("--images-base-url must be an http(s) URL")
     _check_web_search(settings)
+    if settings.embeddings_base_url and not settings.embeddings_base_url.startswith(("http://", "https://")):
+        raise ConfigError("--embeddings-base-url must be an http(s) URL")
     for backend in settings.backends:
         if backend.options.get("files", "text") not in ("pass", "text"):
             raise ConfigError(f"[backends.{backend.name}] files must be 'pass' or 'text'")

@@ -20,8 +20,9 @@ ROLES = ("user", "assistant", "system", "developer")
 IMAGE_URL_SCHEMES = ("http", "https", "data")
 DETAILS = ("auto", "low", "high", "original")
 
-# Echoes of output items that the server accepts and stores but that carry nothing the
-# model needs (results of hosted tools this server does not run).
+# Echoes of output items accepted and stored as sent: hosted tools' calls (web and file search
+# calls reach the model as the calls they stand for, chat.py; the others carry nothing it needs),
+# and items only the hosted API acts on.
 PASSTHROUGH_TYPES = frozenset({
     "web_search_call", "file_search_call", "code_interpreter_call", "local_shell_call",
     "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",

@@ -117,7 +117,7 @@ class Preparer:
                           request_headers=req.headers, input_start=len(history),
                           load_file=self._file_loader(owner), settings=self.settings, fetcher=self.fetcher,
                           accepts_images=target.backend.accepts_images(target.model), history_types=known_types,
-                          include=req.include)
+                          owner=owner, include=req.include)
         # An earlier chain is sent as stored (nothing in it resolved differently): chat.py may
         # then reuse its rendering, keyed by the chain's last response.
         prefix = (history_key, history_length) if history_key and history_as_stored and history_length else None

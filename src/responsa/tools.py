@@ -10,9 +10,9 @@ and the loop continues with their output.
 A function or custom tool with `defer_loading` is offered only once a tool search loaded it
 (toolsearch.py); `namespace` tools (namespaces.py) offer their members under flattened names.
 
-Tool types the server cannot run (file search, code interpreter, web search without a
-configured provider, ...) are accepted and echoed so that clients like Codex keep working,
-but are not offered to the model; `ignored_tool_types` names them for a warning header.
+Tool types the server cannot run (code interpreter, web search without a configured provider,
+...) are accepted and echoed so that clients like Codex keep working, but are not offered to
+the model; `ignored_tool_types` names them for a warning header.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ MAX_TOOLS = 128
 # Tool types accepted and echoed but not offered to the model while no kind runs them (docs/unsupported.md).
 IGNORED_TYPES = frozenset({
     "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
-    "file_search", "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
+    "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
 })
 CALLERS = ("direct", "programmatic")
 
@@ -83,8 +83,8 @@ class ToolContext:
     # The item types `history` holds, when known without looking at every item (a conversation's
     # are kept as it grows): what scans for a rare type may skip. None: not known.
     history_types: frozenset[str] | set[str] | None = None
-    # The request's `include` (the web_search tool adds its sources when asked to).
-    include: tuple[str, ...] = ()
+    owner: str = ""  # who the run is for (a hosted tool reads only what this owner owns)
+    include: tuple[str, ...] = ()  # the request's `include`
 
     @property
     def guard(self) -> Guard:

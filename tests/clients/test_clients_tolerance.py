@@ -118,13 +118,13 @@ def test_tool_types_the_server_cannot_run_are_accepted_not_offered(clients_serve
          "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
         {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
          "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}]},
-        {"type": "web_search_preview"}, {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {"type": "web_search_preview"},
         {"type": "code_interpreter", "container": {"type": "auto"}},
     ]
     script.add({"content": "fine"}, {"content": "streamed"})
     r = post(clients_server, {"model": "m", "input": "hi", "tools": tools})
     body = ok(r)
-    assert r.headers["x-responsa-ignored-tools"] == "code_interpreter,file_search,web_search,web_search_preview"
+    assert r.headers["x-responsa-ignored-tools"] == "code_interpreter,web_search,web_search_preview"
     assert [t["type"] for t in body["tools"]] == [t["type"] for t in tools]
     # tool_search and namespace tools are offered (test_toolsearch.py, test_namespaces.py).
     assert [t["function"]["name"] for t in script.requests[0]["tools"]] == \

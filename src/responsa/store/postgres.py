@@ -41,6 +41,7 @@ from .listing import listing_sql
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
 from .postgres_quotas import FIND_KEY, KEY_COLUMNS, PostgresQuotas, key_record, key_values
+from .postgres_vectors import PostgresVectors
 from .schema import LATEST, POSTGRES
 from .sqlite import TERMINAL, _chain_from_rows
 
@@ -68,7 +69,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
-class PostgresStore(PostgresConversations, PostgresQuotas):
+class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
     def __init__(self, url: str, pool_size: int = 10, *,

@@ -153,6 +153,58 @@ SQLITE: list[str] = [
     CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
     CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
     """,
+    # 7: vector stores: their files, the chunks (full-text indexed) and vectors, file batches
+    """
+    CREATE TABLE vector_stores (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        metadata BLOB NOT NULL,
+        expires_after_days INTEGER,
+        last_active_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0    -- bumped when its chunks change (cached vectors go stale)
+    );
+    CREATE INDEX vector_stores_owner ON vector_stores (owner, created_at);
+    CREATE TABLE vector_store_files (
+        vector_store_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        seq INTEGER NOT NULL,                 -- attach order, the list cursor
+        filename TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_error BLOB,
+        attributes BLOB NOT NULL,
+        chunking BLOB NOT NULL,
+        usage_bytes INTEGER NOT NULL DEFAULT 0,
+        batch_id TEXT,
+        lease_owner TEXT,                     -- the process ingesting it, and until when (see vectors/ingest.py)
+        lease_until INTEGER,
+        PRIMARY KEY (vector_store_id, file_id)
+    );
+    CREATE INDEX vector_store_files_pending ON vector_store_files (lease_until) WHERE status = 'in_progress';
+    CREATE INDEX vector_store_files_batch ON vector_store_files (batch_id) WHERE batch_id IS NOT NULL;
+    CREATE TABLE vector_chunks (
+        id INTEGER PRIMARY KEY,
+        vector_store_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB                        -- float32, unit length; NULL without an embedder
+    );
+    CREATE INDEX vector_chunks_file ON vector_chunks (vector_store_id, file_id, position);
+    CREATE VIRTUAL TABLE vector_chunks_fts USING fts5(text, content='vector_chunks', content_rowid='id',
+                                                      tokenize='porter unicode61');
+    CREATE TABLE vector_file_batches (
+        id TEXT PRIMARY KEY,
+        vector_store_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        cancelled INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -293,6 +345,57 @@ POSTGRES: list[str] = [
     CREATE INDEX responses_created ON responses (created_at, id);
     CREATE INDEX responses_previous ON responses (previous_response_id) WHERE previous_response_id IS NOT NULL;
     CREATE INDEX conversations_owner_created ON conversations (owner, created_at, id);
+    """,
+    """
+    CREATE TABLE vector_stores (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        metadata BYTEA NOT NULL,
+        expires_after_days INTEGER,
+        last_active_at BIGINT NOT NULL,
+        version BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX vector_stores_owner ON vector_stores (owner, created_at);
+    CREATE TABLE vector_store_files (
+        vector_store_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        seq BIGSERIAL,
+        filename TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_error BYTEA,
+        attributes BYTEA NOT NULL,
+        chunking BYTEA NOT NULL,
+        usage_bytes BIGINT NOT NULL DEFAULT 0,
+        batch_id TEXT,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        PRIMARY KEY (vector_store_id, file_id)
+    );
+    CREATE INDEX vector_store_files_pending ON vector_store_files (lease_until) WHERE status = 'in_progress';
+    CREATE INDEX vector_store_files_batch ON vector_store_files (batch_id) WHERE batch_id IS NOT NULL;
+    CREATE TABLE vector_chunks (
+        id BIGSERIAL PRIMARY KEY,
+        vector_store_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        embedding BYTEA,
+        tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+    );
+    CREATE INDEX vector_chunks_file ON vector_chunks (vector_store_id, file_id, position);
+    CREATE INDEX vector_chunks_tsv ON vector_chunks USING GIN (tsv);
+    CREATE TABLE vector_file_batches (
+        id TEXT PRIMARY KEY,
+        vector_store_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        cancelled BOOLEAN NOT NULL DEFAULT FALSE
+    );
     """,
 ]
 

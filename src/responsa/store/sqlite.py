@@ -47,6 +47,7 @@ from .processes import DeleteCounter, Peers, WriterLock
 from .schema import LATEST, SQLITE
 from .sqlite_conversations import SQLiteConversations
 from .sqlite_quotas import FIND_KEY, KEY_COLUMNS, SQLiteQuotas, key_record, key_values
+from .sqlite_vectors import SQLiteVectors
 from .wal import WalKeeper
 
 log = logging.getLogger("responsa.store")
@@ -108,7 +109,7 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SQLiteStore(SQLiteConversations, SQLiteQuotas):
+class SQLiteStore(SQLiteVectors, SQLiteConversations, SQLiteQuotas):
     """The embedded default store (one file in the data dir)."""
 
     def __init__(self, path: str, *, shared: bool = False, guest: bool = False) -> None:
