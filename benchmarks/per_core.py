@@ -7,8 +7,8 @@ CPU 0 as well once they exist, so that CPU 1 is the gateway's alone and its req/
 core of gateway serves (as long as CPU 0 keeps up: the script prints its load). Scenarios:
 
     create   POST /v1/responses, stored
-    chain    POST with previous_response_id, continuing the response answered last (every 8th
-             request starts a new chain), so chains stay about 8 turns long
+    chain    POST with previous_response_id, continuing the response answered last unless its
+             chain has 8 turns already (then a new chain starts): chains of 1 to 8 turns
 
 Setups run interleaved round by round (the machine's speed drifts), medians printed:
 
@@ -50,22 +50,28 @@ from store_throughput import cpu_seconds  # noqa: E402
 from workers import WRK_SCRIPT, start_upstream  # noqa: E402
 
 CHAIN_SCRIPT = """
+-- Each request continues the last answered response whose chain is under 8 turns (its depth
+-- known from its own previous_response_id), else starts a chain: no chain is longer than 8.
+local depth = {}
 local prev = nil
-local turn = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer KEY"
 request = function()
-  turn = turn + 1
   local body = '{"model":"bench","input":"Say hello"}'
-  if prev ~= nil and turn % 8 ~= 0 then
+  if prev ~= nil then
     body = '{"model":"bench","input":"Say hello","previous_response_id":"' .. prev .. '"}'
   end
   return wrk.format(nil, nil, nil, body)
 end
 response = function(status, headers, body)
   local id = string.match(body, '"id":"(resp_[^"]+)"')
-  if id ~= nil then prev = id end
+  if id == nil then return end
+  local parent = string.match(body, '"previous_response_id":"(resp_[^"]+)"')
+  local d = 1
+  if parent ~= nil then d = (depth[parent] or 7) + 1 end
+  depth[id] = d
+  if d < 8 then prev = id else prev = nil end
 end
 """ + WRK_SCRIPT.split('wrk.body = ')[1].split("\n", 1)[1]
 
