@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import uvloop  # noqa: E402
 from harness import KEY_A, ServerProcess, free_port  # noqa: E402
 from store_throughput import cpu_seconds  # noqa: E402
 
@@ -136,7 +137,7 @@ def run_engine(port: int, interval: float, tokens: int) -> None:
         async with server:
             await server.serve_forever()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 # ---- the client ------------------------------------------------------------------------------
@@ -183,9 +184,10 @@ async def one_stream(port: int, path: bytes, body: bytes, stats: dict, deltas: A
                 stats["completed"] += 1
                 return
             tail = data[-len(marker):]
-    except OSError as e:
-        stats["errors"][f"read: {e.strerror or type(e).__name__}"] = \
-            stats["errors"].get(f"read: {e.strerror or type(e).__name__}", 0) + 1
+    except (OSError, asyncio.IncompleteReadError) as e:
+        key = "closed without an answer" if isinstance(e, asyncio.IncompleteReadError) else \
+            f"read: {e.strerror or type(e).__name__}"
+        stats["errors"][key] = stats["errors"].get(key, 0) + 1
     finally:
         writer.close()
 
@@ -211,7 +213,7 @@ def run_client(port: int, path: str, streams: int, ramp: float, deltas: Any, ope
         await asyncio.gather(*tasks)
         return stats
 
-    out.send(asyncio.run(main()))
+    out.send(uvloop.run(main()))
 
 
 def client_process(port: int, path: str, streams: int, ramp: float, deltas: Any,
@@ -222,6 +224,14 @@ def client_process(port: int, path: str, streams: int, ramp: float, deltas: Any,
     proc.start()
     subprocess.run(["taskset", "-pc", "0", str(proc.pid)], check=True, capture_output=True)
     return proc, recv
+
+
+def cpu0_busy() -> tuple[int, int]:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu0 "):
+            f = [int(x) for x in line.split()[1:]]
+            return sum(f[:8]) - f[3] - f[4], sum(f[:8])
+    return 0, 1
 
 
 def rss_mib(pid: int) -> float:
@@ -244,6 +254,9 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=500.0, help="streams opened per second")
     parser.add_argument("--baseline", type=int, default=200, help="streams straight against the engine")
     parser.add_argument("--server-arg", action="append", default=[], help="an extra `responsa serve` argument")
+    parser.add_argument("--server-soft-open-files", type=int, metavar="N",
+                        help="start the server with this soft open-files limit (as `ulimit -n N`; most "
+                             "systems default to 1024), the hard one unchanged")
     args = parser.parse_args()
     limit = raise_open_files(args.streams * 3 + 1000)  # inherited by the server as its hard limit
     tokens = max(1, round(args.seconds / args.interval))
@@ -265,7 +278,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", "--upstream-base-url", f"http://127.0.0.1:{engine_port}/v1",
                                "--api-key", KEY_A, "--access-log", "false", *args.server_arg,
-                               wrapper=["taskset", "-c", "1"])
+                               wrapper=["taskset", "-c", "1", *(
+                                   ["prlimit", f"--nofile={args.server_soft_open_files}:"]
+                                   if args.server_soft_open_files else [])])
         server.start()
         assert server.proc is not None
         pid = server.proc.pid
@@ -278,12 +293,15 @@ def main() -> None:
                 time.sleep(0.2)
             time.sleep(2)  # the last ones started
             window = max(1.0, min(30.0, args.seconds - (time.monotonic() - began) - 3))
+            load_pids = [proc.pid or 0, engine.pid or 0]
             cpu0, tok0, t0 = cpu_seconds([pid]), deltas.value, time.monotonic()
+            load0, busy0 = cpu_seconds(load_pids), cpu0_busy()
             peak = rss_mib(pid)
             while time.monotonic() - t0 < window:
                 time.sleep(0.5)
                 peak = max(peak, rss_mib(pid))
             cpu, tok, elapsed = cpu_seconds([pid]) - cpu0, deltas.value - tok0, time.monotonic() - t0
+            load, busy = cpu_seconds(load_pids) - load0, cpu0_busy()
             while not recv.poll(1):
                 peak = max(peak, rss_mib(pid))
             stats = recv.recv()
@@ -298,12 +316,13 @@ def main() -> None:
     print(f"server RSS: {idle_rss:.0f} MiB before, {peak:.0f} MiB peak, {kept_rss:.0f} MiB after; "
           f"{(peak - idle_rss) * 1024 / max(1, args.streams):.1f} KiB per stream")
     print(f"server CPU while all were open: {cpu / elapsed:.2f} CPUs, {tok / elapsed:.0f} tokens/s relayed, "
-          f"{cpu * 1e6 / max(1, tok):.1f} us per token")
+          f"{cpu * 1e6 / max(1, tok):.1f} us per token; the client and the engine {load / elapsed:.2f} CPUs, "
+          f"CPU 0 {(busy[0] - busy0[0]) / max(1, busy[1] - busy0[1]):.0%} busy")
     print(f"time to first token: engine alone p50 {base_p50 * 1000:.2f} ms; through the server "
           f"p50 {pct(ttft, 0.5) * 1000:.2f} ms, p99 {pct(ttft, 0.99) * 1000:.2f} ms; added p50 "
           f"{(pct(ttft, 0.5) - base_p50) * 1000:.2f} ms, p99 {(pct(ttft, 0.99) - base_p50) * 1000:.2f} ms")
     if log:
-        lines = [x for x in log.splitlines() if "WARNING" in x or "ERROR" in x or "rror" in x]
+        lines = [x for x in log.splitlines() if " WARNING " in x or " ERROR " in x]
         print("server log (first warnings):\n  " + "\n  ".join(lines[:8]))
 
 

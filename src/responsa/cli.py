@@ -139,7 +139,8 @@ def _raise_open_files_limit(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < wanted:
             logging.getLogger("responsa").warning(
-                "the open files limit (%d) is below --max-connections %d: raise it (ulimit -n)", new, connections)
+                "the open files limit (%d) is below the %d that --max-connections %d needs (two per stream: "
+                "the client's and the engine's): raise it (ulimit -n)", new, wanted, connections)
 
 
 GRACE_AFTER_DRAIN = 5  # seconds uvicorn waits for connections once the drain is over
