@@ -6,7 +6,7 @@ it, builds a chain of --depth turns, then times new turns continuing from depth 
 depth N, interleaved, over one keep-alive connection. It also times the engine directly,
 so the gateway's own time can be read apart from the engine's.
 
-    python benchmarks/chain_depth.py [--depth 100] [--requests 400]
+    python benchmarks/chain_depth.py [--depth 100] [--requests 400] [--database-url postgresql://...]
 
 Target (issue 2): the gateway's time at depth 100 within 1.2x of its time at depth 1.
 """
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--requests", type=int, default=400, help="timed turns at each depth")
     parser.add_argument("--responsa", default=str(Path(sys.executable).with_name("responsa")))
+    parser.add_argument("--database-url", help="PostgreSQL instead of SQLite (a database of its own: it is "
+                        "written to)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="chain-bench-"))
@@ -98,7 +100,8 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen(pinned([args.responsa, "serve", "--port", str(port), "--data-dir",
                                       str(workdir / "data"), "--upstream-base-url", engine_url, "--api-key",
-                                      "bench", "--access-log", "false"], 1),
+                                      "bench", "--access-log", "false",
+                                      *(["--database-url", args.database_url] if args.database_url else [])], 1),
                               stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"))
     try:
         wait_http(f"http://127.0.0.1:{port}/health")

@@ -70,7 +70,8 @@ http {
         }
         location = /stream/v1/chat/completions {
             default_type text/event-stream;
-            return 200 'STREAM';
+STREAM_SETS
+            return 200 'STREAM_VARS';
         }
         location = /v1/models { default_type application/json; return 200 '{"object":"list","data":[]}'; }
     }
@@ -93,7 +94,11 @@ def start_upstream(tmp: Path) -> tuple[str, str, subprocess.Popen | multiprocess
     port = free_port()
     if shutil.which("nginx"):
         conf = NGINX_CONF.replace("PORT", str(port)).replace("PLAIN", PLAIN.decode())
-        conf = conf.replace("STREAM", b"".join(STREAM).decode())
+        # nginx refuses a parameter over 4 KiB: the stream body goes in pieces, one variable each
+        stream = b"".join(STREAM).decode()
+        pieces = [stream[i:i + 2000] for i in range(0, len(stream), 2000)]
+        conf = conf.replace("STREAM_SETS", "\n".join(f"            set $s{n} '{p}';" for n, p in enumerate(pieces)))
+        conf = conf.replace("STREAM_VARS", "".join(f"$s{n}" for n in range(len(pieces))))
         (tmp / "nginx").mkdir()
         (tmp / "nginx" / "nginx.conf").write_text(conf)
         proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", str(tmp / "nginx") + "/", "-c", "nginx.conf",

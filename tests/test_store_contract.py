@@ -614,6 +614,44 @@ async def test_pool_is_bounded_and_survives_cancelled_calls(pg_url: str, anyio_b
         await store.close()
 
 
+async def test_cached_chains_read_one_link_and_follow_deletes_of_another_replica(pg_url: str,
+                                                                                  anyio_backend: str) -> None:
+    """A replica reuses the chains it read (turn N+1: turn N's own row and items, nothing
+    recursive), yet never continues a chain a link of which another replica deleted."""
+    from responsa.store.postgres import PostgresStore
+
+    if _migrated(pg_url):
+        pg.admin_on(pg_url, f"TRUNCATE {TABLES}")
+    queries: list[str] = []
+    a = PostgresStore(pg_url, pool_size=2, query_logger=queries.append)
+    b = PostgresStore(pg_url, pool_size=2)
+    await a.open()
+    await b.open()
+    try:
+        await a.save_response(record("c1"), [msg("c1o", "one", "assistant")], [msg("c1i", "first")])
+        await a.save_response(record("c2", prev="c1"), [msg("c2o", "two", "assistant")], [msg("c2i", "second")])
+        assert [c.id for c in await a.load_chain("c2", "alice")] == ["c1", "c2"]
+        await a.save_response(record("c3", prev="c2"), [msg("c3o", "three", "assistant")], [msg("c3i", "third")])
+        for _ in range(2):  # turn 3 read once, then from the cache: one statement each, never recursive
+            queries.clear()
+            chain = await a.load_chain("c3", "alice")
+            assert len(queries) == 1 and "RECURSIVE" not in queries[0], queries
+            assert [c.id for c in chain] == ["c1", "c2", "c3"]
+            assert [texts(c.input) + texts(c.output) for c in chain] == \
+                [["first", "one"], ["second", "two"], ["third", "three"]]
+        with pytest.raises(NotFound):
+            await a.load_chain("c3", "bob")
+        await a.save_response(record("c4", prev="c3"), [], [])
+        assert await b.delete_response("c1", "alice")
+        for rid in ("c4", "c2", "c3"):  # c4 over the cached c3 (checked), c2 cached itself, c3 read whole
+            with pytest.raises(NotFound) as e:
+                await a.load_chain(rid, "alice")
+            assert "'c1'" in e.value.message
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_an_ephemeral_response_is_read_by_id_only_and_its_expiry_follows_saves(store: Store) -> None:
     """A background response with store=false: retrievable by id, never a chain's link, an item
     source or listed; a later save may cut its expiry (to the window after it ends)."""

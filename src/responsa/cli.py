@@ -137,6 +137,7 @@ def serve(settings: Settings) -> None:
     # resident at the same rate. The objects alive after start-up are frozen out of collections
     # by the app's lifespan (gc.freeze).
     gc.set_threshold(20000, 5, 100)
+    _raise_open_files_limit(settings.max_connections)  # workers inherit it
     if settings.workers > 1:
         from .workers import Supervisor, serve_worker
 
@@ -146,7 +147,6 @@ def serve(settings: Settings) -> None:
     except ConfigError as e:  # e.g. a backend whose engine is not installed
         print(f"responsa: {e}", file=sys.stderr)
         sys.exit(2)
-    _raise_open_files_limit(settings.max_connections)
     DrainingServer(uvicorn_config(app, settings, host=settings.host, port=settings.port), app.drain,
                    settings.drain_timeout).run()
 
@@ -166,15 +166,19 @@ def uvicorn_config(app: Any, settings: Settings, **where: Any) -> uvicorn.Config
 
 
 def _raise_open_files_limit(connections: int) -> None:
-    """Each connection is a file descriptor: lift the soft limit towards the hard one if it is lower."""
+    """Lift the soft open-files limit towards the hard one if it is lower. A stream holds two
+    descriptors (the client's connection and the one to its engine), so a process full of
+    streams needs twice its connections; one descriptor each left 10,000 streams failing
+    from about 5,100 on (benchmarks/many_streams.py)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256  # the database, engines, MCP servers, logs
+    wanted = 2 * connections + 256  # + the database, MCP servers, logs
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < wanted:
             logging.getLogger("responsa").warning(
-                "the open files limit (%d) is below --max-connections %d: raise it (ulimit -n)", new, connections)
+                "the open files limit (%d) is below the %d that --max-connections %d needs (two per stream: "
+                "the client's and the engine's): raise it (ulimit -n)", new, wanted, connections)
 
 
 GRACE_AFTER_DRAIN = 5  # seconds uvicorn waits for connections once the drain is over

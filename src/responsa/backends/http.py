@@ -52,6 +52,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future | None = None
         self._paused = False
+        # The read timeout: one timer per connection that checks a deadline each wait moves,
+        # not a timer made and cancelled for every chunk (a token, when streaming).
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +79,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.complete:
             if self.headers_done and "content-length" not in self.headers \
                     and "chunked" not in self.headers.get("transfer-encoding", ""):
@@ -114,15 +123,32 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def wait(self, seconds: float) -> None:
-        """Until more data, the end, or an error arrives."""
-        self._waiter = asyncio.get_running_loop().create_future()
+        """Until more data, the end, or an error arrives; HTTPError after `seconds` without any."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._timeout = seconds
+        self._deadline = loop.time() + seconds
+        if self._timer is None or self._timer_at > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            async with asyncio.timeout(seconds):
-                await self._waiter
-        except TimeoutError:
-            raise HTTPError(f"no data from the engine for {seconds:g} seconds") from None
+            await waiter
         finally:
             self._waiter = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait sets a timer again
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(HTTPError(f"no data from the engine for {self._timeout:g} seconds"))
+        else:
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
 
     def take(self) -> bytes:
         data = b"".join(self.chunks)

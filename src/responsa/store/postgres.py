@@ -38,6 +38,7 @@ from . import (
 )
 from . import postgres_conversations as conversations
 from .listing import listing_sql
+from .pgchains import LINKS_LEFT, ONE_LINK, ChainCache
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
 from .postgres_quotas import FIND_KEY, KEY_COLUMNS, PostgresQuotas, key_record, key_values
@@ -82,6 +83,7 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
         self._listen_task: asyncio.Task | None = None
         self._listening = asyncio.Event()
         self._query_logger = query_logger  # tests count round trips with it
+        self._chains = ChainCache()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
                 item_ids.append(item.get("id", ""))
                 data.append(dump(item))
         run_request = row_json(record.run_request) if record.run_request is not None else None
+        self._chains.saved(record.id, record.previous_response_id)
         if not create:
             # Deleted meanwhile: a late write must not bring it back (nothing is written).
             await self._execute(
@@ -336,24 +339,54 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
     async def load_chain(self, response_id: str, owner: str) -> list[ChainLink]:
         if not may_exist(response_id):
             return _chain_from_rows(response_id, [])  # raises NotFound
+        # One statement either way (pgchains.py): a cached chain checked link by link, or this
+        # response's own row and items with its parent's cached chain checked, or the whole chain.
+        now = int(time.time())
+        cached = self._chains.get(response_id, owner, now)
+        if cached is not None:
+            links = cached[1]
+            if await self._fetchval(LINKS_LEFT, [link.id for link in links], now) == len(links):
+                return list(links)
+            self._chains.drop(response_id)  # a link was deleted: the full read says which
+        else:
+            known, prev = self._chains.parent(response_id)
+            parent = self._chains.get(prev, owner, now) if known and prev is not None else None
+            if known and (prev is None or parent is not None):
+                parent_links = parent[1] if parent is not None else []
+                rows = await self._fetch(ONE_LINK, response_id, owner, now, [link.id for link in parent_links])
+                if not rows:
+                    return _chain_from_rows(response_id, [])  # raises NotFound
+                if rows[0][2] == prev and rows[0][3] == len(parent_links):
+                    link = ChainLink(id=response_id, status=rows[0][0])
+                    for row in rows:
+                        if row[5] is not None:
+                            (link.input if row[4] == 0 else link.output).append(orjson.loads(row[5]))
+                    expires = min(rows[0][1], parent[0]) if parent is not None else rows[0][1]
+                    links = [*parent_links, link]
+                    self._chains.put(response_id, owner, expires, links)
+                    return list(links)
+                if prev is not None:
+                    self._chains.drop(prev)
         rows = await self._fetch(
             """
-            WITH RECURSIVE chain(id, prev, status, depth) AS (
-                SELECT id, previous_response_id, status, 0 FROM responses
+            WITH RECURSIVE chain(id, prev, status, depth, expires) AS (
+                SELECT id, previous_response_id, status, 0, expires_at FROM responses
                  WHERE id = $1 AND owner = $2 AND expires_at > $3 AND NOT ephemeral
                 UNION ALL
-                SELECT r.id, r.previous_response_id, r.status, chain.depth + 1
+                SELECT r.id, r.previous_response_id, r.status, chain.depth + 1, r.expires_at
                   FROM responses r JOIN chain ON r.id = chain.prev
                  WHERE r.owner = $2 AND r.expires_at > $3
             )
-            SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data
+            SELECT chain.id, chain.prev, chain.status, chain.depth, i.kind, i.data, chain.expires
               FROM chain LEFT JOIN LATERAL (
                    -- LATERAL + OFFSET 0 (never flattened into a hash join): one index lookup per
                    -- link, never a scan of every item
                    SELECT kind, position, data FROM items WHERE items.response_id = chain.id OFFSET 0) i ON TRUE
              ORDER BY chain.depth DESC, i.kind, i.position
-            """, response_id, owner, int(time.time()))
-        return _chain_from_rows(response_id, rows)
+            """, response_id, owner, now)
+        links = _chain_from_rows(response_id, [r[:6] for r in rows])
+        self._chains.put(response_id, owner, min(r[6] for r in rows), links)
+        return list(links)
 
     async def delete_response(self, response_id: str, owner: str) -> bool:
         if not may_exist(response_id):
