@@ -3,12 +3,15 @@
 A store's vectors are read once into one float32 matrix (with its chunk ids and, per chunk, the
 index of its file id) and kept until the store changes (its version moves). What is kept is
 bounded by `--vector-cache-size`: the store searched least recently goes first; a store larger
-than the whole bound is read for its query and not kept. A store that no longer exists (deleted,
+than the whole bound is read for its query and not kept. Queries that want the same store at
+once share one read. A store that no longer exists (deleted,
 or purged once expired) has no vectors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ class Matrices:
         self._kept: OrderedDict[str, Matrix] = OrderedDict()  # least recently used first
         self.nbytes = 0
         self.loads = 0  # stores read from the database (for tests and metrics)
+        self._reading: dict[tuple[str, int, int], asyncio.Future[Matrix]] = {}
 
     def __contains__(self, store_id: str) -> bool:
         return store_id in self._kept
@@ -62,11 +66,25 @@ class Matrices:
             if kept is not None and kept.version == version and kept.vectors.shape[1] == dims:
                 self._kept.move_to_end(store_id)
             else:
-                self.forget(store_id)
-                kept = await self._load(store_id, dims)
-                self._keep(store_id, kept)
+                kept = await self._read(store_id, version, dims)
             out.append(kept)
         return out
+
+    async def _read(self, store_id: str, version: int, dims: int) -> Matrix:
+        """A store's vectors read from the database, once however many queries want them at the
+        same time (each read of a large store would hold its own copy)."""
+        key = (store_id, version, dims)
+        task = self._reading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load(store_id, dims))
+            self._reading[key] = task
+            task.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(task)
+
+    def _read_done(self, key: tuple[str, int, int], task: asyncio.Future[Matrix]) -> None:
+        self._reading.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            self._keep(key[0], task.result())
 
     async def _load(self, store_id: str, dims: int) -> Matrix:
         got = await self.index.embeddings(store_id)
@@ -86,6 +104,7 @@ class Matrices:
         return Matrix(got.version, np.array(got.ids, dtype=np.int64), files, list(codes), vectors)
 
     def _keep(self, store_id: str, matrix: Matrix) -> None:
+        self.forget(store_id)
         size = matrix.nbytes
         if size > self.max_bytes:
             return  # larger than the whole cache: used for this query only
