@@ -15,7 +15,7 @@ from ..store.vector_records import VectorIndex
 
 log = logging.getLogger("responsa.vectors")
 
-BATCH = 2000  # stores or chunks one call removes at most
+BATCH = 1000  # stores or chunks one call removes at most (a SQLite write of about 20 ms)
 BUDGET = 0.5  # seconds one sweep spends at most
 
 
