@@ -335,6 +335,36 @@ def test_vector_store_pages_admin_paging_and_bad_input(console: ServerProcess) -
     assert admin.get(f"/console/vector_stores/{store_id}").status_code == 404  # no owner named
 
 
+@pytest.mark.postgres
+def test_vector_store_pages_on_postgresql(engine: ScriptedEngine, embeddings: Embeddings, tmp_path: Path) -> None:
+    import pg
+
+    url = pg.create_database("responsa_console")
+    server = ServerProcess(tmp_path / "data", "--upstream-base-url", engine.base_url, "--database-url", url,
+                           "--api-key", KEY_A, "--api-key", KEY_B, "--admin-key", ADMIN,
+                           "--embeddings-base-url", embeddings.url + "/v1", "--embeddings-model", "hashed").start()
+    try:
+        store_id, (fid,) = vector_store(api(server, KEY_A), "on postgres", {"moon.txt": TIDES.encode()})
+        b_file = api(server, KEY_B).files.create(file=("b.txt", b"b"), purpose="user_data").id
+        web = session(server, KEY_A)
+        assert store_id in web.get("/console/vector_stores").text
+        page = web.get(f"/console/vector_stores/{store_id}", params={"q": "the moon\x00"}).text
+        assert fid in page and TIDES in page and page.count('class="hit-file"') == 1
+        for params in ({"after": "file-\x00"}, {"q": "\x00"}, {"status": "completed", "after": "file-x"}):
+            assert web.get(f"/console/vector_stores/{store_id}", params=params).status_code == 200, params
+        assert session(server, KEY_B).get(f"/console/vector_stores/{store_id}").status_code == 404
+        admin = session(server, ADMIN)
+        assert b_file in admin.get("/console/files").text and fid in admin.get("/console/files").text
+        assert store_id in admin.get("/console/vector_stores").text
+        assert admin.get("/console/vector_stores", params={"after": "vs_\x00"}).status_code == 200
+        assert admin.get("/console/files", params={"after": "file-\x00"}).status_code == 200
+        owned = admin.get(f"/console/vector_stores/{store_id}", params={"owner": "\x00"})
+        assert owned.status_code == 404
+    finally:
+        server.stop()
+        pg.drop_database(url)
+
+
 # ---- without a browser: sign-in, CSRF and the switches ------------------------------------------------
 
 
