@@ -360,6 +360,12 @@ def test_vector_store_pages_on_postgresql(engine: ScriptedEngine, embeddings: Em
         assert admin.get("/console/files", params={"after": "file-\x00"}).status_code == 200
         owned = admin.get(f"/console/vector_stores/{store_id}", params={"owner": "\x00"})
         assert owned.status_code == 404
+        # The same for a conversation opened as an owner no row can have (PostgreSQL refuses U+0000).
+        conversation = api(server, KEY_A).conversations.create().id
+        assert conversation in admin.get("/console/conversations").text
+        assert admin.get(f"/console/conversations/{conversation}", params={"owner": "\x00"}).status_code == 404
+        for params in ({"after": "msg_\x00"}, {}):
+            assert web.get(f"/console/conversations/{conversation}", params=params).status_code == 200, params
     finally:
         server.stop()
         pg.drop_database(url)

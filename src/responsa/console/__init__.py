@@ -22,9 +22,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..checks import may_exist
 from ..conversations import Conversations
 from ..endpoints import Auth, JSONResponse, listing_query, owner_for_key, query_int
-from ..errors import APIError, InvalidRequest, NotFound, Unauthorized
+from ..errors import APIError, InvalidRequest, NotFound, Unauthorized, not_found
 from ..events import TERMINAL
 from ..service import ResponsesService
 from ..store import ResponseQuery, Store
@@ -301,6 +302,8 @@ class Console:
         # An admin key opens any owner's conversation from its list, which names the owner.
         owner = request.query_params.get("owner") or viewer.owner if viewer.admin else viewer.owner
         try:
+            if not may_exist(owner):  # no row has such an owner; PostgreSQL refuses U+0000 in a query
+                raise not_found("Conversation", cid)
             conversation = await self.conversations.retrieve(cid, owner)
             items = await self.conversations.list_items(cid, owner, after=request.query_params.get("after") or None,
                                                         limit=MAX_ITEMS, order="asc", include=())
