@@ -16,6 +16,7 @@ import httpx
 import pytest
 from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess, wait_for
 from openai import OpenAI
+from test_vector_stores import Embeddings
 
 CHROMIUM = "/usr/bin/chromium"
 ADMIN = "console-admin-secret"
@@ -24,9 +25,18 @@ VIEWPORT = {"width": 1200, "height": 760}
 
 
 @pytest.fixture(scope="module")
-def console(engine: ScriptedEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def embeddings() -> Iterator[Embeddings]:
+    server = Embeddings().start()  # a hashed bag of words (test_vector_stores.py): texts sharing words are close
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def console(engine: ScriptedEngine, embeddings: Embeddings,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("console"), "--upstream-base-url", engine.base_url,
-                         "--api-key", KEY_A, "--api-key", KEY_B, "--admin-key", ADMIN)
+                         "--api-key", KEY_A, "--api-key", KEY_B, "--admin-key", ADMIN,
+                         "--embeddings-base-url", embeddings.url + "/v1", "--embeddings-model", "hashed")
     proc.start()
     yield proc
     proc.stop()
@@ -206,6 +216,161 @@ def test_a_script_in_an_answer_stays_text(console: ServerProcess, browser: Any, 
     tab.context.close()
 
 
+# ---- vector stores --------------------------------------------------------------------------------------
+
+TIDES = "Ocean tides are caused by the gravity of the moon and the sun pulling on the sea."
+
+
+def vector_store(client: OpenAI, name: str, files: dict[str, bytes], **attributes: Any) -> tuple[str, list[str]]:
+    """A vector store made through the SDK, with these files, once every file is ingested."""
+    fids = [client.files.create(file=(n, data), purpose="assistants").id for n, data in files.items()]
+    store = client.vector_stores.create(name=name, expires_after={"anchor": "last_active_at", "days": 7})
+    for fid in fids:
+        done = client.vector_stores.files.create_and_poll(fid, vector_store_id=store.id, poll_interval_ms=20,
+                                                          attributes=attributes)
+        assert done.status == "completed", done.last_error
+    return store.id, fids
+
+
+def test_a_vector_store_its_files_and_a_search(console: ServerProcess, browser: Any, images: Path) -> None:
+    client = api(console, KEY_A)
+    tag = uuid.uuid4().hex[:8]
+    store_id, (tides, bread) = vector_store(client, f"notes {tag}", {
+        "tides.md": f"# Tides\n\n{TIDES}".encode(),
+        "bread.txt": b"Sourdough bread rises because wild yeast ferments the dough.",
+    }, topic="science")
+    active = client.vector_stores.retrieve(store_id).last_active_at
+    # With JavaScript off: the pages are plain links and forms.
+    tab = signed_in(browser, console, KEY_A, java_script_enabled=False)
+    tab.click("header a[href='/console/vector_stores']")
+    row = tab.locator("#vector-stores tbody tr", has_text=store_id)
+    assert f"notes {tag}" in row.inner_text() and "2 of 2 ready" in row.inner_text()
+    assert "completed" in row.inner_text()
+    row.locator("a").click()
+    tab.wait_for_url(re.compile(store_id + "$"))
+    assert tab.locator("#status").inner_text() == "completed"
+    assert "2 completed" in tab.locator("#counts").inner_text()
+    files = tab.locator("#vector-files tbody tr")
+    assert files.count() == 2
+    for fid, name in ((tides, "tides.md"), (bread, "bread.txt")):
+        text = files.filter(has_text=fid).inner_text()
+        assert name in text and "completed" in text and "topic=science" in text
+    tab.fill("#search input[name=q]", "what pulls the sea: the moon")
+    tab.click("#search button[type=submit]")
+    tab.wait_for_url(re.compile(r"\?q="))
+    first = tab.locator("#results .hit").first
+    assert "tides.md" in first.inner_text() and tides in first.inner_text()
+    assert TIDES in first.locator(".text").inner_text()
+    assert 0 < float(first.locator(".score").inner_text()) <= 1
+    shot(tab, images, "console-vector-store.png")
+    tab.context.close()
+    # The console's search reads only: the store's last activity (and so its expiry) stays as it was.
+    assert client.vector_stores.retrieve(store_id).last_active_at == active
+    # Another key sees none of it: not in its list, and the store's page (with a search) is not found.
+    other = signed_in(browser, console, KEY_B)
+    other.goto(f"{console.url}/console/vector_stores")
+    assert store_id not in other.locator("#vector-stores").inner_text()
+    for path in (store_id, f"{store_id}?q=moon", f"{store_id}?owner=x&q=moon"):
+        answer = other.goto(f"{console.url}/console/vector_stores/{path}")
+        assert answer.status == 404, path
+        assert TIDES not in other.content()
+    other.goto(f"{console.url}/console/files")
+    assert tides not in other.locator("#files").inner_text()
+    other.context.close()
+
+
+def test_a_script_in_a_file_stays_text(console: ServerProcess, browser: Any) -> None:
+    evil = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold?</b> lighthouse'
+    client = api(console, KEY_A)
+    store_id, (fid,) = vector_store(client, "<i>named</i>", {"<b>evil</b>.txt": evil.encode()}, note="<u>x</u>")
+    tab = signed_in(browser, console, KEY_A)
+    tab.goto(f"{console.url}/console/vector_stores")
+    assert "<i>named</i>" in tab.locator("#vector-stores").inner_text()
+    tab.goto(f"{console.url}/console/vector_stores/{store_id}")
+    assert "<b>evil</b>.txt" in tab.locator("#vector-files").inner_text()
+    assert "note=<u>x</u>" in tab.locator("#vector-files").inner_text()
+    tab.fill("#search input[name=q]", "lighthouse <script>")
+    tab.click("#search button[type=submit]")
+    hit = tab.locator("#results .hit")
+    assert hit.count() == 1 and fid in hit.inner_text()
+    assert hit.locator(".text").inner_text() == evil
+    assert tab.locator("input[name=q]").input_value() == "lighthouse <script>"
+    assert tab.locator("main script, main img, main b, main u, main i").count() == 0
+    assert tab.evaluate("window.pwned") is None
+    tab.context.close()
+
+
+def test_vector_store_pages_admin_paging_and_bad_input(console: ServerProcess) -> None:
+    a, b = api(console, KEY_A), api(console, KEY_B)
+    store_id, (first,) = vector_store(a, "admin view", {"moon.txt": TIDES.encode()})
+    b_file = b.files.create(file=("b.txt", b"key b's file"), purpose="user_data").id
+    web = session(console, KEY_A)
+    assert web.get("/console/vector_stores/vs_unknown").status_code == 404
+    assert web.get(f"/console/vector_stores/{store_id}", params={"status": "bogus"}).status_code == 400
+    assert web.get(f"/console/vector_stores/{store_id}", params={"q": "x" * 3000}).status_code == 400
+    assert "No files failed." in web.get(f"/console/vector_stores/{store_id}", params={"status": "failed"}).text
+    # A store's files, 50 a page: the 51st is on the next.
+    many = [a.files.create(file=(f"n{i}.txt", f"note number {i}".encode()), purpose="assistants").id
+            for i in range(51)]
+    batch = a.vector_stores.file_batches.create_and_poll(vector_store_id=store_id, file_ids=many,
+                                                         poll_interval_ms=20)
+    assert batch.file_counts.completed == 51
+    page = web.get(f"/console/vector_stores/{store_id}").text
+    shown = re.findall(r'<td class="mono">(file-\w+)</td>', page)
+    assert shown == many[::-1][:50]
+    more = re.search(r'href="\?([^"]+)" rel="next"', page)
+    assert more is not None
+    rest = web.get(f"/console/vector_stores/{store_id}?" + more.group(1).replace("&amp;", "&")).text
+    assert re.findall(r'<td class="mono">(file-\w+)</td>', rest) == [many[0], first]
+    assert 'rel="next"' not in rest
+    # The admin key lists every owner's files and vector stores, and opens a store as its owner.
+    admin = session(console, ADMIN)
+    files = admin.get("/console/files").text
+    assert b_file in files and first in files and "<th>Owner</th>" in files
+    listed = admin.get("/console/vector_stores").text
+    opened = re.search(f'href="(/console/vector_stores/{store_id}[^"]*)"', listed)
+    assert opened is not None and "<th>Owner</th>" in listed
+    page = admin.get(opened.group(1).replace("&amp;", "&") + "&q=gravity+of+the+moon").text
+    assert first in page and TIDES in page
+    assert admin.get(f"/console/vector_stores/{store_id}").status_code == 404  # no owner named
+
+
+@pytest.mark.postgres
+def test_vector_store_pages_on_postgresql(engine: ScriptedEngine, embeddings: Embeddings, tmp_path: Path) -> None:
+    import pg
+
+    url = pg.create_database("responsa_console")
+    server = ServerProcess(tmp_path / "data", "--upstream-base-url", engine.base_url, "--database-url", url,
+                           "--api-key", KEY_A, "--api-key", KEY_B, "--admin-key", ADMIN,
+                           "--embeddings-base-url", embeddings.url + "/v1", "--embeddings-model", "hashed").start()
+    try:
+        store_id, (fid,) = vector_store(api(server, KEY_A), "on postgres", {"moon.txt": TIDES.encode()})
+        b_file = api(server, KEY_B).files.create(file=("b.txt", b"b"), purpose="user_data").id
+        web = session(server, KEY_A)
+        assert store_id in web.get("/console/vector_stores").text
+        page = web.get(f"/console/vector_stores/{store_id}", params={"q": "the moon\x00"}).text
+        assert fid in page and TIDES in page and page.count('class="hit-file"') == 1
+        for params in ({"after": "file-\x00"}, {"q": "\x00"}, {"status": "completed", "after": "file-x"}):
+            assert web.get(f"/console/vector_stores/{store_id}", params=params).status_code == 200, params
+        assert session(server, KEY_B).get(f"/console/vector_stores/{store_id}").status_code == 404
+        admin = session(server, ADMIN)
+        assert b_file in admin.get("/console/files").text and fid in admin.get("/console/files").text
+        assert store_id in admin.get("/console/vector_stores").text
+        assert admin.get("/console/vector_stores", params={"after": "vs_\x00"}).status_code == 200
+        assert admin.get("/console/files", params={"after": "file-\x00"}).status_code == 200
+        owned = admin.get(f"/console/vector_stores/{store_id}", params={"owner": "\x00"})
+        assert owned.status_code == 404
+        # The same for a conversation opened as an owner no row can have (PostgreSQL refuses U+0000).
+        conversation = api(server, KEY_A).conversations.create().id
+        assert conversation in admin.get("/console/conversations").text
+        assert admin.get(f"/console/conversations/{conversation}", params={"owner": "\x00"}).status_code == 404
+        for params in ({"after": "msg_\x00"}, {}):
+            assert web.get(f"/console/conversations/{conversation}", params=params).status_code == 200, params
+    finally:
+        server.stop()
+        pg.drop_database(url)
+
+
 # ---- without a browser: sign-in, CSRF and the switches ------------------------------------------------
 
 
@@ -305,6 +470,7 @@ def test_conversations_and_files(console: ServerProcess, script) -> None:
     files = web.get("/console/files").text
     assert uploaded.id in files and "notes.txt" in files
     assert uploaded.id not in session(console, KEY_B).get("/console/files").text
+    assert 'href="/console/vector_stores"' in files
 
 
 def test_filters_and_paging(console: ServerProcess, script) -> None:

@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("loop", frozenset({"loop", "mcp", "images", "computer", "namespaces", "toolsearch", "compaction", "tokens",
                         "websearch", "hosted_calls", "vectors.tool"})),
     ("events", frozenset({"events", "feed"})),  # what a response emits, and how it travels to an edge
-    ("protocol", frozenset({"protocol", "items", "tools", "steering"})),  # the request's vocabulary
+    ("protocol", frozenset({"protocol", "items", "tools", "toolwrap", "steering"})),  # the request's vocabulary
     # ... and file_search's vector stores: ingestion, embedders, hybrid search (vectors/*).
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages",
                             "vectors"})),

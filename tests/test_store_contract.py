@@ -419,10 +419,36 @@ async def test_files(store: Store) -> None:
     assert await ids(purpose="user_data") == (["file_2", "file_0"], False)
     assert await ids(after="file_unknown") == ([], False)
     assert await store.list_files("bob", purpose=None, after=None, limit=5, order="asc") == ([], False)
+    # Without an owner (the admin key's console): every owner's live files.
+    await store.put_file(FileRecord("file_bob", "bob", NOW + 9, "b.txt", "user_data", 1, "text/plain"), b"b")
+    assert await ids(limit=2) == (["file_2", "file_1"], True)  # (still alice's alone)
+    every, more = await store.list_files(None, purpose=None, after=None, limit=3, order="desc")
+    assert ([f.id for f in every], more) == (["file_bob", "file_2", "file_1"], True)
+    assert [f.owner for f in every] == ["bob", "alice", "alice"]
+    every, more = await store.list_files(None, purpose="user_data", after="file_2", limit=3, order="desc")
+    assert ([f.id for f in every], more) == (["file_0"], False)
+    assert await store.list_files(None, purpose=None, after="file_unknown", limit=3, order="desc") == ([], False)
     assert await store.delete_file("file_1", "bob") is False
     assert await store.delete_file("file_1", "alice") is True
     assert await store.delete_file("file_1", "alice") is False
     assert await store.get_file("file_1", "alice") is None
+
+
+async def test_vector_store_owners(store: Store) -> None:
+    """Every owner's vector stores, newest first, for the admin key's console."""
+    from responsa.store.vector_records import VectorIndex, VectorStoreRecord
+
+    index: VectorIndex = store  # type: ignore[assignment]
+    later = NOW + 10_000_000  # after any store another test left in the shared PostgreSQL database
+    made = [(f"vs_owners_{n}_{time.time_ns()}", owner) for n, owner in enumerate(("alice", "bob", "alice"))]
+    for n, (sid, owner) in enumerate(made):
+        await index.create_vector_store(VectorStoreRecord(id=sid, owner=owner, created_at=later + n, name="s",
+                                                          metadata={}, last_active_at=later))
+    assert await store.vector_store_owners(after=None, limit=2) == (made[::-1][:2], True)
+    page, _more = await store.vector_store_owners(after=made[1][0], limit=1)  # (older stores may follow)
+    assert page == [made[0]]
+    assert await store.vector_store_owners(after="vs_unknown", limit=5) == ([], False)
+    assert await store.vector_store_owners(after="vs_\x00", limit=5) == ([], False)
 
 
 async def test_ids_holding_nul_name_no_row(store: Store) -> None:

@@ -305,7 +305,7 @@ def create_app(settings: Settings, worker: int | None = None, *, alone: bool = T
     if settings.console_on:
         from .console import Console  # Jinja2 is loaded only when the console is on
 
-        routes.extend(Console(service, conversations, auth, store).routes())
+        routes.extend(Console(service, conversations, auth, store, vectors).routes())
     routes.append(Route("/health", endpoints.health, methods=["GET"]))
     routes.append(Route("/health/live", endpoints.live, methods=["GET"]))
     app = Starlette(

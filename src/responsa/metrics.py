@@ -28,7 +28,8 @@ from .errors import ServiceUnavailable
 from .observed import ObservedBackend
 from .run import LiveRuns, Mode
 from .store import Store
-from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
+from .tools import Outcome, ToolCall, ToolContext, ToolKind
+from .toolwrap import Invoke, WrappedKind
 
 log = logging.getLogger("responsa.metrics")
 
@@ -115,7 +116,22 @@ class Metrics:
         return cast(Store, MeteredStore(store, self))
 
     def tool_kind(self, kind: ToolKind) -> ToolKind:
-        return cast(ToolKind, MeteredKind(kind, self))
+        """A server-side tool kind whose calls are timed. (MCP times its own round trips, through
+        `mcp`: an approved call runs before the first turn, not in `invoke`.)"""
+
+        def around(entry: dict, invoke: Invoke) -> Invoke:
+            calls = self.tool_seconds.labels(str(entry.get("type")))
+
+            async def timed_invoke(call: ToolCall, ctx: ToolContext) -> Outcome:
+                started = time.perf_counter()
+                try:
+                    return await invoke(call, ctx)
+                finally:
+                    calls.observe(time.perf_counter() - started)
+
+            return timed_invoke
+
+        return cast(ToolKind, WrappedKind(kind, around))
 
     def mcp(self, operation: str, seconds: float) -> None:
         """One round trip to an MCP server: a tool listing or a call."""
@@ -212,51 +228,6 @@ class MeteredStore:
             return result
 
         return timed
-
-
-class MeteredKind:
-    """A server-side tool kind whose calls are timed. Its tools keep their own class (a kind may
-    look for its tools among a run's), so their `invoke` is wrapped in place. (MCP times its own
-    round trips, through `Metrics.mcp`: an approved call runs before the first turn, not in `invoke`.)"""
-
-    def __init__(self, inner: ToolKind, metrics: Metrics) -> None:
-        self.inner = inner
-        self.types = inner.types
-        self.metrics = metrics
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def check(self, entry: dict, param: str) -> dict:
-        return self.inner.check(entry, param)
-
-    def public(self, entry: dict) -> dict:
-        return self.inner.public(entry)
-
-    def check_history(self, history: Any, tools: Any, new_from: int) -> None:
-        self.inner.check_history(history, tools, new_from)
-
-    def build(self, entry: dict, ctx: ToolContext) -> Tool | list[Tool]:
-        built = self.inner.build(entry, ctx)
-        if isinstance(built, list):
-            return [self._timed(t, entry) for t in built]
-        return self._timed(built, entry)
-
-    def _timed(self, tool: Tool, entry: dict) -> Tool:
-        if tool.client_side:
-            return tool
-        calls = self.metrics.tool_seconds.labels(str(entry.get("type")))
-        invoke = tool.invoke
-
-        async def timed_invoke(call: ToolCall, ctx: ToolContext) -> Outcome:
-            started = time.perf_counter()
-            try:
-                return await invoke(call, ctx)
-            finally:
-                calls.observe(time.perf_counter() - started)
-
-        setattr(tool, "invoke", timed_invoke)  # noqa: B010 (an instance attribute over the method)
-        return tool
 
 
 # ---- the scrape endpoint ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -26,7 +26,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import __version__, tracecontext
 from .backends import Backend, TurnEnd, TurnRequest
 from .store import Store
-from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
+from .tools import Outcome, ToolCall, ToolContext, ToolKind
+from .toolwrap import Invoke, WrappedKind
 
 
 class Tracing:
@@ -77,7 +78,21 @@ class Tracing:
         return TracedStore(store, self.tracer)
 
     def tool_kind(self, kind: ToolKind) -> ToolKind:
-        return TracedKind(kind, self.tracer)
+        """A server-side tool kind whose calls are spans (`tool TYPE`)."""
+        tracer = self.tracer
+
+        def around(entry: dict, invoke: Invoke) -> Invoke:
+            name = f"tool {entry.get('type')}"
+
+            async def traced_invoke(call: ToolCall, ctx: ToolContext) -> Outcome:
+                with tracer.start_as_current_span(name, attributes={"gen_ai.operation.name": "execute_tool",
+                                                                    "gen_ai.tool.name": call.name,
+                                                                    "gen_ai.tool.call.id": call.call_id}):
+                    return await invoke(call, ctx)
+
+            return traced_invoke
+
+        return cast(ToolKind, WrappedKind(kind, around))
 
 
 class TracedBackend:
@@ -150,44 +165,3 @@ class TracedStore:
                 return await operation(*args, **kwargs)
 
         return traced
-
-
-class TracedKind:
-    """A server-side tool kind whose calls are spans (`tool TYPE`)."""
-
-    def __init__(self, inner: ToolKind, tracer: trace.Tracer) -> None:
-        self.inner = inner
-        self.types = inner.types
-        self.tracer = tracer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def check(self, entry: dict, param: str) -> dict:
-        return self.inner.check(entry, param)
-
-    def public(self, entry: dict) -> dict:
-        return self.inner.public(entry)
-
-    def check_history(self, history: Any, tools: Any, new_from: int) -> None:
-        self.inner.check_history(history, tools, new_from)
-
-    def build(self, entry: dict, ctx: ToolContext) -> Tool | list[Tool]:
-        built = self.inner.build(entry, ctx)
-        if isinstance(built, list):
-            return [self._traced(t, entry) for t in built]
-        return self._traced(built, entry)
-
-    def _traced(self, tool: Tool, entry: dict) -> Tool:
-        if tool.client_side:
-            return tool
-        invoke, tracer, name = tool.invoke, self.tracer, f"tool {entry.get('type')}"
-
-        async def traced_invoke(call: ToolCall, ctx: ToolContext) -> Outcome:
-            with tracer.start_as_current_span(name, attributes={"gen_ai.operation.name": "execute_tool",
-                                                                "gen_ai.tool.name": call.name,
-                                                                "gen_ai.tool.call.id": call.call_id}):
-                return await invoke(call, ctx)
-
-        setattr(tool, "invoke", traced_invoke)  # noqa: B010 (an instance attribute over the method)
-        return tool

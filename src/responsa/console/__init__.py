@@ -1,5 +1,6 @@
 """The web console at /console: server-rendered pages over the same service calls and ownership
-rules as the API (a key sees what it owns; the admin key sees every owner's responses).
+rules as the API (a key sees what it owns; the admin key sees every owner's responses,
+conversations, files and vector stores). Vector-store pages are in vectors.py.
 
 Pages read with JavaScript off; one small script of our own (static/console.js) makes a running
 background response's page follow its events as they are stored, from whichever replica runs it.
@@ -13,7 +14,7 @@ import dataclasses
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
@@ -21,15 +22,19 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..checks import may_exist
 from ..conversations import Conversations
 from ..endpoints import Auth, JSONResponse, listing_query, owner_for_key, query_int
-from ..errors import APIError, InvalidRequest, NotFound, Unauthorized
+from ..errors import APIError, InvalidRequest, NotFound, Unauthorized, not_found
 from ..events import TERMINAL
 from ..service import ResponsesService
 from ..store import ResponseQuery, Store
 from ..store.listing import SEARCH_WINDOW
 from .render import templates
 from .session import COOKIE, LIFETIME, Session, Sessions, csrf_ok
+
+if TYPE_CHECKING:
+    from ..vectors.service import VectorStores
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -57,12 +62,16 @@ class Viewer:
 class Console:
     """The console's routes, bound to the service, the conversations and the key check of the API."""
 
-    def __init__(self, service: ResponsesService, conversations: Conversations, auth: Auth, store: Store) -> None:
+    def __init__(self, service: ResponsesService, conversations: Conversations, auth: Auth, store: Store,
+                 vectors: VectorStores) -> None:
+        from .vectors import VectorStorePages
+
         self.service = service
         self.conversations = conversations
         self.auth = auth
         self.store = store
         self.sessions = Sessions(store)
+        self.vector_pages = VectorStorePages(self, vectors)
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/console", self.home, methods=["GET"]), Mount("/console", routes=[
@@ -79,6 +88,7 @@ class Console:
             Route("/conversations", self.find_conversation, methods=["GET"]),
             Route("/conversations/{conversation_id}", self.conversation, methods=["GET"]),
             Route("/files", self.files, methods=["GET"]),
+            *self.vector_pages.routes(),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ])]
 
@@ -292,6 +302,8 @@ class Console:
         # An admin key opens any owner's conversation from its list, which names the owner.
         owner = request.query_params.get("owner") or viewer.owner if viewer.admin else viewer.owner
         try:
+            if not may_exist(owner):  # no row has such an owner; PostgreSQL refuses U+0000 in a query
+                raise not_found("Conversation", cid)
             conversation = await self.conversations.retrieve(cid, owner)
             items = await self.conversations.list_items(cid, owner, after=request.query_params.get("after") or None,
                                                         limit=MAX_ITEMS, order="asc", include=())
@@ -305,8 +317,9 @@ class Console:
         if viewer is None:
             return self.to_signin()
         after = request.query_params.get("after") or None
-        files, more = await self.store.list_files(viewer.owner, purpose=None, after=after, limit=50, order="desc")
-        return self.page("files.html", viewer=viewer, files=[f.wire() for f in files], more=more)
+        files, more = await self.store.list_files(None if viewer.admin else viewer.owner, purpose=None, after=after,
+                                                  limit=50, order="desc")
+        return self.page("files.html", viewer=viewer, files=[f.wire() | {"owner": f.owner} for f in files], more=more)
 
 
 def console_query(request: Request, owner: str | None) -> ResponseQuery:

@@ -418,8 +418,13 @@ class Store(Protocol):
 
     async def file_content(self, file_id: str, owner: str) -> bytes | None: ...
 
-    async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
-                         order: str) -> tuple[list[FileRecord], bool]: ...
+    async def list_files(self, owner: str | None, *, purpose: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[FileRecord], bool]:
+        """A page of live files (`owner` None: every owner's, for the admin key's console)."""
+
+    async def vector_store_owners(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        """The ids and owners of every owner's vector stores, newest first (the admin key's console
+        reads each with get_vector_store); an unknown cursor gives an empty page."""
 
     async def delete_file(self, file_id: str, owner: str) -> bool: ...
 

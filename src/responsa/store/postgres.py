@@ -559,20 +559,24 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
             file_id, owner, int(time.time()))
         return bytes(data) if data is not None else None
 
-    async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
+    async def list_files(self, owner: str | None, *, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[FileRecord], bool]:
-        if after and not may_exist(after):
+        if (after and not may_exist(after)) or (owner is not None and not may_exist(owner)):
             return [], False  # an unknown cursor, as in SQLite
         asc = order == "asc"
-        where = ["owner = $1", "(expires_at IS NULL OR expires_at > $2)"]
-        args: list[Any] = [owner, int(time.time())]
+        where = ["(expires_at IS NULL OR expires_at > $1)"]
+        args: list[Any] = [int(time.time())]
+        if owner is not None:
+            args.append(owner)
+            where.append("owner = $2")
         if purpose:
             args.append(purpose)
             where.append(f"purpose = ${len(args)}")
         if after:
             args.append(after)
             n = len(args)
-            cursor = f"(SELECT created_at FROM files WHERE id = ${n} AND owner = $1)"
+            scope = " AND owner = $2" if owner is not None else ""
+            cursor = f"(SELECT created_at FROM files WHERE id = ${n}{scope})"
             # An unknown cursor compares with NULL: no rows, as in SQLite.
             where.append(f"(created_at, id) {'>' if asc else '<'} ({cursor}, ${n})")
         args.append(limit + 1)
@@ -581,6 +585,19 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
             f"SELECT {self._FILE_COLUMNS} FROM files WHERE {' AND '.join(where)} "
             f"ORDER BY created_at {direction}, id {direction} LIMIT ${len(args)}", *args)
         return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
+
+    async def vector_store_owners(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        if after and not may_exist(after):
+            return [], False
+        args: list[Any] = [limit + 1]
+        where = ""
+        if after:
+            args.append(after)
+            # An unknown cursor compares with NULL: no rows, as in SQLite.
+            where = "WHERE (created_at, id) < ((SELECT created_at FROM vector_stores WHERE id = $2), $2)"
+        rows = await self._fetch(f"SELECT id, owner FROM vector_stores {where} "
+                                 "ORDER BY created_at DESC, id DESC LIMIT $1", *args)
+        return [(r[0], r[1]) for r in rows[:limit]], len(rows) > limit
 
     async def delete_file(self, file_id: str, owner: str) -> bool:
         if not may_exist(file_id):

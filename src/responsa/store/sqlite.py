@@ -654,16 +654,20 @@ class SQLiteStore(SQLiteVectors, SQLiteConversations, SQLiteQuotas):
             (file_id, owner, int(time.time()))).fetchone()
         return bytes(row[0]) if row else None
 
-    async def list_files(self, owner: str, *, purpose: str | None, after: str | None, limit: int,
+    async def list_files(self, owner: str | None, *, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[FileRecord], bool]:
         conn = self._read()
-        where = ["owner=?", "(expires_at IS NULL OR expires_at>?)"]
-        args: list[Any] = [owner, int(time.time())]
+        where = ["(expires_at IS NULL OR expires_at>?)"]
+        args: list[Any] = [int(time.time())]
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
         if purpose:
             where.append("purpose=?")
             args.append(purpose)
         if after:
-            row = conn.execute("SELECT created_at FROM files WHERE id=? AND owner=?", (after, owner)).fetchone()
+            scope, scope_args = (" AND owner=?", (owner,)) if owner is not None else ("", ())
+            row = conn.execute(f"SELECT created_at FROM files WHERE id=?{scope}", (after, *scope_args)).fetchone()
             if row is None:
                 return [], False
             cmp = ">" if order == "asc" else "<"
@@ -674,6 +678,18 @@ class SQLiteStore(SQLiteVectors, SQLiteConversations, SQLiteQuotas):
             f"SELECT {self._FILE_COLUMNS} FROM files WHERE {' AND '.join(where)} "
             f"ORDER BY created_at {direction}, id {direction} LIMIT ?", (*args, limit + 1)).fetchall()
         return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
+
+    async def vector_store_owners(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        conn = self._read()
+        where, args = "", []
+        if after:
+            row = conn.execute("SELECT created_at FROM vector_stores WHERE id=?", (after,)).fetchone()
+            if row is None:
+                return [], False
+            where, args = "WHERE (created_at, id) < (?, ?)", [row[0], after]
+        rows = conn.execute(f"SELECT id, owner FROM vector_stores {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+                            (*args, limit + 1)).fetchall()
+        return [(r[0], r[1]) for r in rows[:limit]], len(rows) > limit
 
     async def delete_file(self, file_id: str, owner: str) -> bool:
         return await self._write(lambda conn: conn.execute(
