@@ -14,6 +14,7 @@ words, 384 dimensions), so the numbers are the server's own pipeline: extraction
 storage, the full-text index, and a query's two halves. "Pages" are 3,000 characters of text.
 
     python benchmarks/file_search.py [--scale 10000,100000] [--database-url postgresql://...]
+    python benchmarks/file_search.py --sqlite-vec [--scale 10000,100000]   # the dense half: numpy or sqlite-vec
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -235,6 +237,99 @@ def scale(server: ServerProcess, target: int) -> None:
         print(f"  {mode}: p50 {statistics.median(times) * 1000:.1f} ms")
 
 
+def dense_engines(target: int, tmp: Path, queries: int = 100) -> None:
+    """The dense half alone: the server's numpy scan (vectors/matrices.py, search.py) against
+    sqlite-vec's vec0 exact KNN, on the same `target` random 384-dimension unit vectors.
+
+    The numpy side is the server's own code over a SQLiteStore (a store's version looked up, its
+    cached matrix, one product, the best 50); the vec0 side is one query of a vec0 table
+    (`vector_store_id` partition key, cosine distance, k = 50) in its own database file, over the
+    same 100 queries, one side after the other (run it twice: the machine is noisy). Needs
+    `pip install sqlite-vec` and a SQLite that loads extensions: the stdlib's when Python was
+    built with them, else `pip install apsw`.
+    """
+    import asyncio
+    import uuid
+
+    import numpy as np
+    import sqlite_vec
+
+    from responsa.store.sqlite import SQLiteStore
+    from responsa.store.vector_records import VectorFileRecord, VectorStoreRecord
+    from responsa.vectors.search import CANDIDATES, Searcher
+
+    rng = np.random.default_rng(7)
+    dims, per_file = 384, 100
+    vectors = rng.standard_normal((target, dims), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    asks = rng.standard_normal((queries + 1, dims), dtype=np.float32)
+    asks /= np.linalg.norm(asks, axis=1, keepdims=True)
+
+    async def numpy_side() -> tuple[list[float], float, list[list[int]], int]:
+        store = SQLiteStore(str(tmp / f"numpy-{target}.db"))
+        await store.open()
+        sid, now = f"vs_{uuid.uuid4().hex}", int(time.time())
+        await store.create_vector_store(VectorStoreRecord(id=sid, owner="o", created_at=now, name="b", metadata={},
+                                                          last_active_at=now))
+        fids = [f"file-{n}" for n in range(0, target, per_file)]
+        await store.attach_vector_files([VectorFileRecord(
+            vector_store_id=sid, file_id=f, owner="o", created_at=now, filename=f, status="in_progress",
+            attributes={}, chunking={}) for f in fids])
+        await store.claim_vector_files("bench", now, now + 3600, len(fids))
+        for n, f in enumerate(fids):
+            rows = vectors[n * per_file:(n + 1) * per_file]
+            await store.finish_vector_file(sid, f, "bench", status="completed", last_error=None, usage_bytes=1,
+                                           chunks=[(f"chunk {n} {i}", v.tobytes()) for i, v in enumerate(rows)])
+        searcher = Searcher(store, None)
+        start = time.perf_counter()
+        await searcher._dense([sid], asks[0], None)
+        first = time.perf_counter() - start
+        times, found = [], []
+        for q in asks[1:]:
+            start = time.perf_counter()
+            found.append(await searcher._dense([sid], q, None))
+            times.append(time.perf_counter() - start)
+            await asyncio.sleep(0)
+        kept = searcher.matrices.nbytes
+        await store.close()
+        return times, first, found, kept
+
+    try:
+        import sqlite3
+        conn: Any = sqlite3.connect(tmp / f"vec-{target}.db", isolation_level=None)
+        conn.enable_load_extension(True)
+    except AttributeError:  # this Python's sqlite3 cannot load extensions
+        import apsw
+        conn = apsw.Connection(str(tmp / f"vec-{target}.db"))
+        conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())
+    conn.execute("CREATE VIRTUAL TABLE vec_chunks USING vec0(vector_store_id text partition key, "
+                 f"embedding float[{dims}] distance_metric=cosine)")
+    conn.execute("BEGIN")
+    for first in range(0, target, 10000):
+        conn.executemany("INSERT INTO vec_chunks (rowid, vector_store_id, embedding) VALUES (?, 'vs', ?)",
+                         [(first + n + 1, v.tobytes()) for n, v in enumerate(vectors[first:first + 10000])])
+    conn.execute("COMMIT")
+
+    np_times, np_first, np_found, kept = asyncio.run(numpy_side())
+    vec_times, agree = [], 0
+    for n, q in enumerate(asks[1:]):
+        start = time.perf_counter()
+        ids = [r[0] for r in conn.execute("SELECT rowid FROM vec_chunks WHERE embedding MATCH ? AND k = ? "
+                                          "AND vector_store_id = 'vs' ORDER BY distance", (q.tobytes(), CANDIDATES))]
+        vec_times.append(time.perf_counter() - start)
+        agree += len(set(ids) & set(np_found[n]))  # both number the chunks 1, 2, ... in the same order
+    conn.close()
+    size = os.path.getsize(tmp / f"vec-{target}.db")
+    for name, times in (("numpy scan", np_times), ("sqlite-vec", vec_times)):
+        times.sort()
+        print(f"  dense half, {name:<10} at {target} chunks: p50 {statistics.median(times) * 1000:.2f} ms, "
+              f"p95 {times[int(len(times) * 0.95)] * 1000:.2f} ms")
+    print(f"  numpy: first query (reads the vectors) {np_first * 1000:.0f} ms, {kept / 1e6:.0f} MB kept; "
+          f"sqlite-vec: {size / 1e6:.0f} MB file, nothing kept; same top {CANDIDATES}: "
+          f"{agree / (CANDIDATES * queries):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", default="10000,100000", help="chunk counts for the scale runs ('' for none)")
@@ -242,7 +337,14 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--embeddings-base-url", default=None)
     parser.add_argument("--embeddings-model", default=None)
+    parser.add_argument("--sqlite-vec", action="store_true",
+                        help="only compare the dense half, numpy scan against sqlite-vec, at each --scale size")
     args = parser.parse_args()
+    if args.sqlite_vec:
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in (int(s) for s in args.scale.split(",") if s):
+                dense_engines(size, Path(tmp))
+        return
     db = ["--database-url", args.database_url] if args.database_url else []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_quality:

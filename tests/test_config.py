@@ -161,6 +161,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "embeddings_base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
     "embeddings_api_key": ("ek", "ek", "ek"),
     "embeddings_model": ("bge-small", "bge-small", "bge-small"),
+    "vector_cache_size": ("64m", "64m", 64 * 1024**2),
 }
 
 

@@ -118,3 +118,62 @@ async def test_owners_and_batches(store: Any) -> None:
     assert await _claim(index, "one", other, NOW + 600) == []
     assert await index.delete_vector_store(sid, "alice")
     assert await index.get_vector_file(sid, fid, "alice") is None
+
+
+async def _filled(index: VectorIndex, owner: str, last_active_at: int, days: int | None, texts: list[str]) -> str:
+    """A store with one completed file of these chunks, last used at `last_active_at`."""
+    sid, fid = f"vs_{uuid.uuid4().hex}", f"file-{uuid.uuid4().hex}"
+    await index.create_vector_store(VectorStoreRecord(id=sid, owner=owner, created_at=last_active_at, name="s",
+                                                      metadata={}, last_active_at=last_active_at,
+                                                      expires_after_days=days))
+    batch = FileBatchRecord(id=f"vsfb_{uuid.uuid4().hex}", vector_store_id=sid, owner=owner, created_at=NOW)
+    await index.attach_vector_files([VectorFileRecord(
+        vector_store_id=sid, file_id=fid, owner=owner, created_at=NOW, filename="a.txt", status="in_progress",
+        attributes={}, chunking={}, batch_id=batch.id)], batch)
+    assert await _claim(index, "one", fid, NOW + 600)
+    assert await index.finish_vector_file(sid, fid, "one", status="completed", last_error=None, usage_bytes=1,
+                                          chunks=[(t, _vec(1, n, 0)) for n, t in enumerate(texts)])
+    return sid
+
+
+async def test_expired_stores_are_purged_in_bounded_batches(store: Any) -> None:
+    from responsa.store.vector_records import DAY
+    from responsa.vectors.expiry import purge_expired_stores
+
+    index = cast(VectorIndex, store)
+    now = NOW + 30 * DAY  # the sweep's clock: explicit, no waiting
+    # Expired (last active NOW, 1 and 2 days): alice's and bob's, any owner.
+    alice = await _filled(index, "alice", NOW, 1, [f"walrus tusk {n}" for n in range(5)])
+    bob = await _filled(index, "bob", NOW, 2, ["walrus whiskers", "walrus flippers"])
+    # Not expired at `now`: a day to go, no expiry at all, expired but used again before the sweep.
+    fresh = await _filled(index, "alice", now - DAY + 60, 1, ["walrus fresh"])
+    forever = await _filled(index, "alice", NOW - 400 * DAY, None, ["walrus forever"])
+    used = await _filled(index, "bob", NOW, 1, ["walrus used"])
+    await index.touch_vector_stores([used], "bob", now - 5)
+
+    # The first pass removes both expired stores, their files and batches at once; 3 chunks of 7.
+    assert await index.purge_vector_stores(now, 3) == (2, 3)
+    for sid, owner in ((alice, "alice"), (bob, "bob")):
+        assert await index.get_vector_store(sid, owner) is None
+        assert await index.searchable_files([sid], owner) == []
+        listed, _ = await index.list_vector_stores(owner, after=None, before=None, limit=100, order="asc")
+        assert sid not in {r.id for r in listed}
+        assert not await index.update_vector_store(sid, owner, {"last_active_at": now})  # not revived
+    # Later passes take the rest, at most 3 chunks each.
+    assert [(await index.purge_vector_stores(now, 3))[1] for _ in range(4)] == [3, 1, 0, 0]
+    for sid in (alice, bob):
+        assert (await index.embeddings(sid)).ids == []
+    assert await index.text_search([alice, bob], ["walrus"], None, 50) == []  # the full-text index too
+    kept = await index.text_search([fresh, forever, used], ["walrus"], None, 50)
+    assert sorted(c.text for c in await index.chunks(kept)) == ["walrus forever", "walrus fresh", "walrus used"]
+    for sid, owner in ((fresh, "alice"), (forever, "alice"), (used, "bob")):
+        got = await index.get_vector_store(sid, owner)
+        assert got is not None and got.file_counts["completed"] == 1
+        assert len((await index.embeddings(sid)).ids) == 1
+
+    # The sweep (jobs.py) goes on while batches come back full, within its time budget.
+    big = await _filled(index, "carol", NOW, 1, [f"seal {n}" for n in range(7)])
+    assert await purge_expired_stores(index, now, batch=3, budget=0) is True  # one call: chunks remain
+    assert len((await index.embeddings(big)).ids) == 4
+    assert await purge_expired_stores(index, now, batch=3, budget=60) is False
+    assert (await index.embeddings(big)).ids == [] and await index.purge_vector_stores(now, 3) == (0, 0)

@@ -375,6 +375,50 @@ def test_restart_during_ingestion(embedder: Embeddings, tmp_path_factory: pytest
         second.stop()
 
 
+def test_an_expired_store_is_purged_by_the_sweep(embedder: Embeddings,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The server's own expiry sweep removes a store past its `expires_after` with its chunks."""
+    import sqlite3
+    import time
+
+    data_dir = tmp_path_factory.mktemp("vectors-expiry")
+    args = ("--api-key", KEY_A, "--embeddings-base-url", embedder.url + "/v1", "--embeddings-model", "hashed",
+            "--unstored-background-window", "1", "--lease-duration", "3")  # a sweep every second
+    first = ServerProcess(data_dir, *args).start()
+    try:
+        client = _client(first)
+        fid = client.files.create(file=("a.txt", b"the walrus has tusks"), purpose="assistants").id
+        stores = [client.vector_stores.create(name=n, expires_after={"anchor": "last_active_at", "days": 1})
+                  for n in ("old", "kept")]
+        for s in stores:
+            assert client.vector_stores.files.create_and_poll(fid, vector_store_id=s.id,
+                                                              poll_interval_ms=20).status == "completed"
+    finally:
+        first.stop()
+    old, kept = stores
+    db = sqlite3.connect(data_dir / "responsa.db")
+    with db:  # last used two days ago (the clock the sweep reads is the real one)
+        db.execute("UPDATE vector_stores SET last_active_at = last_active_at - 2 * 86400 WHERE id=?", (old.id,))
+    second = ServerProcess(data_dir, *args).start()
+    try:
+        client = _client(second)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.vector_stores.retrieve(old.id)
+            except openai.NotFoundError:
+                break
+            assert time.monotonic() < deadline, "the expired store was never purged"
+            time.sleep(0.1)
+        assert client.vector_stores.retrieve(kept.id).file_counts.completed == 1
+        assert [h.file_id for h in client.vector_stores.search(kept.id, query="walrus")] == [fid]
+    finally:
+        second.stop()
+    left = db.execute("SELECT vector_store_id, count(*) FROM vector_chunks GROUP BY vector_store_id").fetchall()
+    assert left == [(kept.id, 1)]
+    db.close()
+
+
 # ---- the embedded embedder ---------------------------------------------------------------------
 
 def test_embedded_minilm_finds_meaning(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -244,6 +244,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="URL"),
     Option("embeddings_api_key", "API key for --embeddings-base-url.", metavar="KEY"),
     Option("embeddings_model", "Embedding model name sent to --embeddings-base-url.", metavar="NAME"),
+    Option("vector_cache_size", "Memory each process keeps for file_search's dense vectors (stores searched "
+           "least recently go first; a larger store is read for each query).", parse_size, metavar="SIZE"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
@@ -304,6 +306,7 @@ class Settings:
     embeddings_base_url: str | None = None
     embeddings_api_key: str | None = None
     embeddings_model: str = "text-embedding-3-small"
+    vector_cache_size: int = 512 * 1024**2
     config: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     routes: Mapping[str, Route] = field(default_factory=dict)

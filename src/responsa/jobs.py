@@ -36,6 +36,8 @@ from .replay import output_from_events
 from .run import Interrupted, LiveRuns, Mode, ResponseRun
 from .shapes import ResponseObject
 from .store import RunClaim, Store
+from .store.vector_records import VectorIndex
+from .vectors.expiry import purge_expired_stores
 
 log = logging.getLogger("responsa.jobs")
 
@@ -129,6 +131,7 @@ class Jobs:
 
     async def _maintain(self) -> None:
         last_purge = 0.0
+        vector_backlog = False  # chunks of expired vector stores left for the next tick
         while True:
             await asyncio.sleep(self.renew_every)
             try:
@@ -138,7 +141,10 @@ class Jobs:
                 if not self.draining:
                     await self.recover(take_all=False)
                 # Hourly, or as often as ephemeral responses expire (they are to be removed, not kept).
-                if time.monotonic() - last_purge > min(3600, self.preparer.settings.unstored_background_window):
+                purge_due = time.monotonic() - last_purge > min(3600, self.preparer.settings.unstored_background_window)
+                if purge_due or vector_backlog:
+                    vector_backlog = await purge_expired_stores(cast(VectorIndex, self.store), now)
+                if purge_due:
                     purged = 0
                     while True:  # a store purges in batches: go on while batches come back full
                         batch = await self.store.purge_expired(now)

@@ -16,6 +16,7 @@ import orjson
 
 from ..checks import may_exist
 from .vector_records import (
+    DAY,
     ChunkRow,
     Embeddings,
     FileBatchRecord,
@@ -136,6 +137,28 @@ class PostgresVectors:
         rows = await self._fetch(f"SELECT {_STORE} FROM vector_stores WHERE {' AND '.join(where)} "
                                  f"ORDER BY created_at {direction}, id {direction} LIMIT ${len(args)}", *args)
         return await self._counted([_store(r) for r in rows[:limit]]), len(rows) > limit
+
+    async def purge_vector_stores(self: _Statements, now: int, limit: int) -> tuple[int, int]:
+        # expires_after_days >= 1: an expired store was last active a day ago or more (the index). The
+        # condition is checked again on the row deleted: a store used meanwhile stays.
+        expired = "expires_after_days IS NOT NULL AND last_active_at + expires_after_days * $2 <= $3"
+        async with _transaction(self) as conn:
+            retired = await conn.fetch(
+                f"""
+                WITH s AS (DELETE FROM vector_stores WHERE id IN
+                             (SELECT id FROM vector_stores WHERE last_active_at <= $1 AND {expired}
+                              LIMIT $4 FOR UPDATE SKIP LOCKED) AND {expired} RETURNING id),
+                     f AS (DELETE FROM vector_store_files WHERE vector_store_id IN (SELECT id FROM s)),
+                     b AS (DELETE FROM vector_file_batches WHERE vector_store_id IN (SELECT id FROM s))
+                INSERT INTO vector_store_purges SELECT id FROM s ON CONFLICT DO NOTHING RETURNING vector_store_id
+                """, now - DAY, DAY, now, limit)
+        async with _transaction(self) as conn:
+            removed = _count(await conn.execute(
+                "DELETE FROM vector_chunks WHERE id IN (SELECT id FROM vector_chunks WHERE vector_store_id IN "
+                "(SELECT vector_store_id FROM vector_store_purges) LIMIT $1)", limit))
+            await conn.execute("DELETE FROM vector_store_purges p WHERE NOT EXISTS "
+                               "(SELECT 1 FROM vector_chunks c WHERE c.vector_store_id = p.vector_store_id)")
+        return len(retired), removed
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -205,6 +205,12 @@ SQLITE: list[str] = [
         cancelled INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # vector stores past their expiry are removed by the expiry sweep: first the store, its files and
+    # batches (at once), then its chunks a bounded batch at a time; this lists stores whose chunks remain
+    """
+    CREATE TABLE vector_store_purges (vector_store_id TEXT PRIMARY KEY);
+    CREATE INDEX vector_stores_expiring ON vector_stores (last_active_at) WHERE expires_after_days IS NOT NULL;
+    """,
 ]
 
 POSTGRES: list[str] = [
@@ -396,6 +402,10 @@ POSTGRES: list[str] = [
         created_at BIGINT NOT NULL,
         cancelled BOOLEAN NOT NULL DEFAULT FALSE
     );
+    """,
+    """
+    CREATE TABLE vector_store_purges (vector_store_id TEXT PRIMARY KEY);
+    CREATE INDEX vector_stores_expiring ON vector_stores (last_active_at) WHERE expires_after_days IS NOT NULL;
     """,
 ]
 

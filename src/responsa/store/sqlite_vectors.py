@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from .vector_records import (
+    DAY,
     ChunkRow,
     Embeddings,
     FileBatchRecord,
@@ -135,6 +136,33 @@ class SQLiteVectors:
         rows = conn.execute(f"SELECT {_STORE} FROM vector_stores WHERE {' AND '.join(where)} "
                             f"ORDER BY created_at {direction}, id {direction} LIMIT ?", (*args, limit + 1)).fetchall()
         return self._counted([_store(r) for r in rows[:limit]]), len(rows) > limit
+
+    async def purge_vector_stores(self: _Connections, now: int, limit: int) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            # expires_after_days >= 1: an expired store was last active a day ago or more (the index)
+            expired = [r[0] for r in conn.execute(
+                "SELECT id FROM vector_stores WHERE expires_after_days IS NOT NULL AND last_active_at <= ? "
+                "AND last_active_at + expires_after_days * ? <= ? LIMIT ?", (now - DAY, DAY, now, limit))]
+            for store_id in expired:
+                conn.execute("DELETE FROM vector_stores WHERE id=?", (store_id,))
+                conn.execute("DELETE FROM vector_store_files WHERE vector_store_id=?", (store_id,))
+                conn.execute("DELETE FROM vector_file_batches WHERE vector_store_id=?", (store_id,))
+                conn.execute("INSERT OR IGNORE INTO vector_store_purges VALUES (?)", (store_id,))
+            removed = 0
+            for (store_id,) in conn.execute("SELECT vector_store_id FROM vector_store_purges").fetchall():
+                wanted = limit - removed
+                ids = [r[0] for r in conn.execute("SELECT id FROM vector_chunks WHERE vector_store_id=? LIMIT ?",
+                                                  (store_id, wanted))]
+                if ids:
+                    _drop_chunks(conn, f"id IN ({_marks(ids)})", ids)
+                    removed += len(ids)
+                if len(ids) < wanted:
+                    conn.execute("DELETE FROM vector_store_purges WHERE vector_store_id=?", (store_id,))
+                if removed >= limit:
+                    break
+            return len(expired), removed
+
+        return await self._write(op)
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -138,6 +138,11 @@ class VectorIndex(Protocol):
     async def list_vector_stores(self, owner: str, *, after: str | None, before: str | None, limit: int,
                                  order: str) -> tuple[list[VectorStoreRecord], bool]: ...
 
+    async def purge_vector_stores(self, now: int, limit: int) -> tuple[int, int]:
+        """Remove up to `limit` stores expired at `now` (any owner) with their files and batches, at
+        once, then up to `limit` chunks of removed stores (the rest in later calls): how many
+        stores, how many chunks. A removed store is gone for every call meanwhile."""
+
     async def attach_vector_files(self, records: Sequence[VectorFileRecord],
                                   batch: FileBatchRecord | None = None) -> None:
         """Add files (in progress) to a store; a file attached again starts over."""

@@ -7,7 +7,8 @@ default). A result's `score` is its fused score over the most a chunk can get (f
 list), so it lies in 0..1 and `score_threshold` applies to it.
 
 Dense vectors are compared in this process: a store's matrix is read once and kept until the
-store's version changes (a file added or removed), so a query costs one matrix product.
+store's version changes (a file added or removed), so a query costs one matrix product; what is
+kept is bounded in bytes, least recently searched first out (matrices.py).
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ import numpy as np
 from ..store.vector_records import VectorFileRecord, VectorIndex
 from .embed import Embedder
 from .filters import Hit, matches, terms
+from .matrices import Matrices
 
 CANDIDATES = 50  # chunks each half proposes per query
 RRF_K = 60
+CACHE_BYTES = 512 * 1024**2  # the --vector-cache-size default
 
 
 # ---- search --------------------------------------------------------------------------------
 
 class Searcher:
-    def __init__(self, index: VectorIndex, embedder: Embedder | None) -> None:
+    def __init__(self, index: VectorIndex, embedder: Embedder | None, *, cache_bytes: int = CACHE_BYTES) -> None:
         self.index = index
         self.embedder = embedder
-        # store id -> (version, chunk ids, their file ids, the matrix of their vectors)
-        self._matrices: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.matrices = Matrices(index, cache_bytes)
 
     async def search(self, owner: str, store_ids: Sequence[str], queries: Sequence[str], *, max_results: int,
                      filters: dict | None = None, ranking: dict | None = None, mode: str = "hybrid") -> list[Hit]:
@@ -83,31 +85,14 @@ class Searcher:
         return hits
 
     async def _dense(self, store_ids: Sequence[str], query: np.ndarray, allowed: list[str] | None) -> list[int]:
-        versions = await self.index.vector_store_versions(store_ids)
         ids_parts, score_parts = [], []
-        for store_id in store_ids:
-            cached = self._matrices.get(store_id)
-            if cached is None or cached[0] != versions.get(store_id):
-                got = await self.index.embeddings(store_id)
-                dims = {len(v) for v in got.vectors}
-                if len(dims) > 1 or (dims and dims != {query.shape[0] * 4}):
-                    # Vectors of another embedder (the configuration changed): keep those that fit.
-                    keep = [i for i, v in enumerate(got.vectors) if len(v) == query.shape[0] * 4]
-                    got.ids = [got.ids[i] for i in keep]
-                    got.file_ids = [got.file_ids[i] for i in keep]
-                    got.vectors = [got.vectors[i] for i in keep]
-                matrix = (np.frombuffer(b"".join(got.vectors), dtype=np.float32).reshape(len(got.ids), -1)
-                          if got.ids else np.zeros((0, query.shape[0]), np.float32))
-                cached = (got.version, np.array(got.ids, dtype=np.int64), np.array(got.file_ids, dtype=object),
-                          matrix)
-                self._matrices[store_id] = cached
-            _, ids, file_ids, matrix = cached
-            if not len(ids):
+        for matrix in await self.matrices.get(list(store_ids), query.shape[0]):
+            if not len(matrix.ids):
                 continue
-            scores = matrix @ query
+            scores = matrix.vectors @ query
             if allowed is not None:
-                scores = np.where(np.isin(file_ids, allowed), scores, -np.inf)
-            ids_parts.append(ids)
+                scores = np.where(matrix.allowed(allowed), scores, -np.inf)
+            ids_parts.append(matrix.ids)
             score_parts.append(scores)
         if not ids_parts:
             return []
@@ -119,4 +104,4 @@ class Searcher:
         return [int(ids[i]) for i in top if np.isfinite(scores[i])]
 
     def forget(self, store_id: str) -> None:
-        self._matrices.pop(store_id, None)
+        self.matrices.forget(store_id)

@@ -23,6 +23,7 @@ class VectorStores:
         self.store = store
         self.index = cast(VectorIndex, store)  # both stores implement it (store/*_vectors.py)
         self.embedder = make_embedder(settings)
+        self.cache_bytes = settings.vector_cache_size
         self.ingester = Ingester(self.index, self._load_file, self.embedder, instance, take_all=take_all,
                                  lease_seconds=max(10, settings.lease_duration))
         self._searcher: Searcher | None = None
@@ -33,7 +34,7 @@ class VectorStores:
         if self._searcher is None:
             from .search import Searcher
 
-            self._searcher = Searcher(self.index, self.embedder)
+            self._searcher = Searcher(self.index, self.embedder, cache_bytes=self.cache_bytes)
         return self._searcher
 
     async def _load_file(self, file_id: str, owner: str) -> tuple[bytes, str, str] | None:
