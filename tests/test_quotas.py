@@ -269,3 +269,15 @@ def test_a_websocket_counts_its_handshake_and_each_response(server: ServerProces
         refused = until_end(conn)[-1]
     assert refused.type == "error", refused
     assert refused.error.code == "rate_limit_exceeded" and "(RPM): Limit 3" in refused.error.message
+
+
+def test_usage_days_turn_at_utc_midnight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from responsa import usage
+
+    clock = [86400 * 20000 - 1.5]  # 1.5 s before 2024-10-04 00:00 UTC
+    monkeypatch.setattr(usage.time, "time", lambda: clock[0])
+    assert usage.today() == "2024-10-03"
+    clock[0] += 1
+    assert usage.today() == "2024-10-03"  # the same day's string, formatted once
+    clock[0] += 1
+    assert usage.today() == "2024-10-04"

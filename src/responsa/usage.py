@@ -29,8 +29,17 @@ log = logging.getLogger("responsa")
 LOCAL = "local"  # the one caller when the server has no keys
 
 
+_day: tuple[int, str] = (-1, "")  # (days since the epoch, that day as YYYY-MM-DD)
+
+
 def today() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime())
+    """The UTC day, formatted once a day (strftime on every response was 0.8% of a plain
+    request's CPU in a profile)."""
+    global _day
+    number = int(time.time()) // 86400
+    if number != _day[0]:
+        _day = (number, time.strftime("%Y-%m-%d", time.gmtime(number * 86400)))
+    return _day[1]
 
 
 class UsageMeter:
