@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess
@@ -25,6 +26,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if "optional:" not in reason:
             report.outcome = "failed"
             report.longrepr = f"skipped, but RESPONSA_REQUIRE_ALL=1 makes this required: {reason}"
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by the `playwright` package (never `playwright install`)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the browser tests (computer use, the console)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (./scripts/test installs Debian's chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright is not installed (pip install -e '.[test]')")
+    pw = sync_playwright().start()
+    try:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+    finally:
+        pw.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from responsa.backends.scripted import Script
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path(__file__).with_name("computer_page.html")
-CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 640, 400
 PREVIEW = {"type": "computer_use_preview", "display_width": WIDTH, "display_height": HEIGHT,
            "environment": "browser"}
@@ -81,21 +79,6 @@ def page_server() -> Iterator[ThreadServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (./scripts/test installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e '.[test]')")
-    pw = sync_playwright().start()
-    try:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
-    finally:
-        pw.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from harness import KEY_A, KEY_B, ScriptedEngine, ServerProcess, wait_for
 from openai import OpenAI
 from test_vector_stores import Embeddings
 
-CHROMIUM = "/usr/bin/chromium"
 ADMIN = "console-admin-secret"
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 VIEWPORT = {"width": 1200, "height": 760}
@@ -42,21 +41,6 @@ def console(engine: ScriptedEngine, embeddings: Embeddings,
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (./scripts/test installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e '.[test]')")
-    pw = sync_playwright().start()
-    try:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
-    finally:
-        pw.stop()
 
 
 def expect(locator: Any) -> Any:
