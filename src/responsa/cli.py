@@ -10,7 +10,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -21,6 +21,7 @@ from .logs import configure as configure_logging
 
 if TYPE_CHECKING:
     from .drain import Drain
+    from .store import Store
 
 EPILOG = """Every option can also be set with the environment variable shown in brackets, or in
 the [server] table of the --config file. Precedence: command line, environment, config file,
@@ -227,8 +228,9 @@ def migrate(settings: Settings) -> None:
     print(f"schema up to date ({target})")
 
 
-def keys_command(settings: Settings, args: argparse.Namespace) -> None:
-    from . import keys
+def _on_store(settings: Settings, command: Callable[[Store], Awaitable[int]]) -> None:
+    """Run a command on the store, opened beside any running server (`guest`), and exit with its
+    status."""
     from .store import open_store
 
     async def run() -> int:
@@ -238,6 +240,20 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> None:
         except Exception as e:
             print(f"responsa: cannot open the store: {e}", file=sys.stderr)
             return 1
+        try:
+            return await command(store)
+        finally:
+            await store.close()
+
+    status = asyncio.run(run())
+    if status:
+        sys.exit(status)
+
+
+def keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    from . import keys
+
+    async def run(store: Store) -> int:
         try:
             if args.action == "create":
                 secret, record = await keys.create(store, args.name, args.project, _limits(args))
@@ -279,39 +295,24 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> None:
         except keys.InvalidKeyArgument as e:
             print(f"responsa: {e}", file=sys.stderr)
             return 2
-        finally:
-            await store.close()
         return 0
 
-    status = asyncio.run(run())
-    if status:
-        sys.exit(status)
+    _on_store(settings, run)
 
 
 def usage_command(settings: Settings, args: argparse.Namespace) -> None:
-    from .store import UsageRow, open_store
+    from .store import UsageRow
     from .usage import today
 
-    async def run() -> int:
-        store = open_store(settings.database_url, settings.data_dir, pool_size=2, guest=True)
-        try:
-            await store.open()
-        except Exception as e:
-            print(f"responsa: cannot open the store: {e}", file=sys.stderr)
-            return 1
-        try:
-            since = args.since or today()
-            rows = await store.list_usage(since=since, until=args.until or since, key=args.key, project=args.project)
-        finally:
-            await store.close()
+    async def run(store: Store) -> int:
+        since = args.since or today()
+        rows = await store.list_usage(since=since, until=args.until or since, key=args.key, project=args.project)
         print("\t".join(("day", "key", "project", "model", *UsageRow.COUNTS)))
         for r in rows:
             print("\t".join((r.day, r.key, r.project or "-", r.model, *(str(getattr(r, c)) for c in UsageRow.COUNTS))))
         return 0
 
-    status = asyncio.run(run())
-    if status:
-        sys.exit(status)
+    _on_store(settings, run)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
