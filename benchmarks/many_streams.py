@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import uvloop  # noqa: E402
 from harness import KEY_A, ServerProcess, free_port  # noqa: E402
-from store_throughput import cpu_seconds  # noqa: E402
+from store_throughput import cpu_seconds, next_request  # noqa: E402
 
 DELTA = b'"type":"response.output_text.delta"'
 DONE = b'"type":"response.completed"'
@@ -92,17 +92,10 @@ class SlowEngine(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-        if not sep:
+        request = next_request(self.buffer)
+        if request is None:
             return
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(rest) < length:
-            return
-        self.buffer = rest[length:]
+        head, _body, self.buffer = request
         if head.startswith(b"GET"):
             body = b'{"object":"list","data":[]}'
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"

@@ -65,6 +65,22 @@ STREAM = [_chunk({"role": "assistant", "content": ""}), *[_chunk({"content": t})
           _chunk({}, "stop"), _chunk(None, usage=USAGE), b"data: [DONE]\n\n"]
 
 
+def next_request(buffer: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The head and body of the first whole HTTP/1.1 request in `buffer`, and what follows it; None
+    until all of it has arrived. (The fake engines' own parsing: only Content-Length bodies.)"""
+    head, sep, rest = buffer.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if len(rest) < length:
+        return None
+    return head, rest[:length], rest[length:]
+
+
 class Upstream(asyncio.Protocol):
     """Answers every POST: JSON, or SSE when the body asks to stream (paced for "SLOW" inputs)."""
 
@@ -74,18 +90,8 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while True:
-            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(rest) < length:
-                return
-            body, self.buffer = rest[:length], rest[length:]
+        while (request := next_request(self.buffer)) is not None:
+            head, body, self.buffer = request
             if head.startswith(b"GET"):
                 self._send(b"application/json", b'{"object":"list","data":[]}')
             elif b'"stream":true' in body.replace(b" ", b""):
