@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import orjson
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
@@ -22,6 +22,7 @@ from .logs import note_key, note_model
 from .protocol import INCLUDABLE, parse_create
 from .quotas import Quotas
 from .service import ResponsesService
+from .shapes import Status
 from .store import ResponseQuery
 from .tools import ignored_tool_types
 
@@ -199,7 +200,7 @@ def query_int(request: Request, name: str, lo: int, hi: int = c.MAX_STORED_INT,
     return number
 
 
-STATUSES = ("queued", "in_progress", "completed", "incomplete", "failed", "cancelled")
+STATUSES: tuple[str, ...] = get_args(Status)  # what a listing may filter by
 MAX_FILTER = 512  # characters of a listing's text, model or metadata filter
 
 

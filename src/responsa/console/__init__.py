@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..checks import may_exist
 from ..conversations import Conversations
-from ..endpoints import Auth, JSONResponse, listing_query, owner_for_key, query_int
+from ..endpoints import STATUSES, Auth, JSONResponse, listing_query, owner_for_key, query_int
 from ..errors import APIError, InvalidRequest, NotFound, Unauthorized, not_found
 from ..events import TERMINAL
 from ..service import ResponsesService
@@ -181,7 +181,7 @@ class Console:
         }
         window = bool(query.text) and page["has_more"] and len(page["data"]) < query.limit
         return self.page("responses.html", viewer=viewer, page=page, filters=request.query_params, links=links,
-                         owners=owners, window=SEARCH_WINDOW if window else None)
+                         statuses=STATUSES, owners=owners, window=SEARCH_WINDOW if window else None)
 
     async def response(self, request: Request) -> Response:
         viewer = await self.viewer(request)
