@@ -37,10 +37,11 @@ FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The most entries `tools` (and `tool_choice.tools`) may hold: the hosted API's bound.
 MAX_TOOLS = 128
 
+# The web search tool's types (websearch.py runs them when a provider is configured).
+WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
 # Tool types accepted and echoed but not offered to the model while no kind runs them (docs/unsupported.md).
 IGNORED_TYPES = frozenset({
-    "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
-    "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
+    *WEB_SEARCH_TYPES, "code_interpreter", "local_shell", "shell", "apply_patch", "programmatic_tool_calling",
 })
 CALLERS = ("direct", "programmatic")
 
@@ -410,8 +411,6 @@ def ignored_tool_types(entries: list[dict]) -> list[str]:
 
 # tool_choice names the computer (or web search) tool by any of its types, whatever the entry's.
 COMPUTER_TYPES = frozenset({"computer", "computer_use_preview", "computer_use"})
-WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
-                              "web_search_preview_2025_03_11"})
 
 
 def same_tool_type(chosen: Any, tool_type: Any) -> bool:

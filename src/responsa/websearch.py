@@ -27,12 +27,12 @@ from .errors import InvalidRequest
 from .hosted_calls import HostedCall
 from .ids import new_id
 from .searchproviders import Location, SearchFailed, SearchProvider, SearchQuery, SearchResult
-from .tools import Outcome, Tool, ToolCall, ToolContext, ToolKind
+from .tools import WEB_SEARCH_TYPES, Outcome, Tool, ToolCall, ToolContext, ToolKind
 from .webpages import Page, PageFailed, find_in_text, open_page
 
 log = logging.getLogger("responsa.websearch")
 
-TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+TYPES = WEB_SEARCH_TYPES
 PREVIEW_TYPES = frozenset(TYPES[2:])
 CONTEXT_SIZES = ("low", "medium", "high")
 CONTENT_TYPES = ("text", "image")
