@@ -18,8 +18,9 @@ Setups run interleaved round by round (the machine's speed drifts), medians prin
 `postgres` reaches PostgreSQL over TCP (RESPONSA_TEST_POSTGRES, see tests/pg.py),
 `postgres-unix` over its Unix socket (--socket-dir). `--before-src` also runs every setup
 with another checkout's `src` first on the import path (labelled "before"), for an
-interleaved before/after. For PostgreSQL it prints, per response: the statements the server
-sent (each one round trip and one transaction; counted in the server by a sitecustomize
+interleaved before/after. For PostgreSQL it prints, per response: the round trips the server
+made and the statements it sent in them (grouped saves, store/pgbatch.py, send several
+statements in one round trip and one transaction; counted in the server by a sitecustomize
 module this script puts on its PYTHONPATH), the database's CPU (its backends for this run),
 and the bytes of write-ahead log written (the whole server's, so other users of it count
 too) and of database grown.
@@ -76,34 +77,40 @@ end
 """ + WRK_SCRIPT.split('wrk.body = ')[1].split("\n", 1)[1]
 
 
-# Loaded by the server through PYTHONPATH (sitecustomize): counts the statements its PostgreSQL
-# store sends (each one round trip), written to the file named by COUNT_STATEMENTS on SIGUSR1.
+# Loaded by the server through PYTHONPATH (sitecustomize): counts the round trips its PostgreSQL
+# store makes (asyncpg logs each call once, an executemany of k statements too) and, where the
+# build groups saves (store/pgbatch.py), the batches and the saves in them; written to the file
+# named by COUNT_STATEMENTS on SIGUSR1 as "round_trips statements".
 COUNTER = """
 import os, signal
 path = os.environ.get("COUNT_STATEMENTS")
 if path:
     from responsa.store import postgres
     count = [0]
+    stores = []
     init = postgres.PostgresStore.__init__
     def counting_init(self, *args, **kw):
         kw["query_logger"] = lambda _query: count.__setitem__(0, count[0] + 1)
         init(self, *args, **kw)
+        stores.append(self)
     postgres.PostgresStore.__init__ = counting_init
     def dump(*_):
+        grouped = sum(s._saves.writes - s._saves.batches for s in stores if hasattr(s, "_saves"))
         with open(path, "w") as f:
-            f.write(str(count[0]))
+            f.write(f"{count[0]} {count[0] + grouped}")
     signal.signal(signal.SIGUSR1, dump)
 """
 
 
-def statements(server: ServerProcess, path: Path) -> int:
-    """Statements the server has sent so far."""
+def statements(server: ServerProcess, path: Path) -> tuple[int, int]:
+    """(Round trips, statements) the server has made so far."""
     assert server.proc is not None
     path.unlink(missing_ok=True)
     os.kill(server.proc.pid, signal.SIGUSR1)
     for _ in range(100):
         if path.exists() and path.read_text():
-            return int(path.read_text())
+            trips, sent = path.read_text().split()
+            return int(trips), int(sent)
         time.sleep(0.02)
     raise RuntimeError("the server did not report its statement count")
 
@@ -166,11 +173,11 @@ def one_run(setup: str, src: str | None, scenario: str, tmp: Path, plain_url: st
         for pid in db_pids:
             subprocess.run(["taskset", "-pc", "0", str(pid)], capture_output=True)
         stats0 = db_stats(url) if url else (0, 0)
-        sent0 = statements(server, counts) if url else 0
+        sent0 = statements(server, counts) if url else (0, 0)
         cpu_server0, cpu_db0, busy0 = cpu_seconds([server.proc.pid]), cpu_seconds(db_pids), cpu0_busy()
         r = run_wrk(server, script, args.duration, args.concurrency)
         cpu_server, cpu_db, busy = cpu_seconds([server.proc.pid]), cpu_seconds(db_pids), cpu0_busy()
-        sent = statements(server, counts) if url else 0
+        sent = statements(server, counts) if url else (0, 0)
         stats = db_stats(url) if url else (0, 0)
     finally:
         server.stop()
@@ -180,7 +187,8 @@ def one_run(setup: str, src: str | None, scenario: str, tmp: Path, plain_url: st
     return {"rps": n / (r["duration_us"] / 1e6), "p50": r["p50_us"] / 1000, "p99": r["p99_us"] / 1000,
             "errors": r["errors"], "server_ms": (cpu_server - cpu_server0) * 1000 / n,
             "db_ms": (cpu_db - cpu_db0) * 1000 / n, "cpu0": (busy[0] - busy0[0]) / max(1, busy[1] - busy0[1]),
-            "statements": (sent - sent0) / n, "wal_bytes": (stats[0] - stats0[0]) / n,
+            "round_trips": (sent[0] - sent0[0]) / n, "statements": (sent[1] - sent0[1]) / n,
+            "wal_bytes": (stats[0] - stats0[0]) / n,
             "db_bytes": (stats[1] - stats0[1]) / n}
 
 
@@ -196,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (shutil.which("wrk") and shutil.which("taskset")) or (os.cpu_count() or 1) < 2:
         sys.exit("needs wrk, taskset and 2 CPUs")
-    builds: list[tuple[str, str | None]] = [("this", None)]
+    builds: list[tuple[str, str | None]] = [("this", str(ROOT / "src"))]  # this checkout, installed or not
     if args.before_src:
         builds.insert(0, ("before", str(Path(args.before_src).resolve())))
     setups = args.setups.split(",")
@@ -204,8 +212,8 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs; c={args.concurrency}, {args.duration:.0f} s per run; wrk, nginx and "
           "PostgreSQL's backends on CPU 0, the server on CPU 1")
     print("| scenario | build | setup | req/s | p50 ms | p99 ms | server CPU ms/req | PostgreSQL CPU ms/req "
-          "| statements/resp | WAL bytes/resp | DB bytes/resp | CPU 0 busy |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| round trips/resp | statements/resp | WAL bytes/resp | DB bytes/resp | CPU 0 busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         plain_url, _, upstream = start_upstream(tmp)
@@ -221,8 +229,9 @@ def main() -> None:
                         for build, src in builds:
                             r = one_run(setup, src, scenario, tmp, plain_url, scripts[scenario], args)
                             results.setdefault((scenario, build, setup), []).append(r)
-                            pgcols = (f"{r['db_ms']:.3f} | {r['statements']:.2f} | {r['wal_bytes']:.0f} | "
-                                      f"{r['db_bytes']:.0f}") if setup != "sqlite" else "- | - | - | -"
+                            pgcols = (f"{r['db_ms']:.3f} | {r['round_trips']:.2f} | {r['statements']:.2f} | "
+                                      f"{r['wal_bytes']:.0f} | {r['db_bytes']:.0f}") if setup != "sqlite" \
+                else "- | - | - | - | -"
                             print(f"| {scenario} | {build} | {setup} | {r['rps']:.0f} | {r['p50']:.2f} | "
                                   f"{r['p99']:.2f} | {r['server_ms']:.3f} | {pgcols} | {r['cpu0']:.0%} |",
                                   flush=True)

@@ -58,6 +58,12 @@ async def store(make_store: Callable[..., Store], anyio_backend: str) -> AsyncIt
     await s.close()
 
 
+async def logged() -> None:
+    """Let the query log catch up: asyncpg calls a query logger one turn of the loop after the query."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 def is_pg(store: Store) -> bool:
     return type(store).__name__ == "PostgresStore"
 
@@ -155,8 +161,10 @@ async def test_load_chain_in_one_round_trip(make_store: Callable[..., Store], an
         await _chain(store)
         if isinstance(store, SQLiteStore):
             store._reader.set_trace_callback(queries.append)  # type: ignore[union-attr]
+        await logged()
         queries.clear()
         chain = await store.load_chain("r3", "alice")
+        await logged()
         assert len(queries) == 1, queries
         assert [c.id for c in chain] == ["r1", "r2", "r3"]
         assert [c.status for c in chain] == ["completed", "completed", "in_progress"]
@@ -640,6 +648,48 @@ async def test_pool_is_bounded_and_survives_cancelled_calls(pg_url: str, anyio_b
         await store.close()
 
 
+async def test_saves_made_together_are_committed_together(pg_url: str, anyio_backend: str) -> None:
+    """Group commit (pgbatch.py): responses saved at the same time share round trips, every one
+    is stored once its save returns, a save refused for its own value fails alone, and two saves
+    of one response are applied in the order they were made."""
+    from responsa.store.postgres import PostgresStore
+
+    if _migrated(pg_url):
+        pg.admin_on(pg_url, f"TRUNCATE {TABLES}")
+    sent: list[str] = []
+    store = PostgresStore(pg_url, pool_size=4, query_logger=sent.append)
+    await store.open()
+    try:
+        await logged()
+        sent.clear()
+        await asyncio.gather(*(store.save_response(record(f"g{i}"), [msg(f"g{i}o", f"out {i}", "assistant")],
+                                                   [msg(f"g{i}i", f"in {i}")]) for i in range(40)))
+        await logged()
+        saves = [q for q in sent if "INSERT INTO responses" in q]
+        assert 1 <= len(saves) < 40, len(saves)  # fewer round trips than responses
+        for i in range(40):
+            got = await store.get_response(f"g{i}", "alice")
+            assert got is not None and texts(got["output"]) == [f"out {i}"]
+
+        # One value PostgreSQL cannot hold spoils its batch: the others are stored all the same.
+        results = await asyncio.gather(
+            *(store.save_response(record(f"b{i}"), [], [msg(f"b{i}\x00" if i == 2 else f"b{i}i", "q")])
+              for i in range(5)), return_exceptions=True)
+        assert isinstance(results[2], InvalidRequest)
+        assert [r for i, r in enumerate(results) if i != 2] == [None] * 4
+        assert await store.get_record("b2", "alice") is None  # nothing half-written
+        assert all([await store.get_record(f"b{i}", "alice") is not None for i in (0, 1, 3, 4)])
+
+        # Two saves of one response at once: the later one lands last.
+        first, last = record("twice", status="in_progress"), record("twice", status="completed")
+        await asyncio.gather(store.save_response(first, [msg("t1", "partial", "assistant")], []),
+                             store.save_response(last, [msg("t1", "final", "assistant")], []))
+        got = await store.get_response("twice", "alice")
+        assert got is not None and got["status"] == "completed" and texts(got["output"]) == ["final"]
+    finally:
+        await store.close()
+
+
 async def test_cached_chains_read_one_link_and_follow_deletes_of_another_replica(pg_url: str,
                                                                                   anyio_backend: str) -> None:
     """A replica reuses the chains it read (turn N+1: turn N's own row and items, nothing
@@ -659,8 +709,10 @@ async def test_cached_chains_read_one_link_and_follow_deletes_of_another_replica
         assert [c.id for c in await a.load_chain("c2", "alice")] == ["c1", "c2"]
         await a.save_response(record("c3", prev="c2"), [msg("c3o", "three", "assistant")], [msg("c3i", "third")])
         for _ in range(2):  # turn 3 read once, then from the cache: one statement each, never recursive
+            await logged()
             queries.clear()
             chain = await a.load_chain("c3", "alice")
+            await logged()
             assert len(queries) == 1 and "RECURSIVE" not in queries[0], queries
             assert [c.id for c in chain] == ["c1", "c2", "c3"]
             assert [texts(c.input) + texts(c.output) for c in chain] == \

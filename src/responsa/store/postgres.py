@@ -38,6 +38,7 @@ from . import (
 )
 from . import postgres_conversations as conversations
 from .listing import listing_sql
+from .pgbatch import GroupWriter
 from .pgchains import LINKS_LEFT, ONE_LINK, ChainCache
 from .pgpool import CONNECT_TIMEOUT, Pool, is_outage, keeps_connection, unavailable, unstorable
 from .postgres_conversations import PostgresConversations
@@ -70,6 +71,29 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return LATEST
 
 
+# A response as it is first stored, or stored again whole (save_response): its row, and its
+# items replaced from the given positions on.
+SAVE_RESPONSE = """
+    WITH r AS (
+        INSERT INTO responses (id, owner, created_at, expires_at, status, background,
+                               previous_response_id, body, run_request, lease_owner, lease_until,
+                               ephemeral)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17)
+        ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body,
+            run_request = excluded.run_request, lease_owner = excluded.lease_owner,
+            lease_until = excluded.lease_until, expires_at = excluded.expires_at
+    ), d AS (
+        DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $12
+    )
+    INSERT INTO items (response_id, kind, position, item_id, owner, data)
+    SELECT $1, t.kind, t.position, t.item_id, $2, t.data
+      FROM unnest($13::smallint[], $14::int[], $15::text[], $16::bytea[])
+           AS t(kind, position, item_id, data)
+    ON CONFLICT (response_id, kind, position)
+    DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
+    """
+
+
 class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
     """The store shared by replicas (`--database-url postgresql://...`)."""
 
@@ -84,6 +108,8 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
         self._listening = asyncio.Event()
         self._query_logger = query_logger  # tests count round trips with it
         self._chains = ChainCache()
+        self._saves = GroupWriter(lambda args: self._call("execute", SAVE_RESPONSE, args),
+                                  lambda rows: self._call("executemany", SAVE_RESPONSE, (rows,)))
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -113,6 +139,7 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
         return conn
 
     async def close(self) -> None:
+        await self._saves.close()
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,29 +307,11 @@ class PostgresStore(PostgresVectors, PostgresConversations, PostgresQuotas):
                 record.id, record.status, row_json(record.body), run_request, record.lease_owner,
                 record.lease_until, len(output), kinds, positions, item_ids, data, record.expires_at)
             return
-        await self._execute(
-            """
-            WITH r AS (
-                INSERT INTO responses (id, owner, created_at, expires_at, status, background,
-                                       previous_response_id, body, run_request, lease_owner, lease_until,
-                                       ephemeral)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $17)
-                ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body,
-                    run_request = excluded.run_request, lease_owner = excluded.lease_owner,
-                    lease_until = excluded.lease_until, expires_at = excluded.expires_at
-            ), d AS (
-                DELETE FROM items WHERE response_id = $1 AND kind = 1 AND position >= $12
-            )
-            INSERT INTO items (response_id, kind, position, item_id, owner, data)
-            SELECT $1, t.kind, t.position, t.item_id, $2, t.data
-              FROM unnest($13::smallint[], $14::int[], $15::text[], $16::bytea[])
-                   AS t(kind, position, item_id, data)
-            ON CONFLICT (response_id, kind, position)
-            DO UPDATE SET item_id = excluded.item_id, owner = excluded.owner, data = excluded.data
-            """,
+        # Group commit (pgbatch.py): with other responses ending meanwhile, one round trip for all.
+        await self._saves.write(record.id, (
             record.id, record.owner, record.created_at, record.expires_at, record.status, record.background,
             record.previous_response_id, row_json(record.body), run_request, record.lease_owner,
-            record.lease_until, len(output), kinds, positions, item_ids, data, record.ephemeral)
+            record.lease_until, len(output), kinds, positions, item_ids, data, record.ephemeral))
 
     # PostgreSQL text holds no U+0000 and refuses to compare with it: an id holding one names no
     # row (as in SQLite), so such lookups miss without a query.
