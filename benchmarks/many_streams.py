@@ -227,6 +227,13 @@ def cpu0_busy() -> tuple[int, int]:
     return 0, 1
 
 
+def listen_drops() -> dict[str, int]:
+    """The kernel's counts of connections a full accept queue turned away (this namespace)."""
+    lines = [x.split() for x in Path("/proc/net/netstat").read_text().splitlines() if x.startswith("TcpExt:")]
+    values = dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+    return {k: values.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -279,6 +286,7 @@ def main() -> None:
         pid = server.proc.pid
         try:
             idle_rss = rss_mib(pid)
+            drops0 = listen_drops()
             deltas, opened = multiprocessing.Value("q", 0), multiprocessing.Value("q", 0)
             began = time.monotonic()
             proc, recv = client_process(server.port, "/v1/responses", args.streams, args.ramp, deltas, opened)
@@ -300,6 +308,7 @@ def main() -> None:
             stats = recv.recv()
             proc.join()
             kept_rss = rss_mib(pid)
+            drops = {k: v - drops0[k] for k, v in listen_drops().items()}
         finally:
             server.stop()
         log = server.log() if stats["errors"] else ""
@@ -314,6 +323,8 @@ def main() -> None:
     print(f"time to first token: engine alone p50 {base_p50 * 1000:.2f} ms; through the server "
           f"p50 {pct(ttft, 0.5) * 1000:.2f} ms, p99 {pct(ttft, 0.99) * 1000:.2f} ms; added p50 "
           f"{(pct(ttft, 0.5) - base_p50) * 1000:.2f} ms, p99 {(pct(ttft, 0.99) - base_p50) * 1000:.2f} ms")
+    print(f"connections turned away by a full accept queue: {drops['ListenOverflows']} overflows, "
+          f"{drops['ListenDrops']} drops (a refused SYN is retried by the client 1 s, then 3 s, later)")
     if log:
         lines = [x for x in log.splitlines() if " WARNING " in x or " ERROR " in x]
         print("server log (first warnings):\n  " + "\n  ".join(lines[:8]))

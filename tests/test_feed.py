@@ -59,3 +59,24 @@ async def test_abandon_cancels_the_producer() -> None:
     feed.abandon()
     with pytest.raises(asyncio.CancelledError):
         await feed.producer
+
+
+async def test_the_idle_wait_counts_from_each_get() -> None:
+    """One timer per feed, re-armed when it fires early: a consumer fed at 0.15 s and waiting
+    again hears `[]` 0.3 s after that second wait began, never at the first wait's deadline."""
+    feed = Feed()
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.ensure_future(feed.get(0.3))
+    await asyncio.sleep(0.15)
+    await feed.put(events(1))
+    assert [e["sequence_number"] for e in await waiting or []] == [0]
+    began = loop.time()
+    assert await feed.get(0.3) == []
+    assert loop.time() - began >= 0.29  # not woken at 0.3 s after the first wait (0.15 s in)
+    waiting = asyncio.ensure_future(feed.get(0.3))  # arms the timer 0.3 s out
+    await asyncio.sleep(0.01)
+    await feed.put(events(1, 1))
+    assert len(await waiting or []) == 1
+    began = loop.time()
+    assert await feed.get(0.05) == []  # shorter than the timer left armed: its own deadline
+    assert 0.04 <= loop.time() - began < 0.2

@@ -12,18 +12,30 @@ the client's pace instead of queueing a whole response in memory.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 Event = dict[str, Any]
 
 LIMIT = 512  # events waiting for the consumer before the producer is held
+_IDLE = object()  # what the idle timer wakes a waiting consumer with
 
 
 class Feed:
-    """One producer's event batches for one consumer; the producer is cancelled if the consumer leaves."""
+    """One producer's event batches for one consumer; the producer is cancelled if the consumer leaves.
+
+    A slow stream (a token a second, thousands at once) takes one batch per token, so taking
+    one is kept cheap: a deque and one future, and one idle timer per feed that is re-armed
+    only when it fires early (not an asyncio.Queue and an asyncio.timeout, with a timer made
+    and cancelled, for every batch).
+    """
 
     def __init__(self, limit: int = LIMIT) -> None:
-        self._queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
+        self._batches: deque[list[Event] | None] = deque()
+        self._waiter: asyncio.Future[Any] | None = None  # the consumer, waiting for a batch
+        self._deadline = 0.0  # when a waiting consumer is told the feed was idle
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._ended = False
         self._limit = limit
         self._waiting = 0  # events queued and not yet taken
@@ -39,43 +51,78 @@ class Feed:
         if self._abandoned:
             return  # nobody will read it
         self._waiting += len(batch)
-        self._queue.put_nowait(batch)
+        self._push(batch)
 
     def close(self) -> None:
         """No more batches: the consumer sees the end once it has taken what is queued."""
-        self._queue.put_nowait(None)
+        self._push(None)
+
+    def _push(self, batch: list[Event] | None) -> None:
+        self._batches.append(batch)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self, idle: float) -> list[Event] | None:
         """Everything queued (at least one event), `[]` after `idle` seconds without any, or
         None at the end. Batches produced meanwhile are merged so that they go out in one write."""
         if self._ended:
             return None
-        queue = self._queue
-        if queue.empty():
+        batches = self._batches
+        if not batches:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            self._deadline = deadline = loop.time() + idle
+            if self._timer is None or self._timer_at > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = loop.call_at(deadline, self._idle_check)
             try:
-                async with asyncio.timeout(idle):
-                    batch = await queue.get()
-            except TimeoutError:
+                woken = await waiter
+            finally:
+                self._waiter = None
+            if woken is _IDLE:
                 return []
-        else:
-            batch = queue.get_nowait()
+        batch = batches.popleft()
         if batch is None:
-            self._ended = True
+            self._end()
             return None
         events = list(batch)
-        while not queue.empty():
-            more = queue.get_nowait()
+        while batches:
+            more = batches.popleft()
             if more is None:
-                self._ended = True
+                self._end()
                 break
             events.extend(more)
         self._waiting -= len(events)
         self._taken.set()
         return events
 
+    def _idle_check(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms the timer again
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_result(_IDLE)
+        else:  # batches came meanwhile, and the consumer waits again since: until its own deadline
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._idle_check)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def abandon(self) -> None:
         """The consumer is gone: stop the producer (which stores what it must on its way out)."""
         self._abandoned = True
         self._taken.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()
