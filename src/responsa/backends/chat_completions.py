@@ -145,8 +145,16 @@ class ChatCompletionsBackend:
                 raise upstream_error(resp.status, await resp.read(limit=64 * 1024))
             yield TurnStart()
             if req.options.stream:
-                async for event in self._stream(resp):
-                    yield event
+                # Parsed by plain functions, read by one generator: with thousands of slow
+                # streams every layer of async generator a token passes through costs CPU
+                # (benchmarks/many_streams.py).
+                stream = _ChunkStream()
+                async for line in _sse_lines(resp):
+                    for event in stream.line(line):
+                        yield event
+                    if stream.done:
+                        break
+                yield stream.end()
             else:
                 for event in _complete(_parse_json(await resp.read())):
                     yield event
@@ -157,47 +165,57 @@ class ChatCompletionsBackend:
             # engines learn to stop generating.
             resp.close()
 
-    async def _stream(self, resp: Response) -> AsyncIterator[TurnEvent]:
-        finish: str | None = None
-        usage: Usage | None = None
-        done = False
-        async for line in _sse_lines(resp):
-            if not line.startswith(b"data:"):
-                if line.startswith(b"{") and b'"error"' in line:
-                    raise UpstreamError(f"The model engine failed: {_error_text(line)}")
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                done = True
-                break
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError as e:
-                raise UpstreamError("The model engine sent a malformed stream chunk.") from e
-            if not isinstance(chunk, dict):
+
+class _ChunkStream:
+    """The state of one streamed completion, fed its SSE lines one at a time."""
+
+    __slots__ = ("done", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.done = False  # `data: [DONE]` seen
+
+    def line(self, line: bytes) -> list[TurnEvent]:
+        if not line.startswith(b"data:"):
+            if line.startswith(b"{") and b'"error"' in line:
+                raise UpstreamError(f"The model engine failed: {_error_text(line)}")
+            return []
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamError("The model engine sent a malformed stream chunk.") from e
+        if not isinstance(chunk, dict):
+            raise UpstreamError("The model engine sent a malformed stream chunk.")
+        if chunk.get("error"):
+            raise UpstreamError(f"The model engine failed mid-stream: {_error_text(data)}")
+        if chunk.get("usage"):
+            self.usage = parse_usage(chunk["usage"])
+        events: list[TurnEvent] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
                 raise UpstreamError("The model engine sent a malformed stream chunk.")
-            if chunk.get("error"):
-                raise UpstreamError(f"The model engine failed mid-stream: {_error_text(data)}")
-            if chunk.get("usage"):
-                usage = parse_usage(chunk["usage"])
-            for choice in chunk.get("choices") or ():
-                if not isinstance(choice, dict):
-                    raise UpstreamError("The model engine sent a malformed stream chunk.")
-                delta = choice.get("delta")
-                if delta:
-                    for event in _delta_events(delta):
-                        yield event
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-        if finish is None and not done:
+            delta = choice.get("delta")
+            if delta:
+                events += _delta_events(delta)
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return events
+
+    def end(self) -> TurnEnd:
+        if self.finish is None and not self.done:
             raise UpstreamError("The model engine closed the stream before finishing.")
-        yield TurnEnd(finish or "stop", usage)
+        return TurnEnd(self.finish or "stop", self.usage)
 
 
 async def _sse_lines(resp: Response) -> AsyncIterator[bytes]:
     """Non-empty lines of an SSE body, read in whatever chunks arrive (not line by line)."""
     pending = b""
-    async for chunk in resp.iter_chunks():
+    while chunk := await resp.next_chunk():
         pending += chunk
         if b"\n" not in chunk:
             continue
