@@ -53,8 +53,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("fetching", frozenset({"media", "images_api", "reasoning", "fetcher", "searchproviders", "webpages",
                             "vectors"})),
     ("engines and storage", frozenset({"backends", "store"})),
-    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "imagebytes", "logs",
-                          "netguard", "replay", "shapes", "tracecontext"})),
+    ("basics", frozenset({"", "arguments", "chat", "checks", "config", "errors", "ids", "idlewait", "imagebytes",
+                          "logs", "netguard", "replay", "shapes", "tracecontext"})),
 )
 
 # What `loop` may import: the Backend protocol (the package, not an engine), the Tool protocol,

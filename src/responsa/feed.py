@@ -15,27 +15,24 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from .idlewait import IdleWaiter
+
 Event = dict[str, Any]
 
 LIMIT = 512  # events waiting for the consumer before the producer is held
-_IDLE = object()  # what the idle timer wakes a waiting consumer with
 
 
 class Feed:
     """One producer's event batches for one consumer; the producer is cancelled if the consumer leaves.
 
     A slow stream (a token a second, thousands at once) takes one batch per token, so taking
-    one is kept cheap: a deque and one future, and one idle timer per feed that is re-armed
-    only when it fires early (not an asyncio.Queue and an asyncio.timeout, with a timer made
-    and cancelled, for every batch).
+    one is kept cheap: a deque and an IdleWaiter (one timer per feed), not an asyncio.Queue
+    and an asyncio.timeout (a timer made and cancelled) for every batch.
     """
 
     def __init__(self, limit: int = LIMIT) -> None:
         self._batches: deque[list[Event] | None] = deque()
-        self._waiter: asyncio.Future[Any] | None = None  # the consumer, waiting for a batch
-        self._deadline = 0.0  # when a waiting consumer is told the feed was idle
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._idle = IdleWaiter()  # the consumer, waiting for a batch
         self._ended = False
         self._limit = limit
         self._waiting = 0  # events queued and not yet taken
@@ -59,9 +56,7 @@ class Feed:
 
     def _push(self, batch: list[Event] | None) -> None:
         self._batches.append(batch)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._idle.wake()
 
     async def get(self, idle: float) -> list[Event] | None:
         """Everything queued (at least one event), `[]` after `idle` seconds without any, or
@@ -69,21 +64,8 @@ class Feed:
         if self._ended:
             return None
         batches = self._batches
-        if not batches:
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            self._deadline = deadline = loop.time() + idle
-            if self._timer is None or self._timer_at > deadline:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer_at = deadline
-                self._timer = loop.call_at(deadline, self._idle_check)
-            try:
-                woken = await waiter
-            finally:
-                self._waiter = None
-            if woken is _IDLE:
-                return []
+        if not batches and not await self._idle.wait(idle):
+            return []
         batch = batches.popleft()
         if batch is None:
             self._end()
@@ -99,30 +81,14 @@ class Feed:
         self._taken.set()
         return events
 
-    def _idle_check(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # not waiting: the next wait arms the timer again
-        loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_result(_IDLE)
-        else:  # batches came meanwhile, and the consumer waits again since: until its own deadline
-            self._timer_at = self._deadline
-            self._timer = loop.call_at(self._deadline, self._idle_check)
-
     def _end(self) -> None:
         self._ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle.cancel()
 
     def abandon(self) -> None:
         """The consumer is gone: stop the producer (which stores what it must on its way out)."""
         self._abandoned = True
         self._taken.set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle.cancel()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()

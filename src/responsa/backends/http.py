@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ..idlewait import IdleWaiter
+
 KEEPALIVE_IDLE = 4.0  # seconds; engines behind uvicorn (vLLM, SGLang) close idle ones at 5
 MAX_IDLE_CONNECTIONS = 64
 HIGH_WATER = 1 << 20  # pause reading when this much body is buffered
@@ -50,14 +52,9 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.head_size = 0  # bytes received while the head was incomplete
         self.idle_since = 0.0
-        self._waiter: asyncio.Future | None = None
         self._paused = False
-        # The read timeout: one timer per connection that checks a deadline each wait moves,
-        # not a timer made and cancelled for every chunk (a token, when streaming).
-        self._deadline = 0.0
-        self._timeout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        # The read timeout: one timer per connection, not one per chunk (a token, when streaming).
+        self._idle = IdleWaiter()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,9 +76,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle.cancel()
         if not self.complete:
             if self.headers_done and "content-length" not in self.headers \
                     and "chunked" not in self.headers.get("transfer-encoding", ""):
@@ -118,37 +113,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._idle.wake()
 
     async def wait(self, seconds: float) -> None:
         """Until more data, the end, or an error arrives; HTTPError after `seconds` without any."""
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        self._timeout = seconds
-        self._deadline = loop.time() + seconds
-        if self._timer is None or self._timer_at > self._deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = self._deadline
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _check_deadline(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # not waiting: the next wait sets a timer again
-        loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_exception(HTTPError(f"no data from the engine for {self._timeout:g} seconds"))
-        else:
-            self._timer_at = self._deadline
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        if not await self._idle.wait(seconds):
+            raise HTTPError(f"no data from the engine for {seconds:g} seconds")
 
     def take(self) -> bytes:
         data = b"".join(self.chunks)
