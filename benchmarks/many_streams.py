@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import uvloop  # noqa: E402
 from harness import KEY_A, ServerProcess, free_port  # noqa: E402
-from store_throughput import cpu_seconds, next_request  # noqa: E402
+from store_throughput import cpu0_busy, cpu_seconds, next_request  # noqa: E402
 
 DELTA = b'"type":"response.output_text.delta"'
 DONE = b'"type":"response.completed"'
@@ -217,14 +217,6 @@ def client_process(port: int, path: str, streams: int, ramp: float, deltas: Any,
     proc.start()
     subprocess.run(["taskset", "-pc", "0", str(proc.pid)], check=True, capture_output=True)
     return proc, recv
-
-
-def cpu0_busy() -> tuple[int, int]:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu0 "):
-            f = [int(x) for x in line.split()[1:]]
-            return sum(f[:8]) - f[3] - f[4], sum(f[:8])
-    return 0, 1
 
 
 def listen_drops() -> dict[str, int]:

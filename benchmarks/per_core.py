@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pg  # noqa: E402
 from harness import KEY_A, ServerProcess  # noqa: E402
-from store_throughput import cpu_seconds  # noqa: E402
+from store_throughput import cpu0_busy, cpu_seconds  # noqa: E402
 from workers import WRK_SCRIPT, start_upstream  # noqa: E402
 
 CHAIN_SCRIPT = """
@@ -125,14 +125,6 @@ def db_stats(url: str) -> tuple[int, int]:
 def backends(url: str) -> list[int]:
     name = urlsplit(url).path.lstrip("/")
     return [r[0] for r in pg.admin("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)]
-
-
-def cpu0_busy() -> tuple[int, int]:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu0 "):
-            f = [int(x) for x in line.split()[1:]]
-            return sum(f[:8]) - f[3] - f[4], sum(f[:8])
-    return 0, 1
 
 
 def run_wrk(server: ServerProcess, script: Path, duration: float, concurrency: int) -> dict:

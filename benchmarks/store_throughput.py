@@ -136,6 +136,15 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def cpu0_busy() -> tuple[int, int]:
+    """(Busy, all) clock ticks of CPU 0 so far, where the harness places the load generator."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu0 "):
+            f = [int(x) for x in line.split()[1:]]
+            return sum(f[:8]) - f[3] - f[4], sum(f[:8])
+    return 0, 1
+
+
 def postgres_pids() -> list[int]:
     """Every PostgreSQL server process on this machine (other users of it count too)."""
     pids = []
