@@ -185,6 +185,13 @@ def csrf_of(tab: Any) -> str:
     return tab.locator("input[name=csrf]").first.get_attribute("value")
 
 
+def csrf_in(html: str) -> str:
+    """The CSRF token of a page's form, read without a browser."""
+    token = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert token is not None, "the page has no form token"
+    return token.group(1)
+
+
 def test_a_script_in_an_answer_stays_text(console: ServerProcess, browser: Any, script) -> None:
     evil = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold?</b>'
     script.add({"content": evil})
@@ -394,9 +401,7 @@ def test_sign_in_refuses_wrong_keys_and_forged_cookies(console: ServerProcess) -
     assert KEY_A not in page.text
     # Signing out needs the form's token; then the cookie is gone.
     assert client.post("/console/signout", data={"csrf": "forged"}).status_code == 400
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert token is not None
-    out = client.post("/console/signout", data={"csrf": token.group(1)})
+    out = client.post("/console/signout", data={"csrf": csrf_in(page.text)})
     assert out.status_code == 303 and out.headers["location"] == "/console/signin"
 
 
@@ -405,15 +410,14 @@ def test_cancel_needs_the_csrf_token(console: ServerProcess, script) -> None:
     run = api(console, KEY_A).responses.create(model="m", input="x", background=True)
     client = session(console, KEY_A)
     page = client.get(f"/console/responses/{run.id}")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert token is not None
+    token = csrf_in(page.text)
     for form in ({}, {"csrf": "forged"}):
         assert client.post(f"/console/responses/{run.id}/cancel", data=form).status_code == 400
-    answer = client.post(f"/console/responses/{run.id}/cancel", data={"csrf": token.group(1)},
+    answer = client.post(f"/console/responses/{run.id}/cancel", data={"csrf": token},
                          headers={"origin": "http://evil.test"})
     assert answer.status_code == 400
     assert api(console, KEY_A).responses.retrieve(run.id).status in ("queued", "in_progress")
-    answer = client.post(f"/console/responses/{run.id}/cancel", data={"csrf": token.group(1)})
+    answer = client.post(f"/console/responses/{run.id}/cancel", data={"csrf": token})
     assert answer.status_code == 303
     assert api(console, KEY_A).responses.retrieve(run.id).status == "cancelled"
     # The live page's poll: the stored events and the status, as JSON.
@@ -428,9 +432,8 @@ def test_the_admin_key_cancels_another_owners_run(console: ServerProcess, script
     run = api(console, KEY_B).responses.create(model="m", input="x", background=True)
     admin = session(console, ADMIN)
     page = admin.get(f"/console/responses/{run.id}")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert token is not None and 'id="cancel"' in page.text
-    assert admin.post(f"/console/responses/{run.id}/cancel", data={"csrf": token.group(1)}).status_code == 303
+    assert 'id="cancel"' in page.text
+    assert admin.post(f"/console/responses/{run.id}/cancel", data={"csrf": csrf_in(page.text)}).status_code == 303
     assert api(console, KEY_B).responses.retrieve(run.id).status == "cancelled"
     events = admin.get(f"/console/responses/{run.id}/events.json").json()
     assert events["status"] == "cancelled" and events["events"][0]["type"] == "response.created"
