@@ -9,6 +9,7 @@ the server emits against the official SDK's models and the Open Responses schema
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jsonschema
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "spec" / "openresponses-openapi-2026-04-24.json"  # vendored, see its README
 KEY_A = "key-a-secret"
 KEY_B = "key-b-secret"
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -382,3 +384,18 @@ def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.02) -> Any
 
 def types_of(events: Iterable[Any]) -> list[str]:
     return [e["type"] if isinstance(e, dict) else e.type for e in events]
+
+
+def run_closing(main: Awaitable[T], *clients: Any) -> T:
+    """`asyncio.run(main)`, with each `AsyncOpenAI` client in `clients` closed on that same loop.
+
+    A client left open is closed by the SDK's finalizer on whichever loop is running when the
+    garbage collector reaches it: a later async test's. Its sockets belong to this closed loop,
+    so that close raises `Event loop is closed` inside the later, unrelated test."""
+    async def run() -> T:
+        try:
+            return await main
+        finally:
+            for client in clients:
+                await client.close()
+    return asyncio.run(run())

@@ -3,14 +3,23 @@ and Brave over real HTTP, in their JSON shapes), with the pages their results li
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from harness import KEY_A, ServerProcess, ThreadServer, check_events, check_response, types_of, wait_for, wire
+from harness import (
+    KEY_A,
+    ServerProcess,
+    ThreadServer,
+    check_events,
+    check_response,
+    run_closing,
+    types_of,
+    wait_for,
+    wire,
+)
 from openai import OpenAI
 from search_server import BRAVE_TOKEN, Doc, SearchState, search_app
 from starlette.applications import Starlette
@@ -457,7 +466,7 @@ def test_agents_sdk_web_search_tool(backend: Backend, server: ServerProcess, scr
             user_location={"type": "approximate", "city": "Paris"}, filters={"allowed_domains": ["127.0.0.1"]},
             search_context_size="high", search_content_types=["text"])])
     script.add(search("asyncio"), {"content": f"asyncio: [docs]({page})"})
-    result = asyncio.run(agents.Runner.run(agent, "What is asyncio?"))
+    result = run_closing(agents.Runner.run(agent, "What is asyncio?"), client)
     assert result.final_output == f"asyncio: [docs]({page})"
     calls = [i.raw_item for i in result.new_items if i.type == "tool_call_item"]
     assert [(c.type, c.status, c.action.type, c.action.query) for c in calls] == [

@@ -4,13 +4,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from harness import KEY_A
-from openai import AsyncOpenAI
+from harness import run_closing
 from recorder import RecordingProxy
-from test_clients_python import WEATHER_CALL, sdk, tool_messages, weather_agent
+from test_clients_python import WEATHER_CALL, agents_client, sdk, tool_messages, weather_agent
 
 
 def texts(messages: list[dict]) -> list[tuple[str, Any]]:
@@ -22,8 +20,8 @@ def test_agents_openai_conversations_session(proxy: RecordingProxy, script) -> N
     script.add({"tool_calls": [WEATHER_CALL]}, {"content": "It is 21C in Paris."},
                {"content": "You asked about Paris."})
     calls: list[str] = []
-    agent = weather_agent(proxy, calls)
-    client = AsyncOpenAI(base_url=proxy.base_url, api_key=KEY_A, max_retries=0)
+    client = agents_client(proxy)
+    agent = weather_agent(client, calls)
 
     async def run() -> tuple[Any, Any, list[Any]]:
         session = agents.OpenAIConversationsSession(openai_client=client)
@@ -32,7 +30,7 @@ def test_agents_openai_conversations_session(proxy: RecordingProxy, script) -> N
         items = await session.get_items()
         return first, second, items
 
-    first, second, items = asyncio.run(run())
+    first, second, items = run_closing(run(), client)
     assert first.final_output == "It is 21C in Paris." and calls == ["Paris"]
     assert second.final_output == "You asked about Paris."
     messages = script.requests[2]["messages"]
@@ -50,8 +48,8 @@ def test_agents_conversation_id(proxy: RecordingProxy, script) -> None:
     agents = sdk()
     script.add({"tool_calls": [WEATHER_CALL]}, {"content": "It is 21C in Paris."}, {"content": "Paris, again."})
     calls: list[str] = []
-    agent = weather_agent(proxy, calls)
-    client = AsyncOpenAI(base_url=proxy.base_url, api_key=KEY_A, max_retries=0)
+    client = agents_client(proxy)
+    agent = weather_agent(client, calls)
 
     async def run() -> tuple[Any, Any, list[dict]]:
         conversation = await client.conversations.create()
@@ -60,7 +58,7 @@ def test_agents_conversation_id(proxy: RecordingProxy, script) -> None:
         items = [i.model_dump() async for i in client.conversations.items.list(conversation.id, order="asc")]
         return first, second, items
 
-    first, second, items = asyncio.run(run())
+    first, second, items = run_closing(run(), client)
     assert first.final_output == "It is 21C in Paris." and calls == ["Paris"]
     assert second.final_output == "Paris, again."
     posts = proxy.posts()

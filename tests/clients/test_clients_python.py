@@ -4,7 +4,6 @@ proxy; every Response and stream the server sent is validated."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 from clientkit import HERE, old_sdk_python
-from harness import KEY_A
+from harness import KEY_A, run_closing
 from openai import AsyncOpenAI
 from openai.types.shared import Reasoning
 from recorder import RecordingProxy
@@ -31,7 +30,12 @@ def sdk() -> Any:
     return pytest.importorskip("agents", reason="openai-agents is in the `clients` extra (./scripts/test)")
 
 
-def weather_agent(proxy: RecordingProxy, calls: list[str], **settings: Any) -> Any:
+def agents_client(proxy: RecordingProxy) -> AsyncOpenAI:
+    """The client an agent talks through; a test closes it on its run's loop (`run_closing`)."""
+    return AsyncOpenAI(base_url=proxy.base_url, api_key=KEY_A, max_retries=0)
+
+
+def weather_agent(client: AsyncOpenAI, calls: list[str], **settings: Any) -> Any:
     agents = sdk()
     agents.set_tracing_disabled(True)
 
@@ -41,7 +45,6 @@ def weather_agent(proxy: RecordingProxy, calls: list[str], **settings: Any) -> A
         calls.append(city)
         return f"21C in {city}"
 
-    client = AsyncOpenAI(base_url=proxy.base_url, api_key=KEY_A, max_retries=0)
     return agents.Agent(name="weather", instructions="Be brief.", tools=[get_weather],
                         model=agents.OpenAIResponsesModel(model="gpt-4.1", openai_client=client),
                         model_settings=agents.ModelSettings(**settings))
@@ -49,7 +52,8 @@ def weather_agent(proxy: RecordingProxy, calls: list[str], **settings: Any) -> A
 
 def test_agents_text(proxy: RecordingProxy, script) -> None:
     script.add({"content": "Hello from the engine."})
-    result = asyncio.run(sdk().Runner.run(weather_agent(proxy, []), "Say hello"))
+    client = agents_client(proxy)
+    result = run_closing(sdk().Runner.run(weather_agent(client, []), "Say hello"), client)
     assert result.final_output == "Hello from the engine."
     (post,) = proxy.posts()
     body = post.body
@@ -66,12 +70,14 @@ def test_agents_streamed_tool_round_trip(proxy: RecordingProxy, script) -> None:
     script.add({"tool_calls": [WEATHER_CALL]}, {"content": "It is 21C in Paris."})
     calls: list[str] = []
 
+    client = agents_client(proxy)
+
     async def run() -> tuple[Any, list[str]]:
-        result = sdk().Runner.run_streamed(weather_agent(proxy, calls), "Weather in Paris?")
+        result = sdk().Runner.run_streamed(weather_agent(client, calls), "Weather in Paris?")
         kinds = [ev.type async for ev in result.stream_events()]
         return result, kinds
 
-    result, kinds = asyncio.run(run())
+    result, kinds = run_closing(run(), client)
     assert result.final_output == "It is 21C in Paris." and calls == ["Paris"]
     assert "raw_response_event" in kinds
     first, second = proxy.posts()
@@ -87,7 +93,8 @@ def test_agents_streamed_tool_round_trip(proxy: RecordingProxy, script) -> None:
 def test_agents_tool_round_trip_and_second_run(proxy: RecordingProxy, script) -> None:
     script.add({"tool_calls": [WEATHER_CALL]}, {"content": "It is 21C in Paris."}, {"content": "Still 21C."})
     calls: list[str] = []
-    agent = weather_agent(proxy, calls)
+    client = agents_client(proxy)
+    agent = weather_agent(client, calls)
 
     async def run() -> tuple[Any, Any]:
         first = await sdk().Runner.run(agent, "Weather in Paris?")
@@ -97,7 +104,7 @@ def test_agents_tool_round_trip_and_second_run(proxy: RecordingProxy, script) ->
         again = await sdk().Runner.run(agent, [*first.to_input_list(), follow_up])
         return first, again
 
-    first, again = asyncio.run(run())
+    first, again = run_closing(run(), client)
     assert first.final_output == "It is 21C in Paris." and calls == ["Paris"]
     assert again.final_output == "Still 21C."
     message = next(i for i in proxy.posts()[2].body["input"] if i.get("role") == "assistant")
@@ -111,8 +118,9 @@ def test_agents_tool_round_trip_and_second_run(proxy: RecordingProxy, script) ->
 def test_agents_previous_response_id(proxy: RecordingProxy, script) -> None:
     script.add({"tool_calls": [WEATHER_CALL]}, {"content": "It is 21C in Paris."})
     calls: list[str] = []
-    result = asyncio.run(sdk().Runner.run(weather_agent(proxy, calls), "Weather in Paris?",
-                                           auto_previous_response_id=True))
+    client = agents_client(proxy)
+    result = run_closing(sdk().Runner.run(weather_agent(client, calls), "Weather in Paris?",
+                                          auto_previous_response_id=True), client)
     assert result.final_output == "It is 21C in Paris."
     first, second = proxy.posts()
     assert second.body["previous_response_id"] == first.final()["id"]
@@ -123,9 +131,10 @@ def test_agents_previous_response_id(proxy: RecordingProxy, script) -> None:
 
 def test_agents_store_false_with_reasoning(proxy: RecordingProxy, script) -> None:
     script.add({"reasoning": "Look it up.", "tool_calls": [WEATHER_CALL]}, {"content": "21C."})
-    agent = weather_agent(proxy, [], store=False, reasoning=Reasoning(effort="low", summary="auto"),
+    client = agents_client(proxy)
+    agent = weather_agent(client, [], store=False, reasoning=Reasoning(effort="low", summary="auto"),
                           response_include=["reasoning.encrypted_content"])
-    result = asyncio.run(sdk().Runner.run(agent, "Weather in Paris?"))
+    result = run_closing(sdk().Runner.run(agent, "Weather in Paris?"), client)
     assert result.final_output == "21C."
     first, second = proxy.posts()
     assert first.body["store"] is False and first.body["reasoning"] == {"effort": "low", "summary": "auto"}
