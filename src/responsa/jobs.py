@@ -125,7 +125,8 @@ class Jobs:
                 run.interrupted = not task.cancelling()  # a run being cancelled by its owner stays cancelled
                 tasks.append(task)
         for task in tasks:
-            task.cancel()
+            if not task.cancelling():  # one being cancelled is storing its end: let it
+                task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -413,11 +413,16 @@ class LiveRuns:
         return rid in self._runs
 
     def cancel(self, rid: str) -> bool:
-        """Stop a run produced here (its finish stores what it must); whether there was one."""
+        """Stop a run produced here (its finish stores what it must); whether there was one.
+
+        A run is cancelled once. Several signals may ask it (the replica's notice, the next lease
+        renewal, another cancel or a delete), and a second one would cut the write of its end:
+        the response would stay `in_progress` under a lease this process keeps renewing."""
         entry = self._runs.get(rid)
         if entry is None or entry[1].done():
             return False
-        entry[1].cancel()
+        if not entry[1].cancelling():
+            entry[1].cancel()
         return True
 
 
