@@ -81,3 +81,9 @@ def terminate(url: str, application_name: str) -> int:
     rows = admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
                  "AND application_name = $2", name, application_name)
     return len(rows)
+
+
+async def logged() -> None:
+    """Let a query log catch up: asyncpg calls a query logger one turn of the loop after the query."""
+    for _ in range(3):
+        await asyncio.sleep(0)

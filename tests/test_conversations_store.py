@@ -240,14 +240,12 @@ async def test_load_is_one_round_trip_on_postgres(conv_pg_url: str, anyio_backen
     await s.open()
     try:
         await s.create_conversation(conversation("conv_rt"), [msg(f"r{n}") for n in range(50)])
-        for _ in range(3):  # asyncpg calls a query logger one turn of the loop after the query
-            await asyncio.sleep(0)
+        await pg.logged()
         queries.clear()
         state = await s.load_conversation("conv_rt", "alice")
         assert state is not None and len(state.items) == 50
         await s.load_conversation("conv_rt", "alice", (state.revision, state.next_position))
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await pg.logged()
         assert len(queries) == 2, queries
     finally:
         await s.delete_conversation("conv_rt", "alice")

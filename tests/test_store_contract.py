@@ -58,12 +58,6 @@ async def store(make_store: Callable[..., Store], anyio_backend: str) -> AsyncIt
     await s.close()
 
 
-async def logged() -> None:
-    """Let the query log catch up: asyncpg calls a query logger one turn of the loop after the query."""
-    for _ in range(3):
-        await asyncio.sleep(0)
-
-
 def is_pg(store: Store) -> bool:
     return type(store).__name__ == "PostgresStore"
 
@@ -161,10 +155,10 @@ async def test_load_chain_in_one_round_trip(make_store: Callable[..., Store], an
         await _chain(store)
         if isinstance(store, SQLiteStore):
             store._reader.set_trace_callback(queries.append)  # type: ignore[union-attr]
-        await logged()
+        await pg.logged()
         queries.clear()
         chain = await store.load_chain("r3", "alice")
-        await logged()
+        await pg.logged()
         assert len(queries) == 1, queries
         assert [c.id for c in chain] == ["r1", "r2", "r3"]
         assert [c.status for c in chain] == ["completed", "completed", "in_progress"]
@@ -660,11 +654,11 @@ async def test_saves_made_together_are_committed_together(pg_url: str, anyio_bac
     store = PostgresStore(pg_url, pool_size=4, query_logger=sent.append)
     await store.open()
     try:
-        await logged()
+        await pg.logged()
         sent.clear()
         await asyncio.gather(*(store.save_response(record(f"g{i}"), [msg(f"g{i}o", f"out {i}", "assistant")],
                                                    [msg(f"g{i}i", f"in {i}")]) for i in range(40)))
-        await logged()
+        await pg.logged()
         saves = [q for q in sent if "INSERT INTO responses" in q]
         assert 1 <= len(saves) < 40, len(saves)  # fewer round trips than responses
         for i in range(40):
@@ -709,10 +703,10 @@ async def test_cached_chains_read_one_link_and_follow_deletes_of_another_replica
         assert [c.id for c in await a.load_chain("c2", "alice")] == ["c1", "c2"]
         await a.save_response(record("c3", prev="c2"), [msg("c3o", "three", "assistant")], [msg("c3i", "third")])
         for _ in range(2):  # turn 3 read once, then from the cache: one statement each, never recursive
-            await logged()
+            await pg.logged()
             queries.clear()
             chain = await a.load_chain("c3", "alice")
-            await logged()
+            await pg.logged()
             assert len(queries) == 1 and "RECURSIVE" not in queries[0], queries
             assert [c.id for c in chain] == ["c1", "c2", "c3"]
             assert [texts(c.input) + texts(c.output) for c in chain] == \
