@@ -120,13 +120,13 @@ class Jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         tasks = [*self.followers]
+        for task in tasks:
+            task.cancel()
         for run, task in self.live.entries():
             if run.mode is Mode.BACKGROUND:
                 run.interrupted = not task.cancelling()  # a run being cancelled by its owner stays cancelled
+                self.live.cancel(run.id)  # once: one being cancelled is storing its end
                 tasks.append(task)
-        for task in tasks:
-            if not task.cancelling():  # one being cancelled is storing its end: let it
-                task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
